@@ -1,0 +1,20 @@
+"""Neural Circuit Policies (LTC and CfC networks with NCP wirings) on Apple's MLX."""
+
+__version__ = "0.1.0"
+
+from . import wirings as wirings
+from .cells import CfCCell as CfCCell
+from .cells import LSTMCell as LSTMCell
+from .cells import LTCCell as LTCCell
+from .cells import WiredCfCCell as WiredCfCCell
+from .errors import CheckpointError as CheckpointError
+from .errors import NCPSError as NCPSError
+from .errors import StateDictError as StateDictError
+from .errors import WiringError as WiringError
+from .io import load as load
+from .io import load_weights as load_weights
+from .io import save as save
+from .rnn import LTC as LTC
+from .rnn import RNN as RNN
+from .rnn import CfC as CfC
+from .rnn import model_from_config as model_from_config

@@ -1,0 +1,108 @@
+"""Validation of what a sequence layer is called with.
+
+Each check raises before anything is computed, with a message naming the layer, the
+value it got and what it accepts. Shapes are normalised to batch-first here so the time
+scan sees one layout only.
+"""
+
+import math
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+
+def as_array(owner: str, name: str, value: Any) -> mx.array:
+    """Convert numpy arrays and nested lists to an ``mx.array``; reject anything else."""
+    if isinstance(value, mx.array):
+        return value
+    if isinstance(value, (np.ndarray, list, tuple, int, float)):
+        value = np.asarray(value)
+        # float64 has no GPU kernels in MLX; the layer casts to its own dtype anyway.
+        return mx.array(value.astype(np.float32) if value.dtype == np.float64 else value)
+    raise ValueError(f"[{owner}] {name!r} must be an mlx or numpy array but got {type(value)}")
+
+
+def check_sequence(owner: str, x: Any, input_size: int, batch_first: bool) -> tuple[mx.array, bool]:
+    """Return the input as (B, T, F) and whether it was batched."""
+    x = as_array(owner, "input", x)
+    layout = "(batch, time, features)" if batch_first else "(time, batch, features)"
+    if x.ndim not in (2, 3) or x.shape[-1] != input_size or 0 in x.shape:
+        raise ValueError(
+            f"[{owner}] input must have shape {layout} or, unbatched, (time, features) with "
+            f"{input_size} features, but got shape {tuple(x.shape)}"
+        )
+    if x.ndim == 2:
+        return x[None], False
+    return (x if batch_first else x.swapaxes(0, 1)), True
+
+
+def check_state(
+    owner: str, hx: Any, mixed: bool, state_size: int, batch: int, batched: bool
+) -> tuple[mx.array | None, mx.array | None]:
+    """Return ``(h, c)`` as (B, state_size) arrays (``None`` where not given)."""
+    if hx is None:
+        return None, None
+    if mixed:
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise ValueError(
+                f"[{owner}] with mixed_memory=True 'hx' must be a pair (h, c) but got "
+                f"{type(hx).__name__}"
+            )
+        parts = [as_array(owner, "hx", part) for part in hx]
+    else:
+        if isinstance(hx, (tuple, list)):
+            raise ValueError(
+                f"[{owner}] 'hx' must be one array (a pair (h, c) needs mixed_memory=True)"
+            )
+        parts = [as_array(owner, "hx", hx)]
+    expected = (batch, state_size) if batched else (state_size,)
+    for part in parts:
+        if tuple(part.shape) != expected:
+            raise ValueError(
+                f"[{owner}] each state in 'hx' must have shape {expected} but got "
+                f"{tuple(part.shape)}"
+            )
+    parts = [part if batched else part[None] for part in parts]
+    return parts[0], (parts[1] if mixed else None)
+
+
+def _check_values(owner: str, values: mx.array, positive: bool) -> None:
+    finite = mx.all(mx.isfinite(values)).item()
+    low = mx.min(values).item() if finite else math.nan
+    if not finite or low < 0 or (positive and low == 0):
+        allowed = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"[{owner}] timespans must be finite and {allowed}, but got values in "
+            f"[{mx.min(values).item()}, {mx.max(values).item()}]"
+        )
+
+
+def check_timespans(
+    owner: str,
+    timespans: Any,
+    batch: int,
+    steps: int,
+    batched: bool,
+    batch_first: bool,
+    positive: bool,
+) -> mx.array | float:
+    """Return timespans as a float (one for every step) or a (B, T, 1) array."""
+    if timespans is None:
+        return 1.0
+    values = as_array(owner, "timespans", timespans)
+    _check_values(owner, values, positive)
+    if values.ndim == 0:
+        return float(values.item())
+    layout = ((batch, steps) if batch_first else (steps, batch)) if batched else (steps,)
+    if tuple(values.shape) not in (layout, layout + (1,)):
+        raise ValueError(
+            f"[{owner}] timespans must be a scalar or have shape {layout} or {layout + (1,)} "
+            f"to match the input, but got shape {tuple(values.shape)}"
+        )
+    values = values.reshape(layout)
+    if not batched:
+        values = values[None]
+    elif not batch_first:
+        values = values.T
+    return values[..., None]

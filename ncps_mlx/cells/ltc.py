@@ -1,0 +1,228 @@
+"""Liquid time-constant (LTC) cell."""
+
+from typing import Literal
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..errors import WiringError
+from ..wirings import Wiring
+from .base import Cell, Consts, check_choice, check_positive_int
+from .solvers import SOLVERS
+
+Mapping = Literal["affine", "linear"] | None
+MAPPINGS = ("affine", "linear", None)
+
+# Uniform initialisation ranges of the reference (ncps 1.0.1).
+INIT_RANGES = {
+    "gleak": (0.001, 1.0),
+    "vleak": (-0.2, 0.2),
+    "cm": (0.4, 0.6),
+    "w": (0.001, 1.0),
+    "sigma": (3.0, 8.0),
+    "mu": (0.3, 0.8),
+    "sensory_w": (0.001, 1.0),
+    "sensory_sigma": (3.0, 8.0),
+    "sensory_mu": (0.3, 0.8),
+}
+# Parameters that must stay positive; see LTCCell's `implicit_param_constraints`.
+POSITIVE = ("w", "sensory_w", "cm", "gleak")
+
+
+def synapse_activation(
+    v: mx.array, w: mx.array, sigma: mx.array, mu: mx.array, erev: mx.array
+) -> tuple[mx.array, mx.array]:
+    """Conductance-weighted sums over presynaptic neurons for potentials ``v`` (..., pre).
+
+    Returns ``(sum_i A_ij E_ij, sum_i A_ij)`` with
+    ``A_ij = w_ij * sigmoid(sigma_ij * (v_i - mu_ij))``; ``w`` carries the wiring mask.
+    """
+    activation = w * mx.sigmoid(sigma * (v[..., :, None] - mu))
+    return (activation * erev).sum(axis=-2), activation.sum(axis=-2)
+
+
+class LTCCell(Cell):
+    r"""A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_
+    cell on a wiring.
+
+    The membrane potentials follow
+
+    .. math::
+
+        C_m \frac{dv_j}{dt} = g_l (v_l - v_j) + \sum_i A_{ij}(v_i) (E_{ij} - v_j)
+        + \sum_k S_{kj}(x_k) (E^s_{kj} - v_j),
+
+    with :math:`A_{ij}(v) = w_{ij} \sigma(\sigma_{ij}(v - \mu_{ij}))` on the wiring's
+    synapses (and :math:`S` likewise for the sensory ones), integrated over the elapsed
+    time by ``ode_unfolds`` steps of ``solver``. The output is the first
+    ``wiring.output_dim`` potentials (the motor neurons) after the output mapping.
+    Numerically identical to ``ncps.torch.LTCCell`` (ncps 1.0.1) with the default solver.
+
+    Args:
+        wiring (Wiring): The wiring (use ``FullyConnected(units)`` for a dense cell).
+        in_features (int, optional): Number of input features; builds the wiring.
+        input_mapping (str or None): ``"affine"`` (``x * w + b``), ``"linear"`` (``x * w``)
+            or ``None``. Default: ``"affine"``.
+        output_mapping (str or None): Likewise for the motor outputs. Default: ``"affine"``.
+        ode_unfolds (int): Solver sub-steps per time step. Default: ``6``.
+        epsilon (float): Added to the semi-implicit denominator. Default: ``1e-8``.
+        implicit_param_constraints (bool): Keep ``w``, ``sensory_w``, ``cm`` and ``gleak``
+            positive through a softplus in the forward pass. With ``False`` the raw values
+            are used and :meth:`apply_weight_constraints` must clip them after each update
+            (the package's training step does). Default: ``True`` (the reference cell's
+            default is ``False``; its ``LTC`` layer's is ``True``).
+        solver (str): ``"semi_implicit"`` (the reference's), ``"explicit_euler"`` or
+            ``"rk4"``. Default: ``"semi_implicit"``.
+    """
+
+    requires_positive_timespans = True
+
+    def __init__(
+        self,
+        wiring: Wiring,
+        in_features: int | None = None,
+        input_mapping: Mapping = "affine",
+        output_mapping: Mapping = "affine",
+        ode_unfolds: int = 6,
+        epsilon: float = 1e-8,
+        implicit_param_constraints: bool = True,
+        *,
+        solver: str = "semi_implicit",
+    ):
+        super().__init__()
+        check_choice("LTCCell", "input_mapping", input_mapping, MAPPINGS)
+        check_choice("LTCCell", "output_mapping", output_mapping, MAPPINGS)
+        check_positive_int("LTCCell", "ode_unfolds", ode_unfolds)
+        check_choice("LTCCell", "solver", solver, tuple(SOLVERS))
+        if not isinstance(epsilon, (int, float)) or not epsilon >= 0:
+            raise ValueError(f"[LTCCell] 'epsilon' must be a number >= 0 but got {epsilon!r}")
+        if not isinstance(wiring, Wiring):
+            raise ValueError(f"[LTCCell] 'wiring' must be a Wiring but got {wiring!r}")
+        if in_features is not None:
+            wiring.build(in_features)
+        if not wiring.is_built():
+            raise WiringError(
+                "[LTCCell] the wiring is not built: pass 'in_features' or call "
+                "wiring.build(input_dim) first"
+            )
+        self._wiring = wiring
+        self.input_mapping = input_mapping
+        self.output_mapping = output_mapping
+        self.ode_unfolds = ode_unfolds
+        self.epsilon = float(epsilon)
+        self.implicit_param_constraints = bool(implicit_param_constraints)
+        self.solver = solver
+        self._allocate_parameters()
+
+    def _allocate_parameters(self) -> None:
+        n, s, m = self.state_size, self.input_size, self.output_size
+        shapes = {"gleak": (n,), "vleak": (n,), "cm": (n,), "sigma": (n, n), "mu": (n, n)}
+        shapes.update(w=(n, n), sensory_sigma=(s, n), sensory_mu=(s, n), sensory_w=(s, n))
+        for name, shape in shapes.items():
+            low, high = INIT_RANGES[name]
+            setattr(self, name, mx.random.uniform(low, high, shape))
+        adjacency = self._wiring.adjacency_matrix.astype(np.float32)
+        sensory = self._wiring.sensory_adjacency_matrix.astype(np.float32)
+        self.erev = mx.array(adjacency)
+        self.sensory_erev = mx.array(sensory)
+        self._sparsity_mask = mx.array(np.abs(adjacency))
+        self._sensory_sparsity_mask = mx.array(np.abs(sensory))
+        if self.input_mapping is not None:
+            self.input_w = mx.ones((s,))
+        if self.input_mapping == "affine":
+            self.input_b = mx.zeros((s,))
+        if self.output_mapping is not None:
+            self.output_w = mx.ones((m,))
+        if self.output_mapping == "affine":
+            self.output_b = mx.zeros((m,))
+
+    @property
+    def wiring(self) -> Wiring:
+        return self._wiring
+
+    @property
+    def input_size(self) -> int:
+        return self._wiring.input_dim
+
+    @property
+    def state_size(self) -> int:
+        return self._wiring.units
+
+    @property
+    def output_size(self) -> int:
+        return self._wiring.output_dim
+
+    @property
+    def synapse_count(self) -> int:
+        return int(self._wiring.synapse_count)
+
+    @property
+    def sensory_synapse_count(self) -> int:
+        return int(self._wiring.sensory_synapse_count)
+
+    def _positive(self, name: str) -> mx.array:
+        value = getattr(self, name)
+        return nn.softplus(value) if self.implicit_param_constraints else value
+
+    def apply_weight_constraints(self) -> None:
+        """Clip the positive parameters at zero (only with explicit constraints)."""
+        if not self.implicit_param_constraints:
+            for name in POSITIVE:
+                setattr(self, name, mx.maximum(getattr(self, name), 0))
+
+    def derive(self) -> Consts:
+        gleak = self._positive("gleak")
+        dtype = self.sigma.dtype
+        return {
+            # The masks are 0/1, so folding them into w first changes no rounding.
+            "w": self._positive("w") * self._sparsity_mask.astype(dtype),
+            "sensory_w": self._positive("sensory_w") * self._sensory_sparsity_mask.astype(dtype),
+            "cm": self._positive("cm"),
+            "gleak": gleak,
+            "leak_current": gleak * self.vleak,
+        }
+
+    def _map_inputs(self, x: mx.array) -> mx.array:
+        if self.input_mapping is not None:
+            x = x * self.input_w
+        if self.input_mapping == "affine":
+            x = x + self.input_b
+        return x
+
+    def _map_outputs(self, v: mx.array) -> mx.array:
+        y = v[..., : self.output_size]
+        if self.output_mapping is not None:
+            y = y * self.output_w
+        if self.output_mapping == "affine":
+            y = y + self.output_b
+        return y
+
+    def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
+        # Sensory synapses depend on the input only: evaluated for all steps at once.
+        x = self._map_inputs(x)
+        return synapse_activation(
+            x, consts["sensory_w"], self.sensory_sigma, self.sensory_mu, self.sensory_erev
+        )
+
+    def step(
+        self,
+        consts: Consts,
+        inputs: tuple[mx.array, mx.array],
+        h: mx.array,
+        dt: mx.array | float,
+    ) -> tuple[mx.array, mx.array]:
+        sensory_numerator, sensory_denominator = inputs
+
+        def field(v: mx.array) -> tuple[mx.array, mx.array]:
+            numerator, denominator = synapse_activation(
+                v, consts["w"], self.sigma, self.mu, self.erev
+            )
+            return (
+                consts["leak_current"] + (numerator + sensory_numerator),
+                consts["gleak"] + (denominator + sensory_denominator),
+            )
+
+        solve = SOLVERS[self.solver]
+        v = solve(field, h, consts["cm"], dt, self.ode_unfolds, self.epsilon)
+        return self._map_outputs(v), v

@@ -1,0 +1,719 @@
+"""Wiring graphs: which neuron may talk to which, and with what sign.
+
+A wiring holds two integer matrices with entries -1 (inhibitory), 0 (no synapse) and +1
+(excitatory), both indexed ``[source, destination]``:
+
+* ``adjacency_matrix`` (units x units) between the neurons of the cell,
+* ``sensory_adjacency_matrix`` (input_dim x units) from the input features, created by
+  :meth:`Wiring.build` once the number of input features is known.
+
+Neurons with ids below ``output_dim`` are motor neurons: the models read their outputs there.
+This module is pure numpy; the seeded generators reproduce the matrices of the reference
+package ``ncps`` 1.0.1 bit for bit.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ncps_mlx.errors import WiringError
+
+_KINDS = ("sensory", "inter", "command", "motor")
+_DEFAULT_NEURON_COLORS = {
+    "sensory": "tab:olive",
+    "inter": "tab:blue",
+    "command": "tab:cyan",
+    "motor": "tab:orange",
+}
+_DEFAULT_SYNAPSE_COLORS = {"excitatory": "tab:green", "inhibitory": "tab:red"}
+
+
+def _check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
+    """Returns ``value`` as an int, or raises ValueError if it is not an int in low..high."""
+    allowed = f"an int >= {low}" if high is None else f"an int in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"[{owner}] '{name}' must be {allowed} but got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"[{owner}] '{name}' must be {allowed} but got {value}")
+    return int(value)
+
+
+def _check_real(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"[{owner}] '{name}' must be a float but got {value!r}")
+    return float(value)
+
+
+def _check_fanout(owner: str, name: str, value: Any, pool: int, pool_name: str) -> int:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > pool:
+        raise ValueError(
+            f"[{owner}] '{name}' is {value} but there are only {pool} {pool_name} neurons "
+            f"(allowed: 1..{pool})"
+        )
+    return _check_int(owner, name, value, 1, pool)
+
+
+class Wiring:
+    """A custom wiring: start empty and add synapses one by one.
+
+    Subclasses generate the synapses themselves; this base class also serves for
+    hand-made graphs. Call :meth:`set_output_dim` to declare the motor neurons, add
+    synapses with :meth:`add_synapse`, call :meth:`build` with the number of input features
+    (the models do this for you) and add sensory synapses with :meth:`add_sensory_synapse`.
+
+    Args:
+        units (int): Number of neurons (the state size of the cell).
+    """
+
+    def __init__(self, units: int) -> None:
+        self.units = _check_int(type(self).__name__, "units", units, 1)
+        self.adjacency_matrix = np.zeros((self.units, self.units), dtype=np.int32)
+        self.sensory_adjacency_matrix: np.ndarray | None = None
+        self.input_dim: int | None = None
+        self.output_dim: int | None = None
+
+    def set_output_dim(self, output_dim: int) -> None:
+        """Declares neurons ``0..output_dim-1`` as the motor (output) neurons.
+
+        Args:
+            output_dim (int): Number of motor neurons, between 1 and ``units``.
+        """
+        self.output_dim = _check_int(type(self).__name__, "output_dim", output_dim, 1, self.units)
+
+    def is_built(self) -> bool:
+        """Whether :meth:`build` has fixed the number of input features."""
+        return self.input_dim is not None
+
+    def build(self, input_dim: int) -> None:
+        """Creates the sensory synapses for ``input_dim`` input features.
+
+        Building is idempotent: a second call with the same ``input_dim`` changes nothing,
+        so one wiring object can be shared by several models.
+
+        Args:
+            input_dim (int): Number of input features (sensory neurons).
+
+        Raises:
+            WiringError: If the wiring was already built for a different ``input_dim``.
+        """
+        input_dim = _check_int(type(self).__name__, "input_dim", input_dim, 1)
+        if self.input_dim is not None:
+            if self.input_dim != input_dim:
+                raise WiringError(
+                    f"[{type(self).__name__}] wiring was built for input_dim={self.input_dim} "
+                    f"and cannot be rebuilt for input_dim={input_dim}; create a new wiring "
+                    "for the other input size"
+                )
+            return
+        self.input_dim = input_dim
+        self.sensory_adjacency_matrix = np.zeros((input_dim, self.units), dtype=np.int32)
+        self._build_synapses()
+
+    def _build_synapses(self) -> None:
+        """Hook for generated wirings: draws the synapses once ``input_dim`` is known."""
+
+    def add_synapse(self, src: int, dest: int, polarity: int) -> None:
+        """Adds (or overwrites) the synapse ``src -> dest`` between two neurons.
+
+        Args:
+            src (int): Source neuron id, in ``0..units-1``.
+            dest (int): Destination neuron id, in ``0..units-1``.
+            polarity (int): +1 (excitatory) or -1 (inhibitory).
+        """
+        self._check_endpoint(src, self.units, "originating in", "units")
+        self._check_endpoint(dest, self.units, "feeding into", "units")
+        self._check_polarity(polarity)
+        self.adjacency_matrix[src, dest] = polarity
+
+    def add_sensory_synapse(self, src: int, dest: int, polarity: int) -> None:
+        """Adds (or overwrites) the synapse from input feature ``src`` to neuron ``dest``.
+
+        Args:
+            src (int): Input feature id, in ``0..input_dim-1``.
+            dest (int): Destination neuron id, in ``0..units-1``.
+            polarity (int): +1 (excitatory) or -1 (inhibitory).
+        """
+        self._require_built("add_sensory_synapse()")
+        self._check_endpoint(src, self.input_dim, "originating in", "input features")
+        self._check_endpoint(dest, self.units, "feeding into", "units")
+        self._check_polarity(polarity)
+        self.sensory_adjacency_matrix[src, dest] = polarity
+
+    def _check_endpoint(self, idx: Any, size: int, role: str, what: str) -> None:
+        ok = isinstance(idx, numbers.Integral) and not isinstance(idx, bool) and 0 <= idx < size
+        if not ok:
+            raise ValueError(
+                f"[{type(self).__name__}] cannot add synapse {role} {idx!r}: "
+                f"there are only {size} {what} (ids 0..{size - 1})"
+            )
+
+    def _check_polarity(self, polarity: Any) -> None:
+        if isinstance(polarity, bool) or polarity not in (-1, 1):
+            raise ValueError(
+                f"[{type(self).__name__}] cannot add synapse with polarity {polarity!r} "
+                "(expected -1 or +1)"
+            )
+
+    def _require_built(self, what: str) -> None:
+        if self.input_dim is None:
+            raise WiringError(
+                f"[{type(self).__name__}] {what} needs a built wiring: call "
+                "build(input_dim) first (a model does this when it sees its input size)"
+            )
+
+    @property
+    def num_layers(self) -> int:
+        """Number of neuron layers (1 unless the wiring is layered like an NCP)."""
+        return 1
+
+    def get_neurons_of_layer(self, layer_id: int) -> list[int]:
+        """Ids of the neurons in layer ``layer_id`` (``0..num_layers-1``), ascending."""
+        self._check_layer(layer_id)
+        return list(range(self.units))
+
+    def _check_layer(self, layer_id: Any) -> None:
+        _check_int(type(self).__name__, "layer_id", layer_id, 0, self.num_layers - 1)
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Number of neurons in each layer, in layer order."""
+        return [len(self.get_neurons_of_layer(i)) for i in range(self.num_layers)]
+
+    def get_type_of_neuron(self, neuron_id: int) -> str:
+        """Kind of a neuron: ``"motor"`` below ``output_dim``, else ``"inter"``."""
+        _check_int(type(self).__name__, "neuron_id", neuron_id, 0, self.units - 1)
+        return "motor" if neuron_id < (self.output_dim or 0) else "inter"
+
+    @property
+    def neuron_counts(self) -> dict[str, int | None]:
+        """Neurons per kind; ``"sensory"`` is ``input_dim`` (None until built)."""
+        counts: dict[str, int | None] = {kind: 0 for kind in _KINDS}
+        counts["sensory"] = self.input_dim
+        for i in range(self.units):
+            counts[self.get_type_of_neuron(i)] += 1
+        return counts
+
+    @property
+    def synapse_count(self) -> int:
+        """Number of synapses between the neurons (non-zero entries of ``adjacency_matrix``)."""
+        return int(np.count_nonzero(self.adjacency_matrix))
+
+    @property
+    def sensory_synapse_count(self) -> int:
+        """Number of synapses from the input features (entries of the sensory matrix)."""
+        self._require_built("sensory_synapse_count")
+        return int(np.count_nonzero(self.sensory_adjacency_matrix))
+
+    def erev_initializer(self) -> np.ndarray:
+        """A copy of ``adjacency_matrix``: the initial reversal potentials of a model."""
+        return self.adjacency_matrix.copy()
+
+    def sensory_erev_initializer(self) -> np.ndarray:
+        """A copy of ``sensory_adjacency_matrix`` (the wiring must be built)."""
+        self._require_built("sensory_erev_initializer()")
+        return self.sensory_adjacency_matrix.copy()
+
+    def get_config(self) -> dict[str, Any]:
+        """A JSON-serialisable description from which :meth:`from_config` rebuilds the wiring.
+
+        A plain :class:`Wiring` stores both matrices; the generated wirings store their
+        constructor arguments. Every config has ``"class_name"`` and ``"input_dim"``. A
+        user subclass that does not override this method is saved as a plain ``Wiring``.
+        """
+        sensory = self.sensory_adjacency_matrix
+        return {
+            "class_name": "Wiring",
+            "units": self.units,
+            "output_dim": self.output_dim,
+            "input_dim": self.input_dim,
+            "adjacency_matrix": self.adjacency_matrix.tolist(),
+            "sensory_adjacency_matrix": None if sensory is None else sensory.tolist(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Wiring:
+        """Rebuilds a wiring from :meth:`get_config` output, built if the original was.
+
+        ``Wiring.from_config`` dispatches on ``config["class_name"]``; on a subclass the
+        class name may be omitted.
+
+        Args:
+            config (dict): A config as returned by :meth:`get_config`.
+        """
+        args = dict(config)
+        name = args.pop("class_name", cls.__name__)
+        target = _WIRING_CLASSES.get(name)
+        if target is None or not issubclass(target, cls):
+            known = sorted(n for n, c in _WIRING_CLASSES.items() if issubclass(c, cls))
+            raise WiringError(
+                f"[{cls.__name__}] cannot restore class_name={name!r}; expected one of {known}"
+            )
+        input_dim = args.pop("input_dim", None)
+        return target._from_args(args, input_dim)
+
+    @classmethod
+    def _from_args(cls, args: dict[str, Any], input_dim: int | None) -> Wiring:
+        wiring = cls(args["units"])
+        if args.get("output_dim") is not None:
+            wiring.set_output_dim(args["output_dim"])
+        units = wiring.units
+        wiring.adjacency_matrix = _matrix_from_config(args["adjacency_matrix"], (units, units))
+        sensory = args.get("sensory_adjacency_matrix")
+        if sensory is not None and input_dim is None:
+            raise WiringError("[Wiring] config has a sensory_adjacency_matrix but no input_dim")
+        if input_dim is not None:
+            wiring.build(input_dim)
+            if sensory is not None:
+                wiring.sensory_adjacency_matrix = _matrix_from_config(sensory, (input_dim, units))
+        return wiring
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(units={self.units}, output_dim={self.output_dim}, "
+            f"input_dim={self.input_dim})"
+        )
+
+    def _layout(self) -> dict[tuple[str, int], tuple[str, float, float]]:
+        """Maps each node to (kind, x, y): one column per kind, sensory to motor."""
+        columns: dict[str, list] = {kind: [] for kind in _KINDS}
+        columns["sensory"] = [("sensory", i) for i in range(self.input_dim or 0)]
+        for i in range(self.units):
+            columns[self.get_type_of_neuron(i)].append(("neuron", i))
+        used = {kind: nodes for kind, nodes in columns.items() if nodes}
+        scale = max(max(len(nodes) for nodes in used.values()) - 1, 1)
+        layout = {}
+        for x, (kind, nodes) in enumerate(used.items()):
+            for row, node in enumerate(nodes):
+                # Centre every column vertically; the tallest spans [-0.5, 0.5].
+                layout[node] = (kind, float(x), ((len(nodes) - 1) / 2 - row) / scale)
+        return layout
+
+    def draw(
+        self,
+        ax: Any = None,
+        *,
+        neuron_colors: dict[str, str] | None = None,
+        synapse_colors: dict[str, str] | str | None = None,
+        draw_labels: bool = False,
+        legend: bool = True,
+        node_size: float = 120.0,
+    ) -> Any:
+        """Draws the wiring with matplotlib in columns: sensory, inter, command, motor.
+
+        Synapses are arrows coloured by polarity; a synapse of a neuron onto itself is drawn
+        as a ring around that neuron. The wiring must be built.
+
+        Args:
+            ax (matplotlib.axes.Axes, optional): Axes to draw into. Default: a new figure.
+            neuron_colors (dict, optional): Colour per neuron kind, merged over the defaults.
+            synapse_colors (dict or str, optional): Colour per polarity (``"excitatory"``,
+                ``"inhibitory"``), or one colour for both. Default: green and red.
+            draw_labels (bool): Write the neuron ids next to the nodes. Default: ``False``.
+            legend (bool): Add a legend of the neuron kinds. Default: ``True``.
+            node_size (float): Marker area of a neuron. Default: ``120.0``.
+
+        Returns:
+            The matplotlib Axes drawn into.
+        """
+        self._require_built("draw()")
+        import matplotlib.pyplot as plt  # optional dependency: imported only when drawing
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 6))
+        colors = {**_DEFAULT_NEURON_COLORS, **(neuron_colors or {})}
+        if isinstance(synapse_colors, str):
+            synapse_colors = {"excitatory": synapse_colors, "inhibitory": synapse_colors}
+        syn_colors = {**_DEFAULT_SYNAPSE_COLORS, **(synapse_colors or {})}
+        layout = self._layout()
+        self._draw_edges(ax, layout, syn_colors, node_size)
+        self._draw_nodes(ax, layout, colors, node_size, draw_labels)
+        ax.margins(0.1)
+        if legend:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        ax.set_axis_off()
+        return ax
+
+    def _draw_edges(self, ax: Any, layout: dict, colors: dict, node_size: float) -> None:
+        groups = [("sensory", self.sensory_adjacency_matrix), ("neuron", self.adjacency_matrix)]
+        for group, matrix in groups:
+            for src, dest in np.argwhere(matrix):
+                color = colors["excitatory" if matrix[src, dest] > 0 else "inhibitory"]
+                _, x0, y0 = layout[(group, int(src))]
+                _, x1, y1 = layout[("neuron", int(dest))]
+                if group == "neuron" and src == dest:
+                    ax.scatter([x0], [y0], s=2.5 * node_size, facecolors="none", edgecolors=color)
+                    continue
+                # Bend edges inside a column or pointing backwards so they do not overlap.
+                rad = 0.0 if x1 > x0 else (0.5 if x1 == x0 else 0.2)
+                arrow = dict(arrowstyle="-|>", color=color, lw=0.6, alpha=0.6, shrinkA=4, shrinkB=4)
+                arrow["connectionstyle"] = f"arc3,rad={rad}"
+                ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
+
+    @staticmethod
+    def _draw_nodes(ax: Any, layout: dict, colors: dict, node_size: float, labels: bool) -> None:
+        for kind in _KINDS:
+            nodes = [(node, x, y) for node, (k, x, y) in layout.items() if k == kind]
+            if not nodes:
+                continue
+            xs, ys = [x for _, x, _ in nodes], [y for _, _, y in nodes]
+            ax.scatter(xs, ys, s=node_size, c=colors[kind], zorder=3, label=kind)
+            ax.text(xs[0], 0.6, kind, ha="center", fontsize="small")
+            for (group, i), x, y in nodes if labels else []:
+                name = f"s{i}" if group == "sensory" else str(i)
+                ax.text(x + 0.06, y, name, fontsize="x-small", va="center", zorder=4)
+
+
+def _matrix_from_config(rows: Any, shape: tuple[int, int]) -> np.ndarray:
+    matrix = np.asarray(rows)
+    if matrix.shape != shape or not np.isin(matrix, (-1, 0, 1)).all():
+        raise WiringError(
+            f"[Wiring] a config matrix must have shape {shape} and entries -1, 0 or +1; "
+            f"got shape {matrix.shape}"
+        )
+    return matrix.astype(np.int32)
+
+
+class _GeneratedWiring(Wiring):
+    """A wiring fully determined by its constructor arguments and ``input_dim``."""
+
+    def _init_args(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {"class_name": type(self).__name__, **self._init_args(), "input_dim": self.input_dim}
+
+    @classmethod
+    def _from_args(cls, args: dict[str, Any], input_dim: int | None) -> Wiring:
+        wiring = cls(**args)
+        if input_dim is not None:
+            wiring.build(input_dim)
+        return wiring
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._init_args().items())
+        return f"{type(self).__name__}({args}, input_dim={self.input_dim})"
+
+
+# Polarity draws of FullyConnected and Random: excitatory twice as likely as inhibitory.
+_POLARITY_CHOICES = [-1, 1, 1]
+
+
+class FullyConnected(_GeneratedWiring):
+    """Every neuron connects to every neuron and every input feature to every neuron.
+
+    Polarities are random, excitatory with probability 2/3.
+
+    Args:
+        units (int): Number of neurons.
+        output_dim (int, optional): Number of motor neurons (ids ``0..output_dim-1``).
+            Default: ``units``.
+        erev_init_seed (int): Seed of the polarity draws. Default: ``1111``.
+        self_connections (bool): Whether a neuron synapses onto itself. Default: ``True``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        output_dim: int | None = None,
+        erev_init_seed: int = 1111,
+        self_connections: bool = True,
+    ) -> None:
+        super().__init__(units)
+        self.set_output_dim(self.units if output_dim is None else output_dim)
+        self.erev_init_seed = _check_int("FullyConnected", "erev_init_seed", erev_init_seed, 0)
+        if not isinstance(self_connections, (bool, np.bool_)):
+            raise ValueError(
+                f"[FullyConnected] 'self_connections' must be a bool but got {self_connections!r}"
+            )
+        self.self_connections = bool(self_connections)
+        self._rng = np.random.default_rng(self.erev_init_seed)
+        # One draw per (src, dest) pair in row-major order, skipping the diagonal when
+        # self-connections are off: the same stream as the reference's scalar draws.
+        mask = np.ones((self.units, self.units), dtype=bool)
+        if not self.self_connections:
+            np.fill_diagonal(mask, False)
+        self.adjacency_matrix[mask] = self._rng.choice(_POLARITY_CHOICES, size=int(mask.sum()))
+
+    def _build_synapses(self) -> None:
+        shape = (self.input_dim, self.units)
+        self.sensory_adjacency_matrix[...] = self._rng.choice(_POLARITY_CHOICES, size=shape)
+
+    def _init_args(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "output_dim": self.output_dim,
+            "erev_init_seed": self.erev_init_seed,
+            "self_connections": self.self_connections,
+        }
+
+
+class Random(_GeneratedWiring):
+    """A random sparse wiring: a fixed fraction of all possible synapses is left out.
+
+    ``round(n * (1 - sparsity_level))`` synapses are drawn without replacement from the
+    ``n`` possible ones, both among the neurons and from the input features; polarities are
+    excitatory with probability 2/3.
+
+    Args:
+        units (int): Number of neurons.
+        output_dim (int, optional): Number of motor neurons. Default: ``units``.
+        sparsity_level (float): Fraction of synapses left out, in ``[0, 1)``. Default: ``0.0``.
+        random_seed (int): Seed of the draws. Default: ``1111``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        output_dim: int | None = None,
+        sparsity_level: float = 0.0,
+        random_seed: int = 1111,
+    ) -> None:
+        super().__init__(units)
+        self.set_output_dim(self.units if output_dim is None else output_dim)
+        self.sparsity_level = _check_real("Random", "sparsity_level", sparsity_level)
+        if not 0.0 <= self.sparsity_level < 1.0:
+            raise ValueError(
+                f"[Random] 'sparsity_level' must be in [0, 1) but got {sparsity_level}"
+            )
+        self.random_seed = _check_int("Random", "random_seed", random_seed, 0)
+        self._rng = np.random.default_rng(self.random_seed)
+        src, dest = self._draw_pairs(self.units)
+        self.adjacency_matrix[src, dest] = self._rng.choice(_POLARITY_CHOICES, size=len(src))
+
+    def _draw_pairs(self, num_sources: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draws the synapse positions from all (src, dest) pairs in row-major order."""
+        total = num_sources * self.units
+        count = int(np.round(total * (1 - self.sparsity_level)))
+        pairs = np.stack(np.divmod(np.arange(total), self.units), axis=1)
+        chosen = self._rng.choice(pairs, size=count, replace=False)
+        return chosen[:, 0], chosen[:, 1]
+
+    def _build_synapses(self) -> None:
+        src, dest = self._draw_pairs(self.input_dim)
+        # The reference draws each sensory polarity twice and keeps the second draw;
+        # drawing both keeps the random stream, hence the matrices, identical.
+        polarity = self._rng.choice(_POLARITY_CHOICES, size=(len(src), 2))[:, 1]
+        self.sensory_adjacency_matrix[src, dest] = polarity
+
+    def _init_args(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "output_dim": self.output_dim,
+            "sparsity_level": self.sparsity_level,
+            "random_seed": self.random_seed,
+        }
+
+
+class NCP(_GeneratedWiring):
+    """A Neural Circuit Policy wiring: four kinds of neurons in a sparse feed-forward chain.
+
+    Inspired by the nervous system of *C. elegans* (Lechner et al., "Neural circuit policies
+    enabling auditable autonomy", Nature Machine Intelligence 2020), signals flow
+
+    ``sensory -> inter -> command -> motor``
+
+    * **sensory** neurons are the input features. They are not cell units: each of the
+      ``input_dim`` features synapses onto ``sensory_fanout`` random inter neurons.
+    * **inter** neurons (layer 0) take the sensory signals and project to
+      ``inter_fanout`` random command neurons each.
+    * **command** neurons (layer 1) integrate the inter neurons and are the only layer with
+      recurrent synapses among themselves (``recurrent_command_synapses`` random ones).
+    * **motor** neurons (layer 2) each read ``motor_fanin`` random command neurons; their
+      states are the outputs of the model.
+
+    Any inter or command neuron the random draws leave unconnected receives extra synapses,
+    so every neuron lies on a path from the inputs to the outputs. Neuron ids are ordered
+    ``[motor | command | inter]`` so the outputs are the first ``motor_neurons`` entries of
+    the state. Synapse polarities are excitatory or inhibitory with equal probability.
+    :class:`AutoNCP` picks all these numbers from a size and a sparsity level.
+
+    Args:
+        inter_neurons (int): Number of inter neurons.
+        command_neurons (int): Number of command neurons.
+        motor_neurons (int): Number of motor neurons (the output size).
+        sensory_fanout (int): Inter neurons each input feature connects to, in
+            ``1..inter_neurons``.
+        inter_fanout (int): Command neurons each inter neuron connects to, in
+            ``1..command_neurons``.
+        recurrent_command_synapses (int): Number of random command -> command draws
+            (repeats overwrite each other).
+        motor_fanin (int): Command neurons each motor neuron reads, in
+            ``1..command_neurons``.
+        seed (int): Seed of the ``numpy.random.RandomState`` drawing the synapses.
+            Default: ``22222``.
+    """
+
+    def __init__(
+        self,
+        inter_neurons: int,
+        command_neurons: int,
+        motor_neurons: int,
+        sensory_fanout: int,
+        inter_fanout: int,
+        recurrent_command_synapses: int,
+        motor_fanin: int,
+        seed: int = 22222,
+    ) -> None:
+        owner = type(self).__name__
+        self._num_inter = _check_int(owner, "inter_neurons", inter_neurons, 1)
+        self._num_command = _check_int(owner, "command_neurons", command_neurons, 1)
+        self._num_motor = _check_int(owner, "motor_neurons", motor_neurons, 1)
+        super().__init__(self._num_inter + self._num_command + self._num_motor)
+        self.set_output_dim(self._num_motor)
+        self._sensory_fanout = _check_fanout(
+            owner, "sensory_fanout", sensory_fanout, self._num_inter, "inter"
+        )
+        self._inter_fanout = _check_fanout(
+            owner, "inter_fanout", inter_fanout, self._num_command, "command"
+        )
+        self._recurrent_command_synapses = _check_int(
+            owner, "recurrent_command_synapses", recurrent_command_synapses, 0
+        )
+        self._motor_fanin = _check_fanout(
+            owner, "motor_fanin", motor_fanin, self._num_command, "command"
+        )
+        # RandomState's stream is frozen across numpy versions, hence reproducible wirings.
+        self._seed = _check_int(owner, "seed", seed, 0, 2**32 - 1)
+        self._rng = np.random.RandomState(self._seed)
+
+    @property
+    def num_layers(self) -> int:
+        """Three layers: inter (0), command (1), motor (2)."""
+        return 3
+
+    def get_neurons_of_layer(self, layer_id: int) -> list[int]:
+        """Neuron ids of layer ``layer_id``: 0 inter, 1 command, 2 motor."""
+        self._check_layer(layer_id)
+        first_command = self._num_motor
+        first_inter = self._num_motor + self._num_command
+        bounds = [(first_inter, self.units), (first_command, first_inter), (0, first_command)]
+        return list(range(*bounds[layer_id]))
+
+    def get_type_of_neuron(self, neuron_id: int) -> str:
+        """Kind of a neuron: ``"motor"``, ``"command"`` or ``"inter"``."""
+        _check_int(type(self).__name__, "neuron_id", neuron_id, 0, self.units - 1)
+        if neuron_id < self._num_motor:
+            return "motor"
+        return "command" if neuron_id < self._num_motor + self._num_command else "inter"
+
+    def _build_synapses(self) -> None:
+        # The draw order matches the reference exactly; changing it changes every wiring.
+        sensory = list(range(self.input_dim))
+        inter, command, motor = (self.get_neurons_of_layer(i) for i in range(3))
+        self._connect(sensory, inter, self._sensory_fanout, len(sensory), self.add_sensory_synapse)
+        # The reference caps the fix-up fan-in of command neurons by the number of command
+        # (not inter) neurons; kept, as it changes the draws whenever it binds.
+        self._connect(inter, command, self._inter_fanout, len(command), self.add_synapse)
+        for _ in range(self._recurrent_command_synapses):
+            src = self._rng.choice(command)
+            dest = self._rng.choice(command)
+            self.add_synapse(src, dest, self._rng.choice([-1, 1]))
+
+        def command_to_motor(motor_id: int, command_id: int, polarity: int) -> None:
+            self.add_synapse(command_id, motor_id, polarity)
+
+        self._connect(motor, command, self._motor_fanin, len(motor), command_to_motor)
+
+    def _connect(
+        self,
+        anchors: list[int],
+        partners: list[int],
+        per_anchor: int,
+        cap: int,
+        add: Callable[[int, int, int], None],
+    ) -> None:
+        """Links each anchor to ``per_anchor`` random partners, then every partner left out
+        to ``clip(len(anchors) * per_anchor // len(partners), 1, cap)`` random anchors.
+
+        ``add(anchor, partner, polarity)`` records one synapse, in whichever direction.
+        """
+        reached = set()
+        for anchor in anchors:
+            for partner in self._rng.choice(partners, size=per_anchor, replace=False):
+                reached.add(int(partner))
+                add(anchor, partner, self._rng.choice([-1, 1]))
+        fan = int(np.clip(int(len(anchors) * per_anchor / len(partners)), 1, cap))
+        for partner in (p for p in partners if p not in reached):
+            for anchor in self._rng.choice(anchors, size=fan, replace=False):
+                add(anchor, partner, self._rng.choice([-1, 1]))
+
+    def _init_args(self) -> dict[str, Any]:
+        return {
+            "inter_neurons": self._num_inter,
+            "command_neurons": self._num_command,
+            "motor_neurons": self._num_motor,
+            "sensory_fanout": self._sensory_fanout,
+            "inter_fanout": self._inter_fanout,
+            "recurrent_command_synapses": self._recurrent_command_synapses,
+            "motor_fanin": self._motor_fanin,
+            "seed": self._seed,
+        }
+
+
+class AutoNCP(NCP):
+    """An :class:`NCP` sized from a neuron count, an output size and a sparsity level.
+
+    With ``d = 1 - sparsity_level`` and ``r = units - output_size``: ``max(int(0.4 r), 1)``
+    command neurons, the remaining ``r`` are inter neurons; the sensory fanout is
+    ``max(int(inter d), 1)``, the inter fanout and motor fan-in ``max(int(command d), 1)``
+    and ``max(int(2 command d), 1)`` recurrent command synapses are drawn.
+
+    Args:
+        units (int): Total number of neurons (inter + command + motor).
+        output_size (int): Number of motor neurons, at least 1 and less than ``units - 2``
+            (about 0.3 of ``units`` is a good start).
+        sparsity_level (float): From 0.1 (dense) to 1.0 (sparsest). Default: ``0.5``.
+        seed (int): Seed of the synapse draws. Default: ``22222``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        output_size: int,
+        sparsity_level: float = 0.5,
+        seed: int = 22222,
+    ) -> None:
+        units = _check_int("AutoNCP", "units", units, 1)
+        output_size = _check_int("AutoNCP", "output_size", output_size, 1)
+        if output_size >= units - 2:
+            raise ValueError(
+                f"[AutoNCP] 'output_size' must be less than units - 2 but got "
+                f"output_size={output_size} with units={units}"
+            )
+        sparsity_level = _check_real("AutoNCP", "sparsity_level", sparsity_level)
+        if not 0.1 <= sparsity_level <= 1.0:
+            raise ValueError(
+                f"[AutoNCP] 'sparsity_level' must be in [0.1, 1.0] but got {sparsity_level}"
+            )
+        self._output_size = output_size
+        self._sparsity_level = sparsity_level
+        density = 1.0 - sparsity_level
+        command = max(int(0.4 * (units - output_size)), 1)
+        inter = units - output_size - command
+        super().__init__(
+            inter_neurons=inter,
+            command_neurons=command,
+            motor_neurons=output_size,
+            sensory_fanout=max(int(inter * density), 1),
+            inter_fanout=max(int(command * density), 1),
+            recurrent_command_synapses=max(int(command * density * 2), 1),
+            motor_fanin=max(int(command * density), 1),
+            seed=seed,
+        )
+
+    def _init_args(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "output_size": self._output_size,
+            "sparsity_level": self._sparsity_level,
+            "seed": self._seed,
+        }
+
+
+_WIRING_CLASSES: dict[str, type[Wiring]] = {
+    cls.__name__: cls for cls in (Wiring, FullyConnected, Random, NCP, AutoNCP)
+}

@@ -1,0 +1,111 @@
+"""Checkpoints: round trips, atomic writes and clear errors."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import ncps_mlx
+from ncps_mlx import LTC, CfC, CheckpointError, io
+from ncps_mlx.wirings import NCP, AutoNCP, Random, Wiring
+
+MODELS = {
+    "cfc": lambda: CfC(4, 8, backbone_units=16, backbone_layers=2, mode="no_gate"),
+    "cfc_ncp_mixed": lambda: CfC(4, AutoNCP(12, 3, seed=5), mixed_memory=True, proj_size=2),
+    "cfc_strict": lambda: CfC(4, NCP(5, 4, 2, 3, 2, 3, 2, seed=9), strict_wiring=True),
+    "ltc_random": lambda: LTC(4, Random(8, 2, 0.4), ode_unfolds=3, solver="rk4"),
+    "ltc_custom": lambda: LTC(4, _custom_wiring(), input_mapping=None),
+}
+
+
+def _custom_wiring():
+    wiring = Wiring(4)
+    wiring.set_output_dim(1)
+    wiring.build(4)
+    for src, dest, polarity in [(1, 0, 1), (2, 1, -1), (3, 2, 1), (0, 3, -1)]:
+        wiring.add_synapse(src, dest, polarity)
+    for src in range(4):
+        wiring.add_sensory_synapse(src, 3, 1)
+    return wiring
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_round_trip_gives_same_function(tmp_path, name):
+    model = MODELS[name]()
+    path = ncps_mlx.save(model, tmp_path / "model", metadata={"note": name})
+    assert path.name == "model.safetensors"
+    loaded = ncps_mlx.load(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    x = mx.random.normal((2, 5, 4))
+    model.eval(), loaded.eval()
+    np.testing.assert_array_equal(np.array(loaded(x)[0]), np.array(model(x)[0]))
+    assert io.read_checkpoint(path)[0]["metadata"] == {"note": name}
+
+
+def test_low_precision_weights_keep_their_dtype(tmp_path):
+    model = CfC(4, 8)
+    model.set_dtype(mx.bfloat16)
+    loaded = ncps_mlx.load(ncps_mlx.save(model, tmp_path / "m.safetensors"))
+    assert loaded.dtype == mx.bfloat16
+
+
+def test_load_weights_into_matching_model(tmp_path):
+    model = LTC(4, AutoNCP(10, 2))
+    path = ncps_mlx.save(model, tmp_path / "m.safetensors")
+    other = LTC(4, AutoNCP(10, 2))
+    ncps_mlx.load_weights(other, path)
+    np.testing.assert_array_equal(np.array(other.rnn_cell.w), np.array(model.rnn_cell.w))
+
+
+def test_load_weights_of_another_model_names_the_differences(tmp_path):
+    path = ncps_mlx.save(CfC(4, 8, backbone_units=16), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="another model(.|\n)*backbone_units: checkpoint 16"):
+        ncps_mlx.load_weights(CfC(4, 8, backbone_units=32), path)
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model = CfC(4, 8)
+    path = ncps_mlx.save(model, tmp_path / "m.safetensors")
+    before = path.read_bytes()
+
+    def half_write(file, arrays, metadata=None):
+        with open(file, "wb") as handle:
+            handle.write(b"\x00" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mx, "save_safetensors", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        ncps_mlx.save(CfC(4, 8), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+@pytest.mark.parametrize("keep", [10, 200, -40])
+def test_truncated_file_is_refused(tmp_path, keep):
+    path = ncps_mlx.save(LTC(4, 6), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ncps_mlx.load(path)
+
+
+def test_missing_and_foreign_files_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        ncps_mlx.load(tmp_path / "absent.safetensors")
+    foreign = tmp_path / "foreign.safetensors"
+    mx.save_safetensors(str(foreign), {"w": mx.ones((2,))})
+    with pytest.raises(CheckpointError, match="not an ncps_mlx checkpoint"):
+        ncps_mlx.load(foreign)
+
+
+def test_tensor_that_does_not_fit_is_named(tmp_path):
+    path = tmp_path / "m.safetensors"
+    model = CfC(4, 8)
+    ncps_mlx.save(model, path)
+    header, arrays = io.read_checkpoint(path)
+    arrays["model.rnn_cell.ff1.weight"] = mx.zeros((3, 3))
+    import json
+
+    mx.save_safetensors(str(path), arrays, metadata={"ncps_mlx": json.dumps(header)})
+    with pytest.raises(CheckpointError, match=r"'rnn_cell.ff1.weight' has shape \(3, 3\)"):
+        ncps_mlx.load(path)
