@@ -17,8 +17,7 @@ def sine_waves(
     """
     if num_sequences < 1 or seq_len < 2:
         raise ValueError(
-            f"[sine_waves] need num_sequences >= 1 and seq_len >= 2, got {num_sequences}, "
-            f"{seq_len}"
+            f"[sine_waves] need num_sequences >= 1 and seq_len >= 2, got {num_sequences}, {seq_len}"
         )
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, size=(num_sequences, 1))

@@ -113,8 +113,7 @@ def load_ncps_state_dict(model: RNN, state_dict: Mapping[str, Any]) -> RNN:
     problems += [f"unexpected key {key!r}" for key in values if key not in known]
     if problems:
         raise StateDictError(
-            f"the state dict does not fit this {type(model).__name__}:\n  "
-            + "\n  ".join(problems)
+            f"the state dict does not fit this {type(model).__name__}:\n  " + "\n  ".join(problems)
         )
     model.update(tree_unflatten(updates))
     return model
