@@ -22,14 +22,7 @@ import numpy as np
 
 from ncps_mlx.errors import WiringError
 
-_KINDS = ("sensory", "inter", "command", "motor")
-_DEFAULT_NEURON_COLORS = {
-    "sensory": "tab:olive",
-    "inter": "tab:blue",
-    "command": "tab:cyan",
-    "motor": "tab:orange",
-}
-_DEFAULT_SYNAPSE_COLORS = {"excitatory": "tab:green", "inhibitory": "tab:red"}
+KINDS = ("sensory", "inter", "command", "motor")
 
 
 def _check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -191,7 +184,7 @@ class Wiring:
     @property
     def neuron_counts(self) -> dict[str, int | None]:
         """Neurons per kind; ``"sensory"`` is ``input_dim`` (None until built)."""
-        counts: dict[str, int | None] = {kind: 0 for kind in _KINDS}
+        counts: dict[str, int | None] = {kind: 0 for kind in KINDS}
         counts["sensory"] = self.input_dim
         for i in range(self.units):
             counts[self.get_type_of_neuron(i)] += 1
@@ -277,21 +270,6 @@ class Wiring:
             f"input_dim={self.input_dim})"
         )
 
-    def _layout(self) -> dict[tuple[str, int], tuple[str, float, float]]:
-        """Maps each node to (kind, x, y): one column per kind, sensory to motor."""
-        columns: dict[str, list] = {kind: [] for kind in _KINDS}
-        columns["sensory"] = [("sensory", i) for i in range(self.input_dim or 0)]
-        for i in range(self.units):
-            columns[self.get_type_of_neuron(i)].append(("neuron", i))
-        used = {kind: nodes for kind, nodes in columns.items() if nodes}
-        scale = max(max(len(nodes) for nodes in used.values()) - 1, 1)
-        layout = {}
-        for x, (kind, nodes) in enumerate(used.items()):
-            for row, node in enumerate(nodes):
-                # Centre every column vertically; the tallest spans [-0.5, 0.5].
-                layout[node] = (kind, float(x), ((len(nodes) - 1) / 2 - row) / scale)
-        return layout
-
     def draw(
         self,
         ax: Any = None,
@@ -320,51 +298,17 @@ class Wiring:
             The matplotlib Axes drawn into.
         """
         self._require_built("draw()")
-        import matplotlib.pyplot as plt  # optional dependency: imported only when drawing
+        from ._draw import draw_wiring  # matplotlib is imported only when drawing
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(8, 6))
-        colors = {**_DEFAULT_NEURON_COLORS, **(neuron_colors or {})}
-        if isinstance(synapse_colors, str):
-            synapse_colors = {"excitatory": synapse_colors, "inhibitory": synapse_colors}
-        syn_colors = {**_DEFAULT_SYNAPSE_COLORS, **(synapse_colors or {})}
-        layout = self._layout()
-        self._draw_edges(ax, layout, syn_colors, node_size)
-        self._draw_nodes(ax, layout, colors, node_size, draw_labels)
-        ax.margins(0.1)
-        if legend:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-        ax.set_axis_off()
-        return ax
-
-    def _draw_edges(self, ax: Any, layout: dict, colors: dict, node_size: float) -> None:
-        groups = [("sensory", self.sensory_adjacency_matrix), ("neuron", self.adjacency_matrix)]
-        for group, matrix in groups:
-            for src, dest in np.argwhere(matrix):
-                color = colors["excitatory" if matrix[src, dest] > 0 else "inhibitory"]
-                _, x0, y0 = layout[(group, int(src))]
-                _, x1, y1 = layout[("neuron", int(dest))]
-                if group == "neuron" and src == dest:
-                    ax.scatter([x0], [y0], s=2.5 * node_size, facecolors="none", edgecolors=color)
-                    continue
-                # Bend edges inside a column or pointing backwards so they do not overlap.
-                rad = 0.0 if x1 > x0 else (0.5 if x1 == x0 else 0.2)
-                arrow = dict(arrowstyle="-|>", color=color, lw=0.6, alpha=0.6, shrinkA=4, shrinkB=4)
-                arrow["connectionstyle"] = f"arc3,rad={rad}"
-                ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
-
-    @staticmethod
-    def _draw_nodes(ax: Any, layout: dict, colors: dict, node_size: float, labels: bool) -> None:
-        for kind in _KINDS:
-            nodes = [(node, x, y) for node, (k, x, y) in layout.items() if k == kind]
-            if not nodes:
-                continue
-            xs, ys = [x for _, x, _ in nodes], [y for _, _, y in nodes]
-            ax.scatter(xs, ys, s=node_size, c=colors[kind], zorder=3, label=kind)
-            ax.text(xs[0], 0.6, kind, ha="center", fontsize="small")
-            for (group, i), x, y in nodes if labels else []:
-                name = f"s{i}" if group == "sensory" else str(i)
-                ax.text(x + 0.06, y, name, fontsize="x-small", va="center", zorder=4)
+        return draw_wiring(
+            self,
+            ax,
+            neuron_colors=neuron_colors,
+            synapse_colors=synapse_colors,
+            draw_labels=draw_labels,
+            legend=legend,
+            node_size=node_size,
+        )
 
 
 def _matrix_from_config(rows: Any, shape: tuple[int, int]) -> np.ndarray:

@@ -17,6 +17,9 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..errors import WiringError
+from ..wirings import Wiring
+
 Consts = dict[str, Any]
 
 
@@ -74,3 +77,46 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
     """Raise a ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"[{owner}] unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+class WiredCell(Cell):
+    """A cell whose neurons and synapses are given by a :class:`~ncps_mlx.wirings.Wiring`."""
+
+    def _attach_wiring(self, wiring: Wiring, input_size: int | None) -> None:
+        owner = type(self).__name__
+        if not isinstance(wiring, Wiring):
+            raise ValueError(f"[{owner}] 'wiring' must be a Wiring but got {wiring!r}")
+        if input_size is not None:
+            wiring.build(input_size)
+        if not wiring.is_built():
+            raise WiringError(
+                f"[{owner}] the wiring is not built: pass the input size or call "
+                "wiring.build(input_dim) first"
+            )
+        self._wiring = wiring
+
+    @property
+    def wiring(self) -> Wiring:
+        return self._wiring
+
+    @property
+    def input_size(self) -> int:
+        return self._wiring.input_dim
+
+    @property
+    def state_size(self) -> int:
+        return self._wiring.units
+
+    @property
+    def output_size(self) -> int:
+        return self._wiring.output_dim
+
+    @property
+    def synapse_count(self) -> int:
+        """Synapses between the cell's neurons."""
+        return int(self._wiring.synapse_count)
+
+    @property
+    def sensory_synapse_count(self) -> int:
+        """Synapses from the input features to the cell's neurons."""
+        return int(self._wiring.sensory_synapse_count)

@@ -6,9 +6,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..errors import WiringError
 from ..wirings import Wiring
-from .base import Cell, Consts, check_choice, check_positive_int
+from .base import Consts, WiredCell, check_choice, check_positive_int
 from .solvers import SOLVERS
 
 Mapping = Literal["affine", "linear"] | None
@@ -42,7 +41,7 @@ def synapse_activation(
     return (activation * erev).sum(axis=-2), activation.sum(axis=-2)
 
 
-class LTCCell(Cell):
+class LTCCell(WiredCell):
     r"""A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_
     cell on a wiring.
 
@@ -97,16 +96,7 @@ class LTCCell(Cell):
         check_choice("LTCCell", "solver", solver, tuple(SOLVERS))
         if not isinstance(epsilon, (int, float)) or not epsilon >= 0:
             raise ValueError(f"[LTCCell] 'epsilon' must be a number >= 0 but got {epsilon!r}")
-        if not isinstance(wiring, Wiring):
-            raise ValueError(f"[LTCCell] 'wiring' must be a Wiring but got {wiring!r}")
-        if in_features is not None:
-            wiring.build(in_features)
-        if not wiring.is_built():
-            raise WiringError(
-                "[LTCCell] the wiring is not built: pass 'in_features' or call "
-                "wiring.build(input_dim) first"
-            )
-        self._wiring = wiring
+        self._attach_wiring(wiring, in_features)
         self.input_mapping = input_mapping
         self.output_mapping = output_mapping
         self.ode_unfolds = ode_unfolds
@@ -136,30 +126,6 @@ class LTCCell(Cell):
             self.output_w = mx.ones((m,))
         if self.output_mapping == "affine":
             self.output_b = mx.zeros((m,))
-
-    @property
-    def wiring(self) -> Wiring:
-        return self._wiring
-
-    @property
-    def input_size(self) -> int:
-        return self._wiring.input_dim
-
-    @property
-    def state_size(self) -> int:
-        return self._wiring.units
-
-    @property
-    def output_size(self) -> int:
-        return self._wiring.output_dim
-
-    @property
-    def synapse_count(self) -> int:
-        return int(self._wiring.synapse_count)
-
-    @property
-    def sensory_synapse_count(self) -> int:
-        return int(self._wiring.sensory_synapse_count)
 
     def _positive(self, name: str) -> mx.array:
         value = getattr(self, name)

@@ -3,9 +3,8 @@
 import mlx.core as mx
 import numpy as np
 
-from ..errors import WiringError
 from ..wirings import Wiring
-from .base import Cell, Consts
+from .base import Consts, WiredCell
 from .cfc import CfCCell, CfCMode
 
 
@@ -29,7 +28,7 @@ def layer_connectivity(wiring: Wiring, layer: int, strict: bool) -> np.ndarray:
     return np.concatenate([incoming, recurrent], axis=0)
 
 
-class WiredCfCCell(Cell):
+class WiredCfCCell(WiredCell):
     """A CfC cell per wiring layer (inter, command, motor for an NCP).
 
     Layer ``l`` reads layer ``l-1``'s new output (the sensory input for layer 0) and its
@@ -61,16 +60,7 @@ class WiredCfCCell(Cell):
         strict_wiring: bool = False,
     ):
         super().__init__()
-        if not isinstance(wiring, Wiring):
-            raise ValueError(f"[WiredCfCCell] 'wiring' must be a Wiring but got {wiring!r}")
-        if input_size is not None:
-            wiring.build(input_size)
-        if not wiring.is_built():
-            raise WiringError(
-                "[WiredCfCCell] the wiring is not built: pass 'input_size' or call "
-                "wiring.build(input_dim) first"
-            )
-        self._wiring = wiring
+        self._attach_wiring(wiring, input_size)
         self.mode = mode
         self.strict_wiring = bool(strict_wiring)
         in_features = wiring.input_dim
@@ -92,28 +82,12 @@ class WiredCfCCell(Cell):
         return masks, polar
 
     @property
-    def wiring(self) -> Wiring:
-        return self._wiring
-
-    @property
     def layers(self) -> list[CfCCell]:
         return [getattr(self, f"layer_{i}") for i in range(self._wiring.num_layers)]
 
     @property
     def layer_sizes(self) -> list[int]:
         return [len(self._wiring.get_neurons_of_layer(i)) for i in range(self._wiring.num_layers)]
-
-    @property
-    def input_size(self) -> int:
-        return self._wiring.input_dim
-
-    @property
-    def state_size(self) -> int:
-        return self._wiring.units
-
-    @property
-    def output_size(self) -> int:
-        return self._wiring.output_dim
 
     def derive(self) -> Consts:
         return {"layers": [layer.derive() for layer in self.layers]}
