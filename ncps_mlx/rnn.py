@@ -1,7 +1,7 @@
 """Sequence layers: one time scan shared by every cell."""
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -15,6 +15,16 @@ from .cells.ltc import Mapping
 from .wirings import FullyConnected, Wiring
 
 State = mx.array | tuple[mx.array, mx.array]
+
+
+class Call(NamedTuple):
+    """Checked, batch-first arguments of a sequence layer call."""
+
+    x: mx.array
+    h: mx.array | None
+    c: mx.array | None
+    dt: mx.array | float
+    batched: bool
 
 
 class RNN(nn.Module):
@@ -93,6 +103,14 @@ class RNN(nn.Module):
             ``(y, hx)``: outputs (B, T, output_size), or (B, output_size) without
             ``return_sequences``, in the input's layout; and the final state.
         """
+        return self.forward(*self.check_call(x, hx, timespans))
+
+    def check_call(self, x: Any, hx: State | None = None, timespans: Any = None) -> Call:
+        """Validate the arguments of a call and bring them to batch-first arrays.
+
+        Raises:
+            ValueError: Naming the argument, its value and what is accepted.
+        """
         owner = type(self).__name__
         x, batched = _inputs.check_sequence(owner, x, self.input_size, self.batch_first)
         batch, steps = x.shape[0], x.shape[1]
@@ -101,6 +119,17 @@ class RNN(nn.Module):
         dt = _inputs.check_timespans(
             owner, timespans, batch, steps, batched, self.batch_first, positive
         )
+        return Call(x, h, c, dt, batched)
+
+    def forward(
+        self,
+        x: mx.array,
+        h: mx.array | None,
+        c: mx.array | None,
+        dt: mx.array | float,
+        batched: bool = True,
+    ) -> tuple[mx.array, State]:
+        """A call on checked arguments (see :meth:`check_call`); safe to compile."""
         y, h, c = self.scan(x, h, c, dt)
         if not batched:
             y, h = y[0], h[0]

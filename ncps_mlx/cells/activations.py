@@ -5,6 +5,8 @@ from collections.abc import Callable
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import ops
+
 
 def lecun_tanh(x: mx.array) -> mx.array:
     """LeCun's scaled tanh, ``1.7159 * tanh(0.666 * x)``.
@@ -12,7 +14,12 @@ def lecun_tanh(x: mx.array) -> mx.array:
     The reference uses 0.666, not 2/3; the constant is kept so weights trained with it
     give the same function.
     """
-    return 1.7159 * mx.tanh(0.666 * x)
+    return 1.7159 * ops.tanh(0.666 * x)
+
+
+def silu(x: mx.array) -> mx.array:
+    """``x * sigmoid(x)``."""
+    return x * ops.sigmoid(x)
 
 
 def _gelu(x: mx.array) -> mx.array:
@@ -22,9 +29,9 @@ def _gelu(x: mx.array) -> mx.array:
 
 ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
     "lecun_tanh": lecun_tanh,
-    "tanh": mx.tanh,
+    "tanh": ops.tanh,
     "relu": nn.relu,
-    "silu": nn.silu,
+    "silu": silu,
     "gelu": _gelu,
 }
 

@@ -7,6 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .. import ops
 from .activations import get_activation
 from .base import Cell, Consts, check_choice, check_positive_int
 
@@ -199,11 +200,11 @@ class CfCCell(Cell):
 
     def _solution(self, heads: mx.array, dt: mx.array | float) -> mx.array:
         if self.mode == "pure":
-            decay = mx.exp(-dt * (mx.abs(self.w_tau) + mx.abs(heads)))
+            decay = ops.exp(-dt * (mx.abs(self.w_tau) + mx.abs(heads)))
             return -self.A * decay * heads + self.A
         ff1, ff2, t_a, t_b = mx.split(heads, 4, axis=-1)
-        ff1, ff2 = mx.tanh(ff1), mx.tanh(ff2)
-        gate = mx.sigmoid(t_a * dt + t_b)
+        ff1, ff2 = ops.tanh(ff1), ops.tanh(ff2)
+        gate = ops.sigmoid(t_a * dt + t_b)
         if self.mode == "no_gate":
             return ff1 + gate * ff2
         return ff1 * (1.0 - gate) + gate * ff2

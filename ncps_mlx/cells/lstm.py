@@ -3,6 +3,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import ops
 from .base import Consts
 from .cfc import xavier_uniform
 
@@ -45,8 +46,8 @@ class LSTMCell(nn.Module):
     ) -> tuple[mx.array, mx.array]:
         z = inputs + h @ consts["wh_t"]
         i, ig, fg, og = mx.split(z, 4, axis=-1)
-        c_next = c * mx.sigmoid(fg + 1.0) + mx.tanh(i) * mx.sigmoid(ig)
-        return mx.tanh(c_next) * mx.sigmoid(og), c_next
+        c_next = c * ops.sigmoid(fg + 1.0) + ops.tanh(i) * ops.sigmoid(ig)
+        return ops.tanh(c_next) * ops.sigmoid(og), c_next
 
     def __call__(self, x: mx.array, state: tuple[mx.array, mx.array]) -> tuple[mx.array, mx.array]:
         """One step: ``(h, c) -> (h', c')`` for inputs ``x`` (B, input_size)."""

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .. import ops
 from ..wirings import Wiring
 from .base import Consts, WiredCell, check_choice, check_positive_int
 from .solvers import SOLVERS
@@ -29,16 +30,42 @@ INIT_RANGES = {
 POSITIVE = ("w", "sensory_w", "cm", "gleak")
 
 
+Box = tuple[slice, slice]
+
+
+def synapse_box(mask: np.ndarray) -> Box:
+    """The smallest (pre, post) block holding every synapse of a 0/1 ``mask``.
+
+    Synapses outside it do not exist, so their sigmoids need not be evaluated: for an NCP
+    the inter neurons receive no internal synapses and the motor neurons send none, which
+    shrinks the grid evaluated at every ODE unfold by 2-3x without any gather.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def synapse_activation(
-    v: mx.array, w: mx.array, sigma: mx.array, mu: mx.array, erev: mx.array
+    v: mx.array, synapses: dict[str, mx.array], box: Box, size: int
 ) -> tuple[mx.array, mx.array]:
     """Conductance-weighted sums over presynaptic neurons for potentials ``v`` (..., pre).
 
-    Returns ``(sum_i A_ij E_ij, sum_i A_ij)`` with
-    ``A_ij = w_ij * sigmoid(sigma_ij * (v_i - mu_ij))``; ``w`` carries the wiring mask.
+    Returns ``(sum_i A_ij E_ij, sum_i A_ij)`` of length ``size`` with
+    ``A_ij = w_ij * sigmoid(sigma_ij * (v_i - mu_ij))``, evaluated on the ``box`` that
+    holds the synapses (``synapses`` are cut to it; ``w`` carries the wiring mask).
     """
-    activation = w * mx.sigmoid(sigma * (v[..., :, None] - mu))
-    return (activation * erev).sum(axis=-2), activation.sum(axis=-2)
+    pre, post = box
+    shape = v.shape[:-1] + (size,)
+    if pre.stop == pre.start:
+        return mx.zeros(shape, v.dtype), mx.zeros(shape, v.dtype)
+    x = synapses["sigma"] * (v[..., pre, None] - synapses["mu"])
+    activation = synapses["w"] * ops.sigmoid(x)
+    sums = (activation * synapses["erev"]).sum(axis=-2), activation.sum(axis=-2)
+    if post.stop - post.start == size:
+        return sums
+    padding = [(0, 0)] * (v.ndim - 1) + [(post.start, size - post.stop)]
+    return tuple(mx.pad(total, padding) for total in sums)
 
 
 class LTCCell(WiredCell):
@@ -118,6 +145,8 @@ class LTCCell(WiredCell):
         self.sensory_erev = mx.array(sensory)
         self._sparsity_mask = mx.array(np.abs(adjacency))
         self._sensory_sparsity_mask = mx.array(np.abs(sensory))
+        object.__setattr__(self, "_box", synapse_box(adjacency != 0))
+        object.__setattr__(self, "_sensory_box", synapse_box(sensory != 0))
         if self.input_mapping is not None:
             self.input_w = mx.ones((s,))
         if self.input_mapping == "affine":
@@ -139,15 +168,19 @@ class LTCCell(WiredCell):
 
     def derive(self) -> Consts:
         gleak = self._positive("gleak")
-        dtype = self.sigma.dtype
         return {
-            # The masks are 0/1, so folding them into w first changes no rounding.
-            "w": self._positive("w") * self._sparsity_mask.astype(dtype),
-            "sensory_w": self._positive("sensory_w") * self._sensory_sparsity_mask.astype(dtype),
+            "synapses": self._boxed("", self._sparsity_mask, self._box),
+            "sensory": self._boxed("sensory_", self._sensory_sparsity_mask, self._sensory_box),
             "cm": self._positive("cm"),
             "gleak": gleak,
             "leak_current": gleak * self.vleak,
         }
+
+    def _boxed(self, prefix: str, mask: mx.array, box: Box) -> dict[str, mx.array]:
+        # The masks are 0/1, so folding them into w first changes no rounding.
+        w = self._positive(prefix + "w") * mask.astype(self.sigma.dtype)
+        parts = {"w": w, **{k: getattr(self, prefix + k) for k in ("sigma", "mu", "erev")}}
+        return {key: value[box] for key, value in parts.items()}
 
     def _map_inputs(self, x: mx.array) -> mx.array:
         if self.input_mapping is not None:
@@ -167,9 +200,7 @@ class LTCCell(WiredCell):
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
         # Sensory synapses depend on the input only: evaluated for all steps at once.
         x = self._map_inputs(x)
-        return synapse_activation(
-            x, consts["sensory_w"], self.sensory_sigma, self.sensory_mu, self.sensory_erev
-        )
+        return synapse_activation(x, consts["sensory"], self._sensory_box, self.state_size)
 
     def step(
         self,
@@ -182,7 +213,7 @@ class LTCCell(WiredCell):
 
         def field(v: mx.array) -> tuple[mx.array, mx.array]:
             numerator, denominator = synapse_activation(
-                v, consts["w"], self.sigma, self.mu, self.erev
+                v, consts["synapses"], self._box, self.state_size
             )
             return (
                 consts["leak_current"] + (numerator + sensory_numerator),

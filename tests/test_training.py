@@ -1,0 +1,89 @@
+"""The compiled train step and inference path compute what the plain model computes."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from ncps_mlx import LTC, CfC
+from ncps_mlx.training import make_predict, make_train_step
+from ncps_mlx.wirings import AutoNCP
+
+MODELS = {
+    "cfc_ncp": lambda: CfC(4, AutoNCP(12, 3)),
+    "cfc_mixed_proj": lambda: CfC(4, 8, backbone_units=16, mixed_memory=True, proj_size=3),
+    "ltc_explicit": lambda: LTC(4, AutoNCP(12, 3), implicit_param_constraints=False),
+}
+
+
+def batch(model, steps=6):
+    x = mx.random.normal((5, steps, 4))
+    y = mx.random.normal((5, steps, model.output_size))
+    return x, y, mx.random.uniform(0.5, 1.5, (5, steps))
+
+
+def params(model):
+    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_compiled_step_equals_uncompiled(name):
+    mx.random.seed(3)
+    a = MODELS[name]()
+    b = MODELS[name]()
+    b.update(a.parameters())
+    x, y, ts = batch(a)
+    steps = [
+        make_train_step(m, optim.Adam(1e-2), nn.losses.mse_loss, compile=c)
+        for m, c in ((a, True), (b, False))
+    ]
+    for _ in range(3):
+        losses = [step(x, y, ts).item() for step in steps]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for key, value in params(b).items():
+        np.testing.assert_allclose(params(a)[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_training_reduces_the_loss():
+    model = CfC(4, AutoNCP(12, 3))
+    x, y, _ = batch(model)
+    step = make_train_step(model, optim.Adam(3e-2), nn.losses.mse_loss)
+    losses = [step(x, y).item() for _ in range(40)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_explicit_constraints_are_applied_after_each_update():
+    model = LTC(4, AutoNCP(12, 3), implicit_param_constraints=False)
+    x, y, _ = batch(model)
+    step = make_train_step(model, optim.SGD(learning_rate=50.0), nn.losses.mse_loss)
+    for _ in range(3):
+        step(x, y)
+        for name in ("w", "sensory_w", "cm", "gleak"):
+            assert np.array(getattr(model.rnn_cell, name)).min() >= 0
+
+
+def test_bad_input_is_refused_before_compiling():
+    model = CfC(4, 8)
+    step = make_train_step(model, optim.Adam(1e-3), nn.losses.mse_loss)
+    with pytest.raises(ValueError, match="4 features"):
+        step(mx.zeros((2, 3, 5)), mx.zeros((2, 3, 8)))
+    with pytest.raises(ValueError, match="timespans must be finite"):
+        step(mx.zeros((2, 3, 4)), mx.zeros((2, 3, 8)), mx.full((2, 3), float("nan")))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_predict_equals_model_call(name):
+    model = MODELS[name]()
+    x, _, ts = batch(model)
+    predict = make_predict(model)
+    y, state = predict(x, timespans=ts)
+    y_ref, state_ref = model(x, timespans=ts)
+    np.testing.assert_allclose(np.array(y), np.array(y_ref), rtol=1e-5, atol=1e-6)
+    y1, _ = predict(x[:1, :1], hx=first_sample(state, model))
+    assert y1.shape == (1, 1, model.output_size)
+
+
+def first_sample(state, model):
+    return tuple(s[:1] for s in state) if model.mixed_memory else state[:1]
