@@ -6,6 +6,22 @@ import pytest
 
 from ncps_mlx import ops
 
+
+@pytest.fixture(autouse=True)
+def _polynomial_everywhere(monkeypatch):
+    # The polynomial path is normally taken only inside compiled code on large arrays.
+    monkeypatch.setattr(ops, "POLYNOMIAL_MIN_SIZE", 0)
+    with ops.compiled_region():
+        yield
+
+
+def test_polynomial_path_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr(ops, "POLYNOMIAL_MIN_SIZE", 100)
+    big, small = mx.zeros((200,)), mx.zeros((50,))
+    assert ops._polynomial_path(big) and not ops._polynomial_path(small)
+    assert not ops._polynomial_path(big.astype(mx.float16))
+
+
 REFERENCE = {
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "tanh": np.tanh,

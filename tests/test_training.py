@@ -87,3 +87,13 @@ def test_predict_equals_model_call(name):
 
 def first_sample(state, model):
     return tuple(s[:1] for s in state) if model.mixed_memory else state[:1]
+
+
+def test_compiled_polynomial_path_matches_eager_ltc():
+    # A batch large enough that the synapse grid takes the polynomial sigmoid when compiled.
+    model = LTC(16, AutoNCP(32, 8))
+    x = mx.random.normal((32, 5, 16))
+    y, h = make_predict(model)(x)
+    y_eager, h_eager = model(x)
+    np.testing.assert_allclose(np.array(y), np.array(y_eager), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(h), np.array(h_eager), rtol=1e-5, atol=1e-6)
