@@ -7,7 +7,6 @@ Arguments are checked outside the compiled function, so bad input still gets a c
 error and nothing is traced on it.
 """
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,6 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 
-from . import ops
 from .rnn import RNN, State
 
 LossFn = Callable[[mx.array, mx.array], mx.array]
@@ -46,8 +44,7 @@ def make_train_step(
     loss_and_grad = nn.value_and_grad(model, loss_of)
 
     def update(x: mx.array, y: mx.array, dt: Any, batched: bool) -> mx.array:
-        with ops.compiled_region() if compile else contextlib.nullcontext():
-            loss, grads = loss_and_grad(model, x, y, dt, batched)
+        loss, grads = loss_and_grad(model, x, y, dt, batched)
         optimizer.update(model, grads)
         constrain()
         return loss
@@ -74,8 +71,7 @@ def make_predict(model: RNN, *, compile: bool = True) -> Callable[..., tuple[mx.
     model.eval()
 
     def forward(x: mx.array, h: Any, c: Any, dt: Any, batched: bool) -> tuple[mx.array, State]:
-        with ops.compiled_region() if compile else contextlib.nullcontext():
-            return model.forward(x, h, c, dt, batched)
+        return model.forward(x, h, c, dt, batched)
 
     if compile:
         forward = mx.compile(forward, inputs=[model.state])

@@ -200,7 +200,7 @@ class CfCCell(Cell):
 
     def _solution(self, heads: mx.array, dt: mx.array | float) -> mx.array:
         if self.mode == "pure":
-            decay = ops.exp(-dt * (mx.abs(self.w_tau) + mx.abs(heads)))
+            decay = mx.exp(-dt * (mx.abs(self.w_tau) + mx.abs(heads)))
             return -self.A * decay * heads + self.A
         ff1, ff2, t_a, t_b = mx.split(heads, 4, axis=-1)
         ff1, ff2 = ops.tanh(ff1), ops.tanh(ff2)
