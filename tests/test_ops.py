@@ -6,6 +6,22 @@ import pytest
 
 from ncps_mlx import ops
 
+
+@pytest.fixture(autouse=True)
+def _rational_everywhere(monkeypatch):
+    monkeypatch.setattr(ops, "RATIONAL_MIN_SIZE", 0)
+
+
+def test_rational_only_on_large_float32_arrays(monkeypatch):
+    monkeypatch.setattr(ops, "RATIONAL_MIN_SIZE", 100)
+    big = mx.zeros((200,))
+    assert ops._use_rational(big)
+    assert not ops._use_rational(mx.zeros((50,)))
+    assert not ops._use_rational(big.astype(mx.float16))
+    with ops.native_transcendentals():
+        assert not ops._use_rational(big)
+
+
 EXACT = {"sigmoid": lambda x: 1 / (1 + np.exp(-x)), "tanh": np.tanh}
 NATIVE = {"sigmoid": mx.sigmoid, "tanh": mx.tanh}
 # Absolute error bounds over the whole float32 line; MLX's own functions reach ~1e-7.

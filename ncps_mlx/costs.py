@@ -1,0 +1,139 @@
+"""Device-independent cost of one time step: FLOPs, transcendentals, bytes, kernels.
+
+Wall-clock times on one machine say little about another; these counts do. FLOPs and
+transcendental evaluations follow from the shapes the cells actually compute (dense
+matrix products with masks folded in, LTC synapses on their bounding box). ``bytes`` is
+an analytic lower bound of memory traffic: every parameter read once, plus the step's
+inputs, state and outputs. ``graph_ops`` counts the operations MLX's compiler leaves in
+the graph of one step (fused elementwise chains count once): on a GPU each is a kernel
+launch, which is what a small recurrent step pays for.
+"""
+
+import os
+import re
+import tempfile
+from typing import Literal
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from . import ops
+from .cells import CfCCell, LTCCell, WiredCfCCell
+from .rnn import RNN
+
+Mode = Literal["inference", "train"]
+# Activations evaluated with one transcendental per element (relu needs none).
+_TRANSCENDENTAL_ACTIVATIONS = ("lecun_tanh", "tanh", "silu", "gelu")
+
+
+def _cfc_costs(cell: CfCCell, batch: int, hidden_in: int | None = None) -> tuple[int, int]:
+    n_in = cell.input_size if hidden_in is None else hidden_in
+    h = cell.hidden_size
+    heads = len(cell.head_names) * h
+    widths = [n_in + h] + [cell.backbone_units] * len(cell.backbone) + [heads]
+    flops = sum(2 * batch * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    transcendental = 0
+    if cell.backbone_activation in _TRANSCENDENTAL_ACTIVATIONS:
+        transcendental += batch * cell.backbone_units * len(cell.backbone)
+    transcendental += batch * h * (1 if cell.mode == "pure" else 3)
+    return flops + 8 * batch * h, transcendental
+
+
+def _ltc_costs(cell: LTCCell, batch: int) -> tuple[int, int]:
+    def box_size(box: tuple[slice, slice]) -> int:
+        return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+
+    synapses, sensory = box_size(cell._box), box_size(cell._sensory_box)
+    n = cell.state_size
+    # Per synapse slot: subtract, two multiplies, sigmoid, multiply by E, two sums.
+    unfold = 7 * batch * synapses + 8 * batch * n
+    flops = 7 * batch * sensory + cell.ode_unfolds * unfold
+    return flops, batch * (sensory + cell.ode_unfolds * synapses)
+
+
+def _cell_costs(model: RNN, batch: int) -> tuple[int, int]:
+    cell = model.rnn_cell
+    if isinstance(cell, LTCCell):
+        flops, transcendental = _ltc_costs(cell, batch)
+    elif isinstance(cell, WiredCfCCell):
+        flops = transcendental = 0
+        inputs = cell.input_size
+        for layer in cell.layers:
+            f, t = _cfc_costs(layer, batch, inputs)
+            flops, transcendental = flops + f, transcendental + t
+            inputs = layer.hidden_size
+    else:
+        flops, transcendental = _cfc_costs(cell, batch)
+    if model.mixed_memory:
+        h = model.state_size
+        flops += 2 * batch * (model.input_size + h) * 4 * h + 10 * batch * h
+        transcendental += 5 * batch * h
+    if model.proj_size is not None:
+        flops += 2 * batch * model.rnn_cell.output_size * model.proj_size
+    return flops, transcendental
+
+
+def parameter_bytes(model: RNN) -> int:
+    """Bytes of the trainable parameters."""
+    return sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
+
+
+def _graph_size(outputs: object) -> int:
+    fd, path = tempfile.mkstemp(suffix=".dot")
+    os.close(fd)
+    try:
+        mx.export_to_dot(path, outputs)
+        with open(path) as handle:
+            return len(re.findall(r'label ="', handle.read()))
+    finally:
+        os.unlink(path)
+
+
+def graph_ops_per_step(model: RNN, batch: int = 1, mode: Mode = "inference") -> int:
+    """Operations per time step in the compiled graph (difference of 3 and 2 steps).
+
+    Counted with MLX's native sigmoid and tanh, the graph Metal runs.
+    """
+    mx.eval(model.parameters())
+    size = model.input_size
+
+    def loss(model: RNN, x: mx.array) -> mx.array:
+        return model.forward(x, None, None, 1.0)[0].sum()
+
+    loss_and_grad = nn.value_and_grad(model, loss)
+    forward = mx.compile(lambda x: model.forward(x, None, None, 1.0)[0], inputs=[model.state])
+    backward = mx.compile(lambda x: loss_and_grad(model, x), inputs=[model.state])
+    counts = []
+    with ops.native_transcendentals():
+        for steps in (2, 3):
+            x = mx.zeros((batch, steps, size))
+            mx.eval(x)
+            outputs = forward(x) if mode == "inference" else backward(x)
+            counts.append(_graph_size(outputs))
+    return counts[1] - counts[0]
+
+
+def step_costs(model: RNN, batch: int = 1, mode: Mode = "inference") -> dict[str, int]:
+    """Cost of one time step at ``batch``; ``train`` counts forward and backward.
+
+    Returns:
+        ``flops``, ``transcendentals`` (sigmoid/tanh/exp evaluations), ``bytes`` (analytic
+        lower bound of memory traffic) and ``graph_ops`` (compiled graph operations).
+    """
+    if mode not in ("inference", "train"):
+        raise ValueError(f"[step_costs] unknown mode {mode!r}; choose 'inference' or 'train'")
+    flops, transcendentals = _cell_costs(model, batch)
+    state = model.state_size * (2 if model.mixed_memory else 1)
+    activations = 4 * batch * (model.input_size + 2 * state + model.output_size)
+    traffic = parameter_bytes(model) + activations
+    if mode == "train":
+        # Backward is about twice the forward's arithmetic; it re-reads the parameters
+        # and the saved activations and writes a gradient of every parameter.
+        flops, traffic = 3 * flops, 3 * traffic
+    return {
+        "flops": int(flops),
+        "transcendentals": int(transcendentals),
+        "bytes": int(traffic),
+        "graph_ops": graph_ops_per_step(model, batch, mode),
+    }

@@ -1,0 +1,49 @@
+"""The analytic step costs against counts worked out by hand."""
+
+import pytest
+
+from ncps_mlx import LTC, CfC
+from ncps_mlx.costs import parameter_bytes, step_costs
+from ncps_mlx.wirings import FullyConnected, Wiring
+
+
+def test_cfc_by_hand():
+    model = CfC(2, 3, backbone_units=4)
+    costs = step_costs(model, batch=1)
+    # [x, h] (5) -> backbone (4) -> four heads (12); 8 elementwise flops per unit.
+    assert costs["flops"] == 2 * 5 * 4 + 2 * 4 * 12 + 8 * 3
+    # lecun_tanh on 4 backbone units, tanh, tanh and sigmoid on 3 units.
+    assert costs["transcendentals"] == 4 + 3 * 3
+    assert step_costs(model, batch=5)["flops"] == 5 * costs["flops"]
+
+
+def test_ltc_by_hand():
+    model = LTC(2, FullyConnected(3), ode_unfolds=6)
+    costs = step_costs(model, batch=1)
+    assert costs["transcendentals"] == 2 * 3 + 6 * 3 * 3
+    assert costs["flops"] == 7 * 6 + 6 * (7 * 9 + 8 * 3)
+
+
+def test_ltc_counts_only_the_synapse_box():
+    wiring = Wiring(4)
+    wiring.set_output_dim(1)
+    wiring.build(2)
+    wiring.add_synapse(2, 0, 1)
+    wiring.add_synapse(3, 1, -1)  # box: pre 2..3 x post 0..1
+    wiring.add_sensory_synapse(0, 3, 1)  # box: 1 x 1
+    costs = step_costs(LTC(2, wiring, ode_unfolds=1), batch=2)
+    assert costs["transcendentals"] == 2 * (1 + 2 * 2)
+
+
+def test_parameter_bytes():
+    model = CfC(2, 3, backbone_units=4)
+    assert parameter_bytes(model) == 4 * ((5 * 4 + 4) + 4 * (4 * 3 + 3))
+
+
+def test_train_costs_more_than_inference_and_counts_graph_ops():
+    model = CfC(2, 3, backbone_units=4)
+    inference, train = step_costs(model), step_costs(model, mode="train")
+    assert 0 < inference["graph_ops"] < train["graph_ops"]
+    assert train["flops"] == 3 * inference["flops"]
+    with pytest.raises(ValueError, match="unknown mode 'eval'"):
+        step_costs(model, mode="eval")
