@@ -103,7 +103,10 @@ def graph_ops_per_step(model: RNN, batch: int = 1, mode: Mode = "inference") -> 
 
     loss_and_grad = nn.value_and_grad(model, loss)
     forward = mx.compile(lambda x: model.forward(x, None, None, 1.0)[0], inputs=[model.state])
-    backward = mx.compile(lambda x: loss_and_grad(model, x), inputs=[model.state])
+    # value_and_grad swaps traced parameters into the model: hand them back as outputs.
+    backward = mx.compile(
+        lambda x: loss_and_grad(model, x), inputs=[model.state], outputs=[model.state]
+    )
     counts = []
     with ops.native_transcendentals():
         for steps in (2, 3):

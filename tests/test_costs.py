@@ -45,5 +45,9 @@ def test_train_costs_more_than_inference_and_counts_graph_ops():
     inference, train = step_costs(model), step_costs(model, mode="train")
     assert 0 < inference["graph_ops"] < train["graph_ops"]
     assert train["flops"] == 3 * inference["flops"]
+    import mlx.core as mx
+
+    y, _ = model(mx.zeros((1, 2, 2)))  # counting left the model usable
+    mx.eval(y)
     with pytest.raises(ValueError, match="unknown mode 'eval'"):
         step_costs(model, mode="eval")
