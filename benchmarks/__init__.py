@@ -1,0 +1,1 @@
+"""Benchmarks of ncps_mlx against the reference ncps (PyTorch); see README.md."""

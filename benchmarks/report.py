@@ -1,0 +1,283 @@
+"""Turn a saved pytest-benchmark JSON into a markdown report and a speed-up plot.
+
+    python -m benchmarks.report RESULT.json [--out docs/benchmarks.md] [--plot docs/benchmarks.png]
+
+RESULT.json comes from ``--benchmark-json`` or ``--benchmark-autosave``; a directory (such
+as ``.benchmarks``) means the newest autosaved file in it. Speed-up is the torch median
+divided by the mlx median of the same case from the same run: above 1, ncps_mlx is faster.
+"""
+
+import argparse
+import importlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.workloads import MODELS, MODES, build_mlx
+
+MODE_TITLES = {
+    "train": "Train step (forward + backward + Adam)",
+    "inference": "Inference (whole sequence, no grad)",
+    "step1": "One time step at batch 1, state carried (controller latency)",
+}
+MACHINE_FIELDS = (
+    ("chip", "Chip / CPU"),
+    ("cores_physical", "Physical cores"),
+    ("cores_logical", "Logical cores"),
+    ("memory_total_bytes", "Memory"),
+    ("os", "OS"),
+    ("python", "Python"),
+    ("mlx_version", "MLX"),
+    ("mlx_default_device", "MLX default device"),
+    ("mlx_device_info", "MLX device info"),
+    ("numpy_version", "NumPy"),
+    ("ncps_mlx_version", "ncps_mlx"),
+    ("torch_version", "PyTorch"),
+    ("torch_threads", "PyTorch threads"),
+    ("ncps_version", "ncps (reference)"),
+)
+COST_FIELDS = (
+    ("flops", "FLOPs"),
+    ("transcendentals", "transcendentals"),
+    ("bytes", "bytes moved"),
+    ("graph_ops", "graph ops"),
+)
+MISSING = "-"
+# step_costs knows training and inference; a controller step is one inference step.
+COST_MODES = {"step1": "inference"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One case with both implementations' median seconds (None when not measured)."""
+
+    model: str
+    mode: str
+    batch: int
+    seq_len: int
+    mlx: float | None = None
+    torch: float | None = None
+    peak_memory_bytes: int | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.torch / self.mlx if self.mlx and self.torch else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.mode} b{self.batch} t{self.seq_len}"
+
+
+def find_result(path: Path) -> Path:
+    """``path`` itself, or for a directory the autosave with the highest counter."""
+    if not path.is_dir():
+        return path
+    saved = sorted(path.rglob("*.json"), key=lambda found: (found.name, str(found)))
+    if not saved:
+        raise FileNotFoundError(f"no pytest-benchmark JSON under {path}")
+    return saved[-1]
+
+
+def _sort_key(row: Row) -> tuple:
+    order = list(MODELS)
+    model = order.index(row.model) if row.model in order else len(order)
+    mode = MODES.index(row.mode) if row.mode in MODES else len(MODES)
+    return (mode, model, row.model, row.batch, row.seq_len)
+
+
+def collect_rows(benchmarks: list[dict[str, Any]]) -> list[Row]:
+    """Pair each case's mlx and torch results (read from ``extra_info``), sorted."""
+    found: dict[tuple, dict[str, Any]] = {}
+    for bench in benchmarks:
+        info = bench.get("extra_info", {})
+        if "model" not in info or "impl" not in info:
+            continue
+        key = (info["model"], info["mode"], info["batch"], info["seq_len"])
+        fields = found.setdefault(key, {})
+        fields[info["impl"]] = bench["stats"]["median"]
+        if info["impl"] == "mlx":
+            fields["peak_memory_bytes"] = info.get("peak_memory_bytes")
+    rows = [Row(*key, **fields) for key, fields in found.items()]
+    return sorted(rows, key=_sort_key)
+
+
+def format_time(seconds: float | None) -> str:
+    if seconds is None:
+        return MISSING
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_bytes(count: int | None) -> str:
+    if count is None:
+        return MISSING
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def format_speedup(ratio: float | None) -> str:
+    return MISSING if ratio is None else f"{ratio:.2f}x"
+
+
+def format_count(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def machine_section(info: dict[str, Any]) -> list[str]:
+    rows = []
+    for key, title in MACHINE_FIELDS:
+        value = info.get(key)
+        if key == "memory_total_bytes" and value is not None:
+            value = format_bytes(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{name}: {item}" for name, item in sorted(value.items()))
+        rows.append([title, MISSING if value is None else str(value)])
+    return ["## Machine", "", *table(["item", "value"], rows), ""]
+
+
+def models_section(rows: list[Row]) -> list[str]:
+    names = sorted({row.model for row in rows}, key=lambda name: _sort_key(Row(name, "", 0, 0)))
+    body = [[name, f"`{MODELS[name].describe()}`"] for name in names if name in MODELS]
+    return ["## Models", "", *table(["model", "constructor"], body), ""]
+
+
+def mode_section(mode: str, rows: list[Row]) -> list[str]:
+    header = ["model", "batch", "seq", "mlx median", "torch median", "speed-up", "mlx peak memory"]
+    body = [
+        [
+            row.model,
+            str(row.batch),
+            str(row.seq_len),
+            format_time(row.mlx),
+            format_time(row.torch),
+            format_speedup(row.speedup),
+            format_bytes(row.peak_memory_bytes),
+        ]
+        for row in rows
+        if row.mode == mode
+    ]
+    if not body:
+        return []
+    return [f"## {MODE_TITLES.get(mode, mode)}", "", *table(header, body), ""]
+
+
+def cost_section(rows: list[Row]) -> list[str]:
+    """Per-step costs from ``ncps_mlx.costs.step_costs`` for each (model, mode, batch)."""
+    title = ["## Device-independent cost per time step", ""]
+    try:
+        costs = importlib.import_module("ncps_mlx.costs")
+    except ImportError as error:
+        return [*title, f"Not available: `ncps_mlx.costs` cannot be imported ({error}).", ""]
+    keys = sorted({(row.model, row.mode, row.batch) for row in rows if row.model in MODELS})
+    keys.sort(key=lambda key: _sort_key(Row(key[0], key[1], key[2], 0)))
+    body, notes = [], []
+    for model, mode, batch in keys:
+        try:
+            built = build_mlx(MODELS[model])
+            found = costs.step_costs(built, batch=batch, mode=COST_MODES.get(mode, mode))
+        except Exception as error:  # one failing case must not hide the others
+            notes.append(f"- {model} {mode} b{batch}: {type(error).__name__}: {error}")
+            continue
+        values = [format_count(found.get(key, MISSING)) for key, _ in COST_FIELDS]
+        body.append([model, mode, str(batch), *values])
+    header = ["model", "mode", "batch", *(name for _, name in COST_FIELDS)]
+    source = "From `ncps_mlx.costs.step_costs`; step1 counts as inference at batch 1."
+    lines = [*title, source, "", *table(header, body), ""]
+    return lines + (["Not computed:", "", *notes, ""] if notes else [])
+
+
+def render(data: dict[str, Any], source: str = "") -> str:
+    rows = collect_rows(data.get("benchmarks", []))
+    commit_info = data.get("commit_info", {})
+    commit = f"`{commit_info.get('id') or MISSING}`"
+    commit += " (dirty)" if commit_info.get("dirty") else ""
+    lines = [
+        "# ncps_mlx benchmarks",
+        "",
+        f"Source: `{source}`, saved {data.get('datetime', MISSING)}, commit {commit}.",
+        "Times are medians; speed-up = torch median / mlx median, so above 1x means ncps_mlx",
+        "is faster. Both implementations ran in the same session on the machine below.",
+        "",
+        *machine_section(data.get("machine_info", {})),
+        *models_section(rows),
+    ]
+    for mode in [*MODES, *sorted({row.mode for row in rows} - set(MODES))]:
+        lines += mode_section(mode, rows)
+    lines += cost_section(rows)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Horizontal bars of speed-up per case on a log axis, with a line at 1x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    paired = [row for row in rows if row.speedup is not None]
+    ratios = [row.speedup for row in paired]
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.25 * max(len(paired), 1)))
+    # Bars start at 1x so slower cases point left and faster ones right on the log axis.
+    widths = [ratio - 1.0 for ratio in ratios]
+    colors = ["tab:green" if ratio >= 1 else "tab:red" for ratio in ratios]
+    ax.barh(range(len(paired)), widths, left=1.0, color=colors)
+    for index, ratio in enumerate(ratios):
+        side = 1 if ratio >= 1 else -1
+        ax.annotate(
+            f"{ratio:.2f}x",
+            (ratio, index),
+            xytext=(3 * side, 0),
+            textcoords="offset points",
+            ha="left" if side > 0 else "right",
+            va="center",
+            fontsize=6,
+        )
+    ax.set_yticks(range(len(paired)), [row.label for row in paired], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    span = max([abs(math.log10(ratio)) for ratio in ratios] + [0.3]) * 1.25
+    ax.set_xlim(10**-span, 10**span)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xlabel("speed-up (torch median / mlx median; > 1: ncps_mlx faster)")
+    ax.set_title("ncps_mlx vs ncps (PyTorch)" if paired else "no case has both implementations")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
+    parser.add_argument("result", type=Path, help="pytest-benchmark JSON, or a directory")
+    parser.add_argument("--out", type=Path, help="markdown file to write (default: stdout)")
+    parser.add_argument("--plot", type=Path, help="PNG file for the speed-up chart")
+    args = parser.parse_args(argv)
+    path = find_result(args.result)
+    data = json.loads(path.read_text())
+    text = render(data, source=path.name)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    if args.plot is not None:
+        plot(collect_rows(data.get("benchmarks", [])), args.plot)
+
+
+if __name__ == "__main__":
+    main()

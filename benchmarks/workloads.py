@@ -1,0 +1,224 @@
+"""Models, cases and timed callables shared by the benchmarks, their conftest and the report.
+
+Every case exists twice, once per implementation: ``impl="mlx"`` runs ``ncps_mlx`` and
+``impl="torch"`` runs the reference ``ncps==1.0.1`` on PyTorch, so speed-ups come from one
+run on one machine. A runner is a zero-argument callable that performs one timed call; the
+mlx runners end in ``mx.eval`` (and ``mx.synchronize``) because MLX is lazy.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+INPUT_SIZE = 16
+BATCH = 32
+SEQ_LEN = 128
+LEARNING_RATE = 1e-3
+MODES = ("train", "inference", "step1")
+IMPLS = ("mlx", "torch")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A benchmarked model: ``family(INPUT_SIZE, units)`` with ``AutoNCP(units, motor)``
+    as the wiring when ``motor`` is set, else ``units`` fully connected."""
+
+    family: str
+    units: int
+    motor: int | None = None
+    mixed_memory: bool = False
+
+    @property
+    def output_size(self) -> int:
+        return self.motor if self.motor is not None else self.units
+
+    def describe(self) -> str:
+        units = f"AutoNCP({self.units}, {self.motor})" if self.motor else str(self.units)
+        mixed = ", mixed_memory=True" if self.mixed_memory else ""
+        return f"{self.family}({INPUT_SIZE}, {units}{mixed})"
+
+
+# Insertion order is the order of every table and plot.
+MODELS: dict[str, ModelSpec] = {
+    "cfc_fc": ModelSpec("CfC", 64),
+    "cfc_ncp": ModelSpec("CfC", 64, 8),
+    "ltc_ncp": ModelSpec("LTC", 32, 8),
+    "cfc_mixed": ModelSpec("CfC", 64, mixed_memory=True),
+    "ltc_mixed": ModelSpec("LTC", 32, 8, mixed_memory=True),
+    "cfc_ncp128": ModelSpec("CfC", 128, 16),
+    "ltc_ncp128": ModelSpec("LTC", 128, 16),
+}
+CORE_MODELS = ("cfc_fc", "cfc_ncp", "ltc_ncp", "cfc_mixed", "ltc_mixed")
+LARGE_MODELS = ("cfc_ncp128", "ltc_ncp128")
+SWEEP_MODELS = ("cfc_ncp", "ltc_ncp")
+SWEEP_BATCHES = (8, 32, 128)
+SWEEP_SEQ_LENS = (32, 128, 512)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One workload: a model, a mode and the input shape (batch, seq_len, INPUT_SIZE)."""
+
+    model: str
+    mode: str
+    batch: int = BATCH
+    seq_len: int = SEQ_LEN
+
+    @property
+    def group(self) -> str:
+        return f"{self.model}-{self.mode}-b{self.batch}-t{self.seq_len}"
+
+    @property
+    def id(self) -> str:
+        return self.group
+
+    def smoke(self) -> "Case":
+        """The same case shrunk so that compiling and running it once takes seconds."""
+        if self.mode == "step1":
+            return self
+        return replace(self, batch=max(1, self.batch // 8), seq_len=max(2, self.seq_len // 16))
+
+
+def core_cases() -> list[Case]:
+    """The issue's workloads: every model in every mode, step1 at batch 1 and one step."""
+    found = [Case(name, mode) for name in (*CORE_MODELS, *LARGE_MODELS) for mode in MODES]
+    return [replace(c, batch=1, seq_len=1) if c.mode == "step1" else c for c in found]
+
+
+def sweep_cases() -> list[Case]:
+    """Inference over batch and sequence length, and training over batch; the
+    (BATCH, SEQ_LEN) points are core cases."""
+    found = [
+        Case(name, "inference", batch, seq_len)
+        for name in SWEEP_MODELS
+        for batch in SWEEP_BATCHES
+        for seq_len in SWEEP_SEQ_LENS
+    ]
+    found += [Case(name, "train", batch) for name in SWEEP_MODELS for batch in SWEEP_BATCHES]
+    return [case for case in found if (case.batch, case.seq_len) != (BATCH, SEQ_LEN)]
+
+
+def case_info(case: Case, impl: str) -> dict[str, Any]:
+    """What a result needs to be read without its test id (stored as ``extra_info``)."""
+    spec = MODELS[case.model]
+    info = {"model": case.model, "mode": case.mode, "impl": impl, "batch": case.batch}
+    info.update(seq_len=case.seq_len, input_size=INPUT_SIZE, units=spec.units)
+    info.update(motor=spec.motor, mixed_memory=spec.mixed_memory, description=spec.describe())
+    return info
+
+
+def build_mlx(spec: ModelSpec) -> Any:
+    from ncps_mlx import LTC, CfC
+    from ncps_mlx.wirings import AutoNCP
+
+    units = AutoNCP(spec.units, spec.motor) if spec.motor else spec.units
+    family = CfC if spec.family == "CfC" else LTC
+    return family(INPUT_SIZE, units, mixed_memory=spec.mixed_memory)
+
+
+def build_torch(spec: ModelSpec) -> Any:
+    import ncps.torch as nt
+    import ncps.wirings as nw
+
+    units = nw.AutoNCP(spec.units, spec.motor) if spec.motor else spec.units
+    family = nt.CfC if spec.family == "CfC" else nt.LTC
+    return family(INPUT_SIZE, units, mixed_memory=spec.mixed_memory)
+
+
+def make_data(case: Case, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (batch, seq_len, INPUT_SIZE) and regression targets, fixed by a seed."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((case.batch, case.seq_len, INPUT_SIZE), dtype=np.float32)
+    y = rng.standard_normal((case.batch, case.seq_len, spec.output_size), dtype=np.float32)
+    return x, y
+
+
+def sync() -> None:
+    if hasattr(mx, "synchronize"):
+        mx.synchronize()
+
+
+def mlx_runner(case: Case) -> Callable[[], Any]:
+    """One timed ncps_mlx call of ``case`` (built fresh: compiling happens on first call)."""
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from ncps_mlx.training import make_predict, make_train_step
+
+    spec = MODELS[case.model]
+    mx.random.seed(0)
+    model = build_mlx(spec)
+    x, y = (mx.array(a) for a in make_data(case, spec))
+    if case.mode == "train":
+        step = make_train_step(model, optim.Adam(learning_rate=LEARNING_RATE), nn.losses.mse_loss)
+        return _mlx_call(lambda: step(x, y))
+    predict = make_predict(model)
+    if case.mode == "inference":
+        return _mlx_call(lambda: predict(x))
+    zeros = mx.zeros((1, model.state_size))
+    carried = {"hx": (zeros, zeros) if spec.mixed_memory else zeros}
+
+    def step1() -> Any:
+        out, carried["hx"] = predict(x[:, :1], carried["hx"])
+        return out, carried["hx"]
+
+    return _mlx_call(step1)
+
+
+def _mlx_call(call: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        out = call()
+        mx.eval(out)
+        sync()
+        return out
+
+    return run
+
+
+def torch_runner(case: Case) -> Callable[[], Any]:
+    """One timed reference call of ``case``; inference and step1 run under no_grad."""
+    import torch
+
+    spec = MODELS[case.model]
+    torch.manual_seed(0)
+    model = build_torch(spec)
+    x, y = (torch.from_numpy(a) for a in make_data(case, spec))
+    if case.mode == "train":
+        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        loss_fn = torch.nn.MSELoss()
+
+        def train() -> Any:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x)[0], y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return train
+    model.eval()
+    if case.mode == "inference":
+        return torch.no_grad()(lambda: model(x))
+    carried: dict[str, Any] = {"hx": None}
+
+    @torch.no_grad()
+    def step1() -> Any:
+        out, carried["hx"] = model(x[:, :1], carried["hx"])
+        return out
+
+    return step1
+
+
+def runner(case: Case, impl: str) -> Callable[[], Any]:
+    return mlx_runner(case) if impl == "mlx" else torch_runner(case)
+
+
+def mlx_peak_memory(run: Callable[[], Any]) -> int | None:
+    """Peak bytes MLX allocates during one call of ``run`` (None if MLX cannot tell)."""
+    if not hasattr(mx, "reset_peak_memory"):
+        return None
+    mx.reset_peak_memory()
+    run()
+    return int(mx.get_peak_memory())
