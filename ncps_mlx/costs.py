@@ -27,11 +27,10 @@ Mode = Literal["inference", "train"]
 _TRANSCENDENTAL_ACTIVATIONS = ("lecun_tanh", "tanh", "silu", "gelu")
 
 
-def _cfc_costs(cell: CfCCell, batch: int, hidden_in: int | None = None) -> tuple[int, int]:
-    n_in = cell.input_size if hidden_in is None else hidden_in
+def _cfc_costs(cell: CfCCell, batch: int) -> tuple[int, int]:
     h = cell.hidden_size
     heads = len(cell.head_names) * h
-    widths = [n_in + h] + [cell.backbone_units] * len(cell.backbone) + [heads]
+    widths = [cell.input_size + h] + [cell.backbone_units] * len(cell.backbone) + [heads]
     flops = sum(2 * batch * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     transcendental = 0
     if cell.backbone_activation in _TRANSCENDENTAL_ACTIVATIONS:
@@ -57,12 +56,8 @@ def _cell_costs(model: RNN, batch: int) -> tuple[int, int]:
     if isinstance(cell, LTCCell):
         flops, transcendental = _ltc_costs(cell, batch)
     elif isinstance(cell, WiredCfCCell):
-        flops = transcendental = 0
-        inputs = cell.input_size
-        for layer in cell.layers:
-            f, t = _cfc_costs(layer, batch, inputs)
-            flops, transcendental = flops + f, transcendental + t
-            inputs = layer.hidden_size
+        per_layer = [_cfc_costs(layer, batch) for layer in cell.layers]
+        flops, transcendental = (sum(counts) for counts in zip(*per_layer, strict=True))
     else:
         flops, transcendental = _cfc_costs(cell, batch)
     if model.mixed_memory:
@@ -98,22 +93,23 @@ def graph_ops_per_step(model: RNN, batch: int = 1, mode: Mode = "inference") -> 
     mx.eval(model.parameters())
     size = model.input_size
 
-    def loss(model: RNN, x: mx.array) -> mx.array:
+    def output(model: RNN, x: mx.array) -> mx.array:
         return model.forward(x, None, None, 1.0)[0].sum()
 
-    loss_and_grad = nn.value_and_grad(model, loss)
-    forward = mx.compile(lambda x: model.forward(x, None, None, 1.0)[0], inputs=[model.state])
-    # value_and_grad swaps traced parameters into the model: hand them back as outputs.
-    backward = mx.compile(
-        lambda x: loss_and_grad(model, x), inputs=[model.state], outputs=[model.state]
-    )
+    if mode == "inference":
+        traced = mx.compile(lambda x: output(model, x), inputs=[model.state])
+    else:
+        loss_and_grad = nn.value_and_grad(model, output)
+        # value_and_grad swaps traced parameters into the model: hand them back as outputs.
+        traced = mx.compile(
+            lambda x: loss_and_grad(model, x), inputs=[model.state], outputs=[model.state]
+        )
     counts = []
     with ops.native_transcendentals():
         for steps in (2, 3):
             x = mx.zeros((batch, steps, size))
             mx.eval(x)
-            outputs = forward(x) if mode == "inference" else backward(x)
-            counts.append(_graph_size(outputs))
+            counts.append(_graph_size(traced(x)))
     return counts[1] - counts[0]
 
 

@@ -69,12 +69,7 @@ def make_predict(model: RNN, *, compile: bool = True) -> Callable[..., tuple[mx.
     function; each new input shape compiles once.
     """
     model.eval()
-
-    def forward(x: mx.array, h: Any, c: Any, dt: Any, batched: bool) -> tuple[mx.array, State]:
-        return model.forward(x, h, c, dt, batched)
-
-    if compile:
-        forward = mx.compile(forward, inputs=[model.state])
+    forward = mx.compile(model.forward, inputs=[model.state]) if compile else model.forward
 
     def predict(x: Any, hx: State | None = None, timespans: Any = None) -> tuple[mx.array, State]:
         return forward(*model.check_call(x, hx, timespans))
