@@ -11,12 +11,8 @@ import numpy as np
 
 from . import datasets, io
 from .rnn import CfC
+from .training import make_train_step
 from .wirings import AutoNCP
-
-
-def _mse(model: CfC, x: mx.array, y: mx.array) -> mx.array:
-    prediction, _ = model(x)
-    return nn.losses.mse_loss(prediction, y)
 
 
 def train_demo_model(
@@ -26,14 +22,10 @@ def train_demo_model(
     mx.random.seed(seed)
     x, y = (mx.array(a) for a in datasets.sine_waves(16, 48, seed=seed))
     model = CfC(2, AutoNCP(16, 1))
-    optimizer = optim.Adam(learning_rate=0.01)
-    loss_and_grad = nn.value_and_grad(model, _mse)
+    step = make_train_step(model, optim.Adam(learning_rate=0.01), nn.losses.mse_loss)
     losses = []
     for epoch in range(1, epochs + 1):
-        loss, grads = loss_and_grad(model, x, y)
-        optimizer.update(model, grads)
-        mx.eval(model.parameters(), optimizer.state, loss)
-        losses.append(loss.item())
+        losses.append(step(x, y).item())
         if epoch == 1 or epoch % log_every == 0 or epoch == epochs:
             log(f"epoch {epoch:4d}/{epochs}  loss {losses[-1]:.5f}")
     return model, losses
