@@ -11,6 +11,35 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from . import io
+    from .export import to_coreml, verify
+
+    model = io.load(args.checkpoint)
+    path = to_coreml(
+        model,
+        args.out,
+        kind=args.kind,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        compute_units=args.compute_units,
+        minimum_deployment_target=args.target,
+        timespans=args.timespans,
+    )
+    print(f"wrote {path}")
+    if args.verify:
+        import numpy as np
+
+        steps = args.seq_len or 8
+        rng = np.random.default_rng(0)
+        inputs = {"x": rng.normal(size=(args.batch_size, steps, model.input_size))}
+        if args.timespans:
+            inputs["dt"] = rng.uniform(0.5, 1.5, size=(args.batch_size, steps))
+        print(verify(path, model, inputs))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncps-mlx", description="Neural Circuit Policies on Apple's MLX."
@@ -22,7 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=300, help="training epochs (default: 300)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(handler=_demo)
+    _add_export_parser(commands)
     return parser
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    from .export.coreml import COMPUTE_UNITS, KINDS, PRECISIONS
+
+    export = commands.add_parser(
+        "export", help="export a checkpoint to Core ML (needs the 'export' extra)"
+    )
+    export.add_argument("checkpoint", help="a checkpoint written by ncps_mlx.save")
+    export.add_argument("--out", required=True, help="the .mlpackage to write")
+    export.add_argument("--kind", choices=KINDS, default="step")
+    export.add_argument("--precision", choices=PRECISIONS, default="float16")
+    export.add_argument("--batch-size", type=int, default=1)
+    export.add_argument("--seq-len", type=int, default=None, help="steps (kind 'sequence')")
+    export.add_argument("--compute-units", choices=list(COMPUTE_UNITS), default="cpu_and_ne")
+    export.add_argument("--target", default=None, help="minimum deployment target, e.g. macOS14")
+    export.add_argument("--timespans", action="store_true", help="add the 'dt' input")
+    export.add_argument(
+        "--verify", action="store_true", help="check the saved package against the checkpoint"
+    )
+    export.set_defaults(handler=_export)
 
 
 def main(argv: list[str] | None = None) -> int:

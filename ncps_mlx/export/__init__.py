@@ -1,0 +1,19 @@
+"""Core ML export for the Neural Engine, and its verification where Core ML cannot run.
+
+Needs the ``export`` extra (coremltools)::
+
+    pip install 'ncps-mlx[export]'
+"""
+
+from .coreml import FP16_TIMESPAN_RANGE, KINDS, read_metadata, to_coreml
+from .verify import CoreMLRuntime, VerifyReport, verify
+
+__all__ = [
+    "FP16_TIMESPAN_RANGE",
+    "KINDS",
+    "CoreMLRuntime",
+    "VerifyReport",
+    "read_metadata",
+    "to_coreml",
+    "verify",
+]
