@@ -1,7 +1,9 @@
 """The ``ncps-mlx`` command."""
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -40,6 +42,64 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+LIVE_FIGURES = (
+    ("cpu_percent", "cpu%", 1),
+    ("process_rss_bytes", "rss MiB", 2**-20),
+    ("mlx_active_bytes", "mlx MiB", 2**-20),
+    ("gpu_utilization_percent", "gpu%", 1),
+    ("gpu_power_w", "gpu W", 1),
+    ("ane_power_w", "ane W", 1),
+    ("dram_read_bytes_per_s", "rd GB/s", 1e-9),
+    ("dram_write_bytes_per_s", "wr GB/s", 1e-9),
+)
+
+
+def _live_line(sample: dict) -> str:
+    cells = [f"{sample['time_s']:8.1f}"]
+    for key, _, scale in LIVE_FIGURES:
+        value = sample.get(key)
+        cells.append(f"{value * scale:>9.1f}" if value is not None else f"{'-':>9}")
+    return " ".join(cells)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import time
+
+    from .monitor import Monitor, Run
+
+    if args.action == "report":
+        if args.run is None:
+            print("ncps-mlx monitor report: give the saved run (.jsonl or .csv)", file=sys.stderr)
+            return 2
+        run = Run.load(args.run)
+        out = Path(args.out or Path(args.run).with_suffix(""))
+        out.mkdir(parents=True, exist_ok=True)
+        summary = run.summary()
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        run.plot(out / "monitor.png")
+        print(summary)
+        print(f"wrote {out / 'summary.json'} and {out / 'monitor.png'}")
+        return 0
+    backends = args.backends.split(",") if args.backends != "auto" else "auto"
+    monitor = Monitor(interval=args.interval, backends=backends, health=False)
+    print(f"{'time s':>8} " + " ".join(f"{label:>9}" for _, label, _ in LIVE_FIGURES))
+    shown = 0
+    try:
+        with monitor:
+            print(f"backends: {', '.join(b.name for b in monitor.backends)} (Ctrl-C stops)")
+            end = time.monotonic() + args.duration if args.duration else None
+            while end is None or time.monotonic() < end:
+                time.sleep(args.interval / 4)
+                for sample in monitor.samples[shown:]:
+                    print(_live_line(sample), flush=True)
+                shown = len(monitor.samples)
+    except KeyboardInterrupt:
+        pass
+    if args.out:
+        print(f"wrote {monitor.save(args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ncps-mlx", description="Neural Circuit Policies on Apple's MLX."
@@ -52,7 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(handler=_demo)
     _add_export_parser(commands)
+    _add_monitor_parser(commands)
     return parser
+
+
+def _add_monitor_parser(commands: argparse._SubParsersAction) -> None:
+    monitor = commands.add_parser(
+        "monitor", help="live view of memory, bandwidth and utilization, or a saved run's report"
+    )
+    monitor.add_argument("action", nargs="?", choices=["live", "report"], default="live")
+    monitor.add_argument("run", nargs="?", help="a run saved as .jsonl or .csv (for 'report')")
+    monitor.add_argument("--interval", type=float, default=0.5, help="seconds between samples")
+    monitor.add_argument("--duration", type=float, default=None, help="stop after this many s")
+    monitor.add_argument("--backends", default="auto", help="'auto' or names, comma-separated")
+    monitor.add_argument("--out", default=None, help="live: save the run here; report: folder")
+    monitor.set_defaults(handler=_monitor)
 
 
 def _add_export_parser(commands: argparse._SubParsersAction) -> None:
