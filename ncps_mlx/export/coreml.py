@@ -188,8 +188,8 @@ def _build_program(model: RNN, spec: Interface, precision: str, opset: Any) -> A
             elif name in inputs or f"{name}0" in inputs:
                 recurrent[name] = mil.to_layout(inputs.get(name, inputs.get(f"{name}0")), batch, 1)
         y, h, c = graph.run(x, recurrent["h"], recurrent.get("c"), dt)
-        sequence = spec.outputs["y"] != [batch, model.output_size]
-        outputs = [_named(mil.from_layout(y, sequence), "y", io_type)]
+        per_step = len(spec.outputs["y"]) == 3  # (B, T, out): a sequence that keeps every step
+        outputs = [_named(mil.from_layout(y, per_step), "y", io_type)]
         for name, value in (("h", h), ("c", c)):
             if name in spec.states:
                 flat = mb.reshape(x=value.var, shape=spec.states[name])
