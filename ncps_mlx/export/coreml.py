@@ -306,13 +306,9 @@ def to_coreml(
     _check_arguments(model, path, kind, precision, batch_size, seq_len, compute_units)
     ct = require_coremltools()
     target = _target(ct, kind, minimum_deployment_target)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         spec = interface(model, kind, batch_size, seq_len, timespans)
         program = _build_program(model, spec, precision, target)
-    finally:
-        model.train(was_training)
     ct_model = ct.convert(
         program,
         convert_to="mlprogram",
@@ -332,10 +328,25 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     require_coremltools()
     from .evaluator import load_program
 
-    program = load_program(path)
+    return program_metadata(load_program(path), path)
+
+
+def program_metadata(program: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The ncps_mlx description of an already loaded package (see :func:`read_metadata`)."""
     user = program.spec.description.metadata.userDefined
     if METADATA_KEY not in user:
         raise ValueError(
             f"{str(path)!r} was not exported by ncps_mlx (no '{METADATA_KEY}' metadata)"
         )
     return json.loads(user[METADATA_KEY])
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: RNN):
+    """Run the body with ``model`` in evaluation mode, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

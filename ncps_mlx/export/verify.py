@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..rnn import RNN
-from .coreml import read_metadata, require_coremltools
+from .coreml import evaluation_mode, program_metadata, require_coremltools
 
 Predict = Callable[
     [dict[str, np.ndarray], dict[str, np.ndarray]],
@@ -246,15 +246,11 @@ def verify(
     from . import evaluator
 
     path = Path(path)
-    meta = read_metadata(path)
-    arrays = _check_inputs(meta, model, inputs)
     program = evaluator.load_program(path)
-    was_training = model.training
-    model.eval()
-    try:
+    meta = program_metadata(program, path)
+    arrays = _check_inputs(meta, model, inputs)
+    with evaluation_mode(model):
         reference = _reference(model, arrays, per_step=meta["kind"] != "sequence")
-    finally:
-        model.train(was_training)
 
     def compare(predict: Predict) -> dict[str, Comparison]:
         produced = _rollout(predict, meta, arrays)
