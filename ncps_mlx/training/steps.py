@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 
-from .rnn import RNN, State
+from ..rnn import RNN, State
 
 LossFn = Callable[[mx.array, mx.array], mx.array]
 
