@@ -106,3 +106,27 @@ def check_timespans(
     elif not batch_first:
         values = values.T
     return values[..., None]
+
+
+def check_mask(
+    owner: str, mask: Any, batch: int, steps: int, batched: bool, batch_first: bool
+) -> mx.array | None:
+    """Return the mask as a boolean (B, T, 1) array, or ``None`` when not given."""
+    if mask is None:
+        return None
+    values = as_array(owner, "mask", mask)
+    if values.dtype != mx.bool_:
+        raise ValueError(
+            f"[{owner}] mask must be boolean (True at real steps) but got {values.dtype}"
+        )
+    layout = ((batch, steps) if batch_first else (steps, batch)) if batched else (steps,)
+    if tuple(values.shape) != layout:
+        raise ValueError(
+            f"[{owner}] mask must have shape {layout} to match the input, but got shape "
+            f"{tuple(values.shape)}"
+        )
+    if not batched:
+        values = values[None]
+    elif not batch_first:
+        values = values.T
+    return values[..., None]

@@ -20,7 +20,8 @@ def train_demo_model(
 ) -> tuple[CfC, list[float]]:
     """Train ``CfC(2, AutoNCP(16, 1))`` on :func:`~ncps_mlx.datasets.sine_waves`."""
     mx.random.seed(seed)
-    x, y = (mx.array(a) for a in datasets.sine_waves(16, 48, seed=seed))
+    data = datasets.sine_waves(16, 48, seed=seed)
+    x, y = mx.array(data.x), mx.array(data.y)
     model = CfC(2, AutoNCP(16, 1))
     step = make_train_step(model, optim.Adam(learning_rate=0.01), nn.losses.mse_loss)
     losses = []

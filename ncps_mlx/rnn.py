@@ -25,6 +25,7 @@ class Call(NamedTuple):
     c: mx.array | None
     dt: mx.array | float
     batched: bool
+    mask: mx.array | None = None
 
 
 class RNN(nn.Module):
@@ -87,7 +88,7 @@ class RNN(nn.Module):
         return tree_flatten(self.rnn_cell.parameters())[0][1].dtype
 
     def __call__(
-        self, x: Any, hx: State | None = None, timespans: Any = None
+        self, x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
     ) -> tuple[mx.array, State]:
         """Run the layer over a sequence.
 
@@ -98,14 +99,21 @@ class RNN(nn.Module):
                 ``None``. Unbatched input takes unbatched states.
             timespans: Elapsed time of each step: a scalar, or (B, T) / (B, T, 1) laid out
                 like the input ((T,) or (T, 1) unbatched). Default: 1 per step.
+            mask: Which steps are real, boolean (B, T) laid out like the input ((T,)
+                unbatched). At a masked step the state is carried over unchanged and the
+                output is zero, so with padding at the end the final state and the
+                output without ``return_sequences`` are those of each sample's last real
+                step. Default: every step is real.
 
         Returns:
             ``(y, hx)``: outputs (B, T, output_size), or (B, output_size) without
             ``return_sequences``, in the input's layout; and the final state.
         """
-        return self.forward(*self.check_call(x, hx, timespans))
+        return self.forward(*self.check_call(x, hx, timespans, mask))
 
-    def check_call(self, x: Any, hx: State | None = None, timespans: Any = None) -> Call:
+    def check_call(
+        self, x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
+    ) -> Call:
         """Validate the arguments of a call and bring them to batch-first arrays.
 
         Raises:
@@ -119,7 +127,8 @@ class RNN(nn.Module):
         dt = _inputs.check_timespans(
             owner, timespans, batch, steps, batched, self.batch_first, positive
         )
-        return Call(x, h, c, dt, batched)
+        mask = _inputs.check_mask(owner, mask, batch, steps, batched, self.batch_first)
+        return Call(x, h, c, dt, batched, mask)
 
     def forward(
         self,
@@ -128,9 +137,10 @@ class RNN(nn.Module):
         c: mx.array | None,
         dt: mx.array | float,
         batched: bool = True,
+        mask: mx.array | None = None,
     ) -> tuple[mx.array, State]:
         """A call on checked arguments (see :meth:`check_call`); safe to compile."""
-        y, h, c = self.scan(x, h, c, dt)
+        y, h, c = self.scan(x, h, c, dt, mask)
         if not batched:
             y, h = y[0], h[0]
             c = c[0] if c is not None else None
@@ -144,9 +154,11 @@ class RNN(nn.Module):
         h: mx.array | None = None,
         c: mx.array | None = None,
         dt: mx.array | float = 1.0,
+        mask: mx.array | None = None,
     ) -> tuple[mx.array, mx.array, mx.array | None]:
         """The computation without checks: batch-first ``x`` (B, T, F), states (B, H) or
-        ``None``, ``dt`` a float or (B, T, 1). Returns ``(y, h, c)``, ``y`` batch-first."""
+        ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1).
+        Returns ``(y, h, c)``, ``y`` batch-first."""
         dtype = self.dtype
         x = x.astype(dtype)
         zeros = mx.zeros((x.shape[0], self.state_size), dtype=dtype)
@@ -161,18 +173,30 @@ class RNN(nn.Module):
             lstm_consts = self.lstm.derive()
             lstm_inputs = self.lstm.project(lstm_consts, x)
         outputs = []
+        last = None
         for t in range(x.shape[1]):
+            h_before, c_before = h, c
             if self.mixed_memory:
                 h, c = self.lstm.step(lstm_consts, lstm_inputs[:, t], h, c)
             inputs_t = tree_map(lambda a, t=t: a[:, t], inputs)
             dt_t = dt[:, t] if isinstance(dt, mx.array) else dt
             y, h = self.rnn_cell.step(consts, inputs_t, h, dt_t)
+            if mask is not None:
+                # A masked step leaves the state as it was; only real steps move it.
+                real = mask[:, t]
+                h = mx.where(real, h, h_before)
+                c = mx.where(real, c, c_before) if self.mixed_memory else c
+                last = y if last is None else mx.where(real, y, last)
             if self.return_sequences:
                 outputs.append(y)
         if self.return_sequences:
             y = mx.stack(outputs, axis=1)
+        elif last is not None:
+            y = last  # the output of each sample's last real step
         if self.proj_size is not None:
             y = self.fc(y)
+        if mask is not None and self.return_sequences:
+            y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
         return y, h, c
 
     def _set_config(self, **arguments: Any) -> None:

@@ -11,7 +11,28 @@ def _fail(message: str) -> None:
     raise ValueError(f"[{_OWNER}] {message}")
 
 
-@dataclass(frozen=True)
+# eq=False: the generated __eq__ and __hash__ would compare and hash the numpy fields,
+# which raises; identity equality is the only cheap, well-defined one.
+def _per_step(name: str, value: np.ndarray, n: int, t: int) -> np.ndarray:
+    value = np.asarray(value)
+    if value.shape != (n, t):
+        _fail(f"{name} must have shape {(n, t)} to match x but got {value.shape}")
+    if name == "timespans":
+        if not (np.isfinite(value).all() and (value >= 0).all()):
+            _fail("timespans must be finite and >= 0")
+        return value.astype(np.float32, copy=False)
+    if value.dtype != bool and not np.isin(value, (0, 1)).all():
+        _fail(f"mask must be boolean (or 0/1) but holds other values of dtype {value.dtype}")
+    mask = value.astype(bool)
+    lengths = mask.sum(axis=1)
+    if not np.array_equal(mask, np.arange(t)[None, :] < lengths[:, None]):
+        _fail("mask must be True for a prefix of each sequence (padding at the end)")
+    if lengths.min() == 0:
+        _fail("every sequence needs at least one real step; some masks are all False")
+    return mask
+
+
+@dataclass(frozen=True, eq=False)
 class SequenceData:
     """Sequences with their targets, batch-first numpy arrays ready for ``fit``.
 
@@ -51,20 +72,9 @@ class SequenceData:
         elif not np.issubdtype(y.dtype, np.integer):
             _fail(f"y must hold floats or integer class labels but has dtype {y.dtype}")
         object.__setattr__(self, "y", y)
-        for name, dtype in (("timespans", np.float32), ("mask", bool)):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            value = np.asarray(value)
-            if value.shape != (n, t):
-                _fail(f"{name} must have shape {(n, t)} to match x but got {value.shape}")
-            object.__setattr__(self, name, value.astype(dtype, copy=False))
-        if self.mask is not None:
-            lengths = self.mask.sum(axis=1)
-            if not np.array_equal(self.mask, np.arange(t)[None, :] < lengths[:, None]):
-                _fail("mask must be True for a prefix of each sequence (padding at the end)")
-            if lengths.min() == 0:
-                _fail("every sequence needs at least one real step; some masks are all False")
+        for name in ("timespans", "mask"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _per_step(name, getattr(self, name), n, t))
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(str(name) for name in self.classes))
 
