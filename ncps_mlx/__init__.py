@@ -8,8 +8,11 @@ from .cells import LSTMCell as LSTMCell
 from .cells import LTCCell as LTCCell
 from .cells import WiredCfCCell as WiredCfCCell
 from .errors import CheckpointError as CheckpointError
+from .errors import ConfigError as ConfigError
+from .errors import MemoryBudgetError as MemoryBudgetError
 from .errors import NCPSError as NCPSError
 from .errors import StateDictError as StateDictError
+from .errors import TrainingDivergedError as TrainingDivergedError
 from .errors import WiringError as WiringError
 from .io import load as load
 from .io import load_weights as load_weights

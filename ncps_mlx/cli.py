@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
     _add_export_parser(commands)
     _add_monitor_parser(commands)
+    _add_train_parser(commands)
+    _add_validate_parser(commands)
     return parser
 
 
@@ -148,6 +150,66 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
         "--verify", action="store_true", help="check the saved package against the checkpoint"
     )
     export.set_defaults(handler=_export)
+
+
+def _read_run_config(args: argparse.Namespace):
+    """The validated config, or None after printing its problems."""
+    from .config import ConfigError, read_config
+
+    try:
+        return read_config(args.config, output_dir=args.out, resume=args.resume or None)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = _read_run_config(args)
+    if config is None:
+        return 2
+    print(config.summary())
+    print(f"{args.config}: valid")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import run_config
+    from .errors import NCPSError
+
+    config = _read_run_config(args)
+    if config is None:
+        return 2
+    try:
+        run_config(config)
+    except (NCPSError, ValueError) as error:
+        # Problems only the data itself shows (or a diverged run): a message, no traceback.
+        print(f"ncps-mlx train: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_run_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a TOML run config (see ncps_mlx.config)")
+    parser.add_argument("--out", default=None, help="output folder, instead of output.dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in the output folder"
+    )
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train", help="train as a TOML config says (validated first; exit 2 on problems)"
+    )
+    _add_run_config_arguments(train)
+    train.set_defaults(handler=_train)
+
+
+def _add_validate_parser(commands: argparse._SubParsersAction) -> None:
+    validate = commands.add_parser(
+        "validate", help="check a TOML run config and say what it would run (exit 2 on problems)"
+    )
+    _add_run_config_arguments(validate)
+    validate.set_defaults(handler=_validate)
 
 
 def main(argv: list[str] | None = None) -> int:

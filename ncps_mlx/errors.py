@@ -5,6 +5,8 @@ else the package detects raises a subclass of :class:`NCPSError`, so callers can
 the package's own failures in one place.
 """
 
+from collections.abc import Iterable
+
 
 class NCPSError(Exception):
     """Base class of the errors ncps_mlx raises for its own conditions."""
@@ -23,3 +25,23 @@ class StateDictError(NCPSError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class TrainingDivergedError(NCPSError):
+    """The training loss became nan or inf; the run stopped at the last good state."""
+
+
+class MemoryBudgetError(NCPSError):
+    """A training step (or inference call) would need more memory than the budget allows."""
+
+
+class ConfigError(NCPSError, ValueError):
+    """A run config with problems; ``problems`` lists each as ``section.key: ...``."""
+
+    def __init__(self, problems: Iterable[str], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        count = len(self.problems)
+        where = f"{source}: " if source else ""
+        lines = "".join(f"\n  - {problem}" for problem in self.problems)
+        super().__init__(f"{where}{count} problem{'s' if count != 1 else ''} in the config:{lines}")

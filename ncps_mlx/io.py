@@ -52,13 +52,21 @@ def _wiring_arrays(model: RNN) -> dict[str, mx.array]:
     return {f"wiring.{key}": mx.array(getattr(wiring, key).astype(np.int32)) for key in WIRING_KEYS}
 
 
-def save(model: RNN, path: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None) -> Path:
+def save(
+    model: RNN,
+    path: str | os.PathLike,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    extra_arrays: Mapping[str, mx.array] | None = None,
+) -> Path:
     """Save ``model`` (weights, wiring and constructor arguments) to ``path``.
 
     Args:
         model: A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC`.
         path: Target file; ``.safetensors`` is appended when it has no suffix.
         metadata: Extra JSON-serialisable information stored with the checkpoint.
+        extra_arrays: More tensors to store beside the model's (e.g. an optimizer's
+            state); their names must not start with ``model.`` or ``wiring.``.
 
     Returns:
         The path written.
@@ -77,6 +85,10 @@ def save(model: RNN, path: str | os.PathLike, *, metadata: Mapping[str, Any] | N
     }
     arrays = {f"model.{key}": value for key, value in tree_flatten(model.parameters())}
     arrays.update(_wiring_arrays(model))
+    for key, value in (extra_arrays or {}).items():
+        if key.split(".")[0] in ("model", "wiring"):
+            raise ValueError(f"[save] extra array name {key!r} clashes with the model's names")
+        arrays[key] = value
     mx.eval(arrays)
     text = json.dumps(header)
     return atomic_write(
@@ -160,11 +172,17 @@ def load_weights(model: RNN, path: str | os.PathLike) -> RNN:
         CheckpointError: If the checkpoint was saved from a model with other constructor
             arguments (each difference is listed), or its tensors do not fit.
     """
-    header, arrays = read_checkpoint(path)
+    return assign_checkpoint(model, *read_checkpoint(path), str(path))
+
+
+def assign_checkpoint(
+    model: RNN, header: dict[str, Any], arrays: dict[str, mx.array], path: str
+) -> RNN:
+    """Load a checkpoint already read by :func:`read_checkpoint` into ``model``."""
     differences = _config_differences(header["model"], model.get_config())
     if differences:
         raise CheckpointError(
-            f"{str(path)!r} was saved from another model:\n  " + "\n  ".join(differences)
+            f"{path!r} was saved from another model:\n  " + "\n  ".join(differences)
         )
-    _assign(model, arrays, str(path))
+    _assign(model, arrays, path)
     return model

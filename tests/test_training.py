@@ -9,6 +9,7 @@ from mlx.utils import tree_flatten
 
 from ncps_mlx import LTC, CfC
 from ncps_mlx.training import make_predict, make_train_step
+from ncps_mlx.training.losses import LOSSES
 from ncps_mlx.wirings import AutoNCP
 
 MODELS = {
@@ -97,3 +98,60 @@ def test_compiled_polynomial_path_matches_eager_ltc():
     y_eager, h_eager = model(x)
     np.testing.assert_allclose(np.array(y), np.array(y_eager), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.array(h), np.array(h_eager), rtol=1e-5, atol=1e-6)
+
+
+def variable_length_batch(steps=7):
+    rng = np.random.default_rng(1)
+    lengths = np.array([7, 2, 5, 4])
+    mask = np.arange(steps)[None] < lengths[:, None]
+    x = rng.normal(size=(4, steps, 4)).astype(np.float32)
+    return x, lengths, mask
+
+
+def test_masked_loss_is_the_mean_over_real_steps():
+    mx.random.seed(0)
+    model = CfC(4, AutoNCP(12, 3))
+    twin = CfC(4, AutoNCP(12, 3))
+    twin.update(model.parameters())
+    x, lengths, mask = variable_length_batch()
+    y = np.random.default_rng(2).normal(size=(4, 7, 3)).astype(np.float32)
+    loss = make_train_step(model, optim.SGD(0.0), LOSSES["mse"])(x, y, mask=mask).item()
+    # Independently: each sample run alone on its real steps, squared errors pooled.
+    errors = [
+        (np.array(twin(x[i : i + 1, :n])[0])[0] - y[i, :n]) ** 2 for i, n in enumerate(lengths)
+    ]
+    assert loss == pytest.approx(np.concatenate(errors).mean(), rel=1e-5)
+
+
+def test_a_scalar_loss_with_a_sequence_mask_is_refused():
+    model = CfC(4, AutoNCP(12, 3))
+    x, _, mask = variable_length_batch()
+    step = make_train_step(model, optim.SGD(0.1), nn.losses.mse_loss, compile=False)
+    with pytest.raises(ValueError, match="returned a scalar"):
+        step(x, np.zeros((4, 7, 3), np.float32), mask=mask)
+
+
+def test_clip_norm_bounds_the_update():
+    mx.random.seed(0)
+    model = CfC(4, 8)
+    before = params(model)
+    x, y, _ = batch(model)
+    make_train_step(model, optim.SGD(learning_rate=1.0), nn.losses.mse_loss, clip_norm=1e-3)(x, y)
+    change = np.sqrt(sum(((params(model)[k] - v) ** 2).sum() for k, v in before.items()))
+    assert change == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        (np.zeros((5, 6, 2), np.float32), r"float targets must have shape \(5, 6, 3\)"),
+        (np.zeros((5, 3), np.float32), r"float targets must have shape \(5, 6, 3\)"),
+        (np.zeros((5, 6, 3), np.int32), r"integer class labels must have shape \(5, 6\)"),
+    ],
+)
+def test_targets_of_the_wrong_shape_are_refused(target, match):
+    model = CfC(4, AutoNCP(12, 3))
+    x, _, _ = batch(model)
+    step = make_train_step(model, optim.Adam(1e-3), nn.losses.mse_loss)
+    with pytest.raises(ValueError, match=match):
+        step(x, target)

@@ -110,6 +110,11 @@ class Monitor:
             with contextlib.suppress(Exception):
                 backend.close()
 
+    @property
+    def running(self) -> bool:
+        """Whether the background sampling is on (between start and stop)."""
+        return self._thread is not None
+
     def __enter__(self) -> "Monitor":
         return self.start()
 

@@ -13,38 +13,104 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+from mlx.utils import tree_map
 
-from ..rnn import RNN, State
+from .._inputs import as_array
+from ..rnn import RNN, Call, State
+from .losses import LossFn, masked_sum
 
-LossFn = Callable[[mx.array, mx.array], mx.array]
+
+def check_target(model: RNN, call: Call, y: Any) -> mx.array:
+    """Validate a target against the model's output and return it batch-first.
+
+    Float targets have the output's shape; integer targets are class labels, one per
+    output vector, so they lack the last axis.
+
+    Raises:
+        ValueError: Naming the shape expected and the shape given.
+    """
+    owner = type(model).__name__
+    y = as_array(owner, "target", y)
+    batch, steps = call.x.shape[:2]
+    if model.return_sequences:
+        prefix = (
+            ((batch, steps) if model.batch_first else (steps, batch)) if call.batched else (steps,)
+        )
+    else:
+        prefix = (batch,) if call.batched else ()
+    labels = mx.issubdtype(y.dtype, mx.integer)
+    expected = prefix if labels else prefix + (model.output_size,)
+    if tuple(y.shape) != expected:
+        kind = "integer class labels" if labels else "float targets"
+        raise ValueError(
+            f"[{owner}] {kind} must have shape {expected} for this input and model "
+            f"(output_size={model.output_size}, return_sequences={model.return_sequences}) "
+            f"but got shape {tuple(y.shape)}"
+        )
+    if not call.batched:
+        y = y[None]
+    elif model.return_sequences and not model.batch_first:
+        y = y.swapaxes(0, 1)
+    return y
+
+
+def _sum_over_group(value: Any, group: mx.distributed.Group | None) -> Any:
+    if group is None:
+        return value
+    return tree_map(lambda a: mx.distributed.all_sum(a, group=group), value)
 
 
 def make_train_step(
-    model: RNN, optimizer: optim.Optimizer, loss_fn: LossFn, *, compile: bool = True
+    model: RNN,
+    optimizer: optim.Optimizer,
+    loss_fn: LossFn,
+    *,
+    compile: bool = True,
+    clip_norm: float | None = None,
+    group: mx.distributed.Group | None = None,
 ) -> Callable[..., mx.array]:
-    """Build ``step(x, y, timespans=None) -> loss`` that trains ``model`` on one batch.
+    """Build ``step(x, y, timespans=None, mask=None) -> loss`` that trains on one batch.
+
+    The loss is the mean of ``loss_fn`` over the batch's real steps: padded steps (where
+    ``mask`` is ``False``) count for nothing.
 
     Args:
         model: A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC` (or any ``RNN``).
         optimizer: An ``mlx.optimizers`` optimizer; its state lives across steps.
-        loss_fn: ``loss_fn(prediction, target) -> scalar`` (e.g. ``nn.losses.mse_loss``).
+        loss_fn: ``loss_fn(prediction, target)`` returning per-element values (see
+            :data:`~ncps_mlx.training.losses.LOSSES`) or a scalar (e.g.
+            ``nn.losses.mse_loss``; not with a mask on per-step outputs).
         compile: Compile the step with ``mx.compile``. Default: ``True``.
+        clip_norm: Scale the gradients down to this global L2 norm when above it.
+        group: Train data-parallel over this ``mx.distributed`` group: each process
+            passes its shard of the batch, and the update is the one the whole batch
+            would give (gradients summed over the group, each shard weighted by its
+            share of the real steps). The returned loss is the whole batch's.
 
     Returns:
         The step function; it evaluates the update before returning the loss. An LTC with
         ``implicit_param_constraints=False`` has its weight constraints applied after each
         update.
     """
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"[make_train_step] clip_norm must be > 0 or None, got {clip_norm}")
+    if group is not None and group.size() == 1:
+        group = None
     constrain = getattr(model, "apply_weight_constraints", lambda: None)
 
-    def loss_of(model: RNN, x: mx.array, y: mx.array, dt: Any, batched: bool) -> mx.array:
-        prediction, _ = model.forward(x, None, None, dt, batched)
-        return loss_fn(prediction, y)
+    def loss_of(model: RNN, x: mx.array, y: mx.array, dt: Any, mask: Any) -> mx.array:
+        prediction, _, _ = model.scan(x, None, None, dt, mask)
+        total, count = masked_sum(loss_fn(prediction, y), mask if model.return_sequences else None)
+        # Dividing by the whole group's count makes the summed gradients the full batch's.
+        return total / _sum_over_group(mx.stop_gradient(count), group)
 
     loss_and_grad = nn.value_and_grad(model, loss_of)
 
-    def update(x: mx.array, y: mx.array, dt: Any, batched: bool) -> mx.array:
-        loss, grads = loss_and_grad(model, x, y, dt, batched)
+    def update(x: mx.array, y: mx.array, dt: Any, mask: Any) -> mx.array:
+        loss, grads = loss_and_grad(model, x, y, dt, mask)
+        loss, grads = _sum_over_group((loss, grads), group)
+        if clip_norm is not None:
+            grads, _ = optim.clip_grad_norm(grads, clip_norm)
         optimizer.update(model, grads)
         constrain()
         return loss
@@ -53,17 +119,44 @@ def make_train_step(
     if compile:
         update = mx.compile(update, inputs=state, outputs=state)
 
-    def step(x: Any, y: mx.array, timespans: Any = None) -> mx.array:
-        call = model.check_call(x, None, timespans)
-        loss = update(call.x, mx.array(y), call.dt, call.batched)
+    def step(x: Any, y: Any, timespans: Any = None, mask: Any = None) -> mx.array:
+        call = model.check_call(x, None, timespans, mask)
+        loss = update(call.x, check_target(model, call, y), call.dt, call.mask)
         mx.eval(loss, state)
         return loss
 
     return step
 
 
+def make_eval_step(
+    model: RNN, loss_fn: LossFn, metrics: dict[str, LossFn], *, compile: bool = True
+) -> Callable[..., dict[str, tuple[mx.array, mx.array]]]:
+    """Build ``evaluate(x, y, timespans=None, mask=None)`` for validation batches.
+
+    It returns, for the loss (key ``"loss"``) and each metric, the sum over the batch's
+    real steps and their count, so batches of any size combine into exact means.
+    """
+
+    def sums(x: mx.array, y: mx.array, dt: Any, mask: Any) -> dict[str, tuple[mx.array, mx.array]]:
+        prediction, _, _ = model.scan(x, None, None, dt, mask)
+        weights = mask if model.return_sequences else None
+        functions = {"loss": loss_fn, **metrics}
+        return {name: masked_sum(f(prediction, y), weights) for name, f in functions.items()}
+
+    if compile:
+        sums = mx.compile(sums, inputs=[model.state])
+
+    def evaluate(x: Any, y: Any, timespans: Any = None, mask: Any = None) -> dict:
+        call = model.check_call(x, None, timespans, mask)
+        result = sums(call.x, check_target(model, call, y), call.dt, call.mask)
+        mx.eval(result)
+        return result
+
+    return evaluate
+
+
 def make_predict(model: RNN, *, compile: bool = True) -> Callable[..., tuple[mx.array, State]]:
-    """Build ``predict(x, hx=None, timespans=None) -> (y, hx)``, a compiled model call.
+    """Build ``predict(x, hx=None, timespans=None, mask=None) -> (y, hx)``, a compiled model call.
 
     The model is switched to evaluation mode. Shapes are checked outside the compiled
     function; each new input shape compiles once.
@@ -71,7 +164,9 @@ def make_predict(model: RNN, *, compile: bool = True) -> Callable[..., tuple[mx.
     model.eval()
     forward = mx.compile(model.forward, inputs=[model.state]) if compile else model.forward
 
-    def predict(x: Any, hx: State | None = None, timespans: Any = None) -> tuple[mx.array, State]:
-        return forward(*model.check_call(x, hx, timespans))
+    def predict(
+        x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
+    ) -> tuple[mx.array, State]:
+        return forward(*model.check_call(x, hx, timespans, mask))
 
     return predict

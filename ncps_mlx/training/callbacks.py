@@ -1,0 +1,150 @@
+"""Callbacks: code that ``fit`` calls at the edges of batches and epochs.
+
+Progress display and the metrics log are callbacks too, so a user's callback sees
+exactly what they see. A callback with state that matters for resuming (such as early
+stopping's patience) returns it from :meth:`Callback.state_dict`; ``fit`` stores it in
+the checkpoint and hands it back on resume.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..io import atomic_write
+
+if TYPE_CHECKING:
+    from .fit import Trainer
+
+
+class Callback:
+    """Base class: override the hooks you need. ``trainer.stop_training = True`` stops
+    the run after the current epoch."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        """Before the first epoch (also when resuming)."""
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        """Before each epoch; ``epoch`` counts from 1."""
+
+    def on_batch_end(self, trainer: "Trainer", batch: int, logs: dict[str, float]) -> None:
+        """After each train step; ``logs`` has ``loss`` and ``samples``."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        """After each epoch and its validation; ``logs`` is the epoch's history row."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """After the last epoch, also when stopped early (not on an exception)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state to restore on resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class EarlyStopping(Callback):
+    """Stop when a logged metric has not improved for ``patience`` epochs.
+
+    Args:
+        monitor: A key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+        patience: Epochs without improvement before stopping.
+        min_delta: The smallest change that counts as an improvement.
+        mode: ``"min"``, ``"max"``, or ``"auto"`` (``max`` for accuracy-like names).
+    """
+
+    def __init__(
+        self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode="auto"
+    ):
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"[EarlyStopping] patience must be an int >= 1, got {patience!r}")
+        if mode not in ("min", "max", "auto"):
+            raise ValueError(f"[EarlyStopping] mode must be 'min', 'max' or 'auto', got {mode!r}")
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+        self.best = math.inf if mode == "min" else -math.inf
+        self.best_epoch = 0
+        self.wait = 0
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise ValueError(
+                f"[EarlyStopping] {self.monitor!r} is not logged; the epoch logs have "
+                f"{sorted(logs)} (val_ keys need validation data)"
+            )
+        value = logs[self.monitor]
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.stop_training = True
+            trainer.stop_reason = (
+                f"early stopping: {self.monitor} has not improved on {self.best:.6g} "
+                f"(epoch {self.best_epoch}) for {self.patience} epochs"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the running loss and throughput."""
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=trainer.batches_per_epoch,
+            desc=f"epoch {epoch}/{trainer.epochs}",
+            unit="batch",
+            leave=True,
+            dynamic_ncols=True,
+        )
+        self.loss_sum, self.count = 0.0, 0
+
+    def on_batch_end(self, trainer: "Trainer", batch: int, logs: dict[str, float]) -> None:
+        self.loss_sum += logs["loss"]
+        self.count += 1
+        rate = self.bar.format_dict["rate"] or 0.0
+        self.bar.set_postfix(
+            loss=f"{self.loss_sum / self.count:.4g}",
+            samples_s=f"{rate * logs['samples']:.0f}",
+            refresh=False,
+        )
+        self.bar.update(1)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        shown = {k: f"{v:.4g}" for k, v in logs.items() if k == "loss" or k.startswith("val_")}
+        self.bar.set_postfix(shown)
+        self.bar.close()
+
+
+class MetricsLog:
+    """The history as a JSON Lines file, one row per epoch.
+
+    On resume the file is rewritten from the checkpoint's history, so it holds exactly
+    the epochs the model went through, even if the run died between two writes.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def rewrite(self, rows: list[dict[str, float]]) -> None:
+        lines = "".join(json.dumps(row) + "\n" for row in rows)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(lines))
+
+    def append(self, row: dict[str, float]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")

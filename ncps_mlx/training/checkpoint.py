@@ -1,0 +1,76 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A training checkpoint is an ordinary model checkpoint (:func:`ncps_mlx.load` reads it)
+with the optimizer's state, MLX's random key and the loop's own state (epoch, history,
+the data order generator, callback states) added. It is one file written atomically, so
+a save that is killed midway leaves the previous checkpoint in place.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten
+
+from .. import io
+from ..errors import CheckpointError
+from ..rnn import RNN
+
+_OPTIMIZER = "optimizer."
+_RNG = "rng.key"
+
+
+def save_training_state(
+    path: str | os.PathLike, model: RNN, optimizer: optim.Optimizer, loop_state: dict[str, Any]
+) -> Path:
+    """Write the model, the optimizer state, MLX's random key and ``loop_state`` (JSON)."""
+    arrays = {_OPTIMIZER + key: value for key, value in tree_flatten(optimizer.state)}
+    arrays[_RNG] = mx.random.state[0]
+    return io.save(model, path, metadata={"training": loop_state}, extra_arrays=arrays)
+
+
+def load_training_state(
+    path: str | os.PathLike, model: RNN, optimizer: optim.Optimizer
+) -> dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote, in place, and return the loop state.
+
+    The optimizer and random state are assigned into the existing containers, so a train
+    step compiled over them sees the restored values.
+    """
+    header, arrays = io.read_checkpoint(path)
+    loop_state = header["metadata"].get("training")
+    if loop_state is None or _RNG not in arrays:
+        raise CheckpointError(f"{str(path)!r} is a model checkpoint without a training state")
+    io.assign_checkpoint(model, header, arrays, str(path))
+    saved = {key[len(_OPTIMIZER) :]: a for key, a in arrays.items() if key.startswith(_OPTIMIZER)}
+    optimizer.init(model.trainable_parameters())
+    assign_in_place(optimizer.state, saved, str(path))
+    set_random_key(arrays[_RNG])
+    return loop_state
+
+
+def set_random_key(key: mx.array) -> None:
+    """Make ``key`` MLX's global random key (a (2,) uint32 array)."""
+    # MLX's key after seed(s) is s's two 32-bit halves, so this sets any key exactly.
+    high, low = (int(part) for part in key.tolist())
+    mx.random.seed((high << 32) | low)
+
+
+def assign_in_place(state: dict, flat: dict[str, mx.array], path: str) -> None:
+    """Set the leaves of the nested ``state`` from ``flat`` ("a.0.b" paths), in place.
+
+    A train step compiled over ``state`` keeps seeing the same containers.
+    """
+    if set(dict(tree_flatten(state))) != set(flat):
+        raise CheckpointError(
+            f"{path!r}: the saved optimizer state does not fit this optimizer and model "
+            "(another optimizer class or model?)"
+        )
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        container = state
+        for part in parents:
+            container = container[int(part) if isinstance(container, list) else part]
+        container[int(leaf) if isinstance(container, list) else leaf] = value

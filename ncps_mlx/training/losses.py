@@ -1,0 +1,76 @@
+"""Losses and metrics that respect padding masks.
+
+A loss here returns one value per element (``reduction="none"``) so padded steps can be
+left out of the mean: a batch's loss is the mean over real steps only, whatever the
+padding. A loss function that returns a scalar is accepted too, but not with a mask on
+per-step outputs, where it would average the padding in.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+import mlx.core as mx
+import mlx.nn as nn
+
+LossFn = Callable[[mx.array, mx.array], mx.array]
+
+LOSSES: dict[str, LossFn] = {
+    "mse": partial(nn.losses.mse_loss, reduction="none"),
+    "mae": partial(nn.losses.l1_loss, reduction="none"),
+    "huber": partial(nn.losses.huber_loss, reduction="none"),
+    "cross_entropy": partial(nn.losses.cross_entropy, reduction="none"),
+}
+# Losses whose targets are integer class labels, one per output vector.
+CLASSIFICATION_LOSSES = frozenset({"cross_entropy"})
+
+
+def resolve_loss(loss: str | LossFn) -> LossFn:
+    """The loss function for a name in :data:`LOSSES`, or ``loss`` itself if callable."""
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a function")
+    return LOSSES[loss]
+
+
+def masked_sum(values: mx.array, mask: mx.array | None) -> tuple[mx.array, mx.array]:
+    """Sum of ``values`` over real steps and how many values were summed.
+
+    Args:
+        values: Per-element values, (B, T, ...) when ``mask`` is given.
+        mask: ``None`` or boolean (B, T, 1), ``True`` at real steps.
+    """
+    if values.ndim == 0:
+        if mask is not None:
+            raise ValueError(
+                "the loss returned a scalar, so padded steps cannot be left out: use a "
+                f"built-in loss ({sorted(LOSSES)}) or return per-step values"
+            )
+        return values, mx.array(1.0)
+    if mask is None:
+        return values.sum(), mx.array(float(values.size))
+    weights = mask.reshape(mask.shape[:2] + (1,) * (values.ndim - 2)).astype(values.dtype)
+    per_element = values[0, 0].size if values.ndim > 2 else 1
+    return (values * weights).sum(), weights.sum() * per_element
+
+
+def accuracy(prediction: mx.array, target: mx.array) -> mx.array:
+    """Per-element hit (1.0) or miss (0.0) of the arg-max class."""
+    return (mx.argmax(prediction, axis=-1) == target).astype(mx.float32)
+
+
+METRICS: dict[str, LossFn] = {
+    "accuracy": accuracy,
+    "mae": LOSSES["mae"],
+    "mse": LOSSES["mse"],
+}
+
+
+def resolve_metrics(metrics: dict[str, LossFn] | list | tuple) -> dict[str, LossFn]:
+    """Metric functions by name, from names in :data:`METRICS` or a name-to-function dict."""
+    if isinstance(metrics, dict):
+        return dict(metrics)
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; use {sorted(METRICS)} or a dict of functions")
+    return {name: METRICS[name] for name in metrics}

@@ -1,0 +1,301 @@
+"""TOML run configs: validation reports every problem before any compute; runs save."""
+
+import copy
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncps_mlx import cli, config, load
+from ncps_mlx.config import ConfigError, load_config, read_config, validate_config
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# Tiny on purpose: an end-to-end run of it takes a second or two.
+TINY = {
+    "seed": 0,
+    "data": {"name": "sine_waves", "options": {"num_sequences": 8, "seq_len": 6}},
+    "model": {"type": "CfC", "units": 4, "backbone_units": 8},
+    "training": {"epochs": 2, "batch_size": 4, "learning_rate": 0.01},
+    "output": {"dir": "run", "progress": False},
+}
+
+TINY_TOML = """\
+seed = 0
+
+[data]
+name = "sine_waves"
+options = { num_sequences = 8, seq_len = 6 }
+validation_fraction = 0.25
+
+[model]
+type = "CfC"
+units = 4
+backbone_units = 8
+
+[training]
+epochs = 2
+batch_size = 4
+learning_rate = 0.01
+schedule = "cosine"
+metrics = ["mae"]
+
+[training.early_stopping]
+patience = 3
+
+[output]
+dir = "run"
+progress = false
+monitor = true
+"""
+
+
+def tiny(**sections):
+    """TINY with some sections' keys replaced (a value of None deletes the key)."""
+    raw = copy.deepcopy(TINY)
+    for section, updates in sections.items():
+        for key, value in updates.items():
+            if value is None:
+                raw[section].pop(key, None)
+            else:
+                raw[section][key] = value
+    return raw
+
+
+def problems(raw, **kwargs):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(raw, **kwargs)
+    error = caught.value
+    assert str(error).count("\n  - ") == len(error.problems)  # all listed in the message
+    return error.problems
+
+
+def single_problem(raw, **kwargs):
+    found = problems(raw, **kwargs)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    # output.dir is relative to the current folder: keep every run inside tmp_path.
+    monkeypatch.chdir(tmp_path)
+
+
+def test_a_valid_config_gets_defaults_that_fit_the_data():
+    resolved = validate_config(TINY)
+    info = resolved.data.info
+    assert (info.input_size, info.output_size, info.per_step) == (2, 1, True)
+    assert (info.train_size, info.val_size) == (6, 2)  # 0.2 of 8, rounded
+    assert resolved.model.kwargs["return_sequences"] is True
+    assert resolved.model.kwargs["proj_size"] == 1  # 4 units, 1 target
+    assert resolved.model.parameters > 0
+    assert (resolved.training.loss, resolved.training.metrics) == ("mse", ())
+    assert resolved.training.steps_per_epoch == 2
+    assert json.dumps(resolved.to_dict())
+    assert "CfC(units=4" in resolved.summary()
+
+
+def test_unknown_keys_get_a_suggestion():
+    raw = tiny(model={"unitz": 4, "units": None})
+    raw["trainig"] = {}
+    found = problems(raw)
+    assert any(p.startswith("model.unitz: unknown key; did you mean 'units'?") for p in found)
+    assert any(p.startswith("trainig: unknown key; did you mean 'training'?") for p in found)
+    assert any(p.startswith("model.units: missing") for p in found)
+
+
+def test_wrong_types_are_named_and_a_bool_is_not_an_int():
+    found = problems(tiny(training={"epochs": "10", "batch_size": True}))
+    assert found == [
+        "training.epochs: got '10' (a string); use an int >= 1",
+        "training.batch_size: got true (a boolean); use an int >= 1",
+    ]
+
+
+def test_out_of_range_values():
+    found = problems(tiny(training={"learning_rate": 0}, data={"validation_fraction": 1.0}))
+    assert "training.learning_rate: got 0; use a number > 0" in found
+    assert "data.validation_fraction: got 1.0; use a number in [0, 1)" in found
+
+
+def test_bad_choices_suggest_the_closest():
+    found = problems(tiny(training={"optimizer": "adamm"}, model={"type": "cfc"}))
+    assert any(
+        p.startswith("training.optimizer: got 'adamm'; did you mean 'adam'? choose one of")
+        for p in found
+    )
+    assert any(p.startswith("model.type: got 'cfc'; did you mean 'CfC'?") for p in found)
+
+
+def test_a_missing_data_file_and_both_name_and_path():
+    missing = single_problem(tiny(data={"name": None, "options": None, "path": "no.npz"}))
+    assert missing.startswith("data.path: no file at") and "no.npz" in missing
+    both = single_problem(tiny(data={"path": "no.npz"}))
+    assert both == "data.path: both name and path are set; keep one of them"
+
+
+def test_generator_options_are_checked_against_its_signature():
+    typo = single_problem(tiny(data={"options": {"num_sequence": 8}}))
+    assert typo.startswith("data.options.num_sequence: unknown key; did you mean 'num_sequences'?")
+    assert "seq_len" in typo  # the allowed keys are listed
+    raw = tiny(data={"name": "irregular_oscillator", "options": {"noise": -1.0}})
+    assert single_problem(raw).startswith("data.options.noise: [irregular_oscillator] need noise")
+
+
+def test_an_output_size_mismatch_says_what_to_change():
+    wiring = {"type": "AutoNCP", "units": 8, "output_size": 3}
+    found = single_problem(tiny(model={"units": None, "backbone_units": None, "wiring": wiring}))
+    assert found.startswith("model: the model has 3 outputs but the data needs 1 output")
+    assert "set model.wiring.output_size = 1 or model.proj_size = 1" in found
+    sequences = single_problem(tiny(model={"return_sequences": False}))
+    assert sequences.startswith("model.return_sequences: is false, but the targets are per step")
+
+
+def test_export_without_coremltools(monkeypatch):
+    monkeypatch.setitem(sys.modules, "coremltools", None)  # import coremltools now fails
+    found = single_problem(tiny(output={"export_coreml": True}))
+    assert found.startswith("output.export_coreml: needs coremltools, which is not installed")
+
+
+def test_toml_syntax_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('seed = 0\n[data]\nname = "sine_waves\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "broken.toml, line 3" in str(caught.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_every_problem_is_reported_at_once():
+    raw = tiny(
+        training={"epochs": 0, "loss": "cross_entropy", "momentum": 0.9},
+        model={"mode": "fast", "input_size": 3},
+        output={"dir": None, "colour": True},
+    )
+    found = problems(raw)
+    assert len(found) == 7, found
+    for start in (
+        "training.epochs:",
+        "training.loss: 'cross_entropy' does not suit the data's float targets",
+        "training.momentum: the 'adam' optimizer does not take it",
+        "model.mode: got 'fast'",
+        "model.input_size: it is taken from the data (2 features); remove it",
+        "output.dir: missing",
+        "output.colour: unknown key",
+    ):
+        assert any(p.startswith(start) for p in found), (start, found)
+
+
+def test_training_figures_must_exist_to_stop_early_on_them():
+    raw = tiny(data={"validation_fraction": 0}, training={"early_stopping": {"patience": 2}})
+    raw["training"]["early_stopping"]["monitor"] = "val_loss"
+    found = single_problem(raw)
+    assert found.startswith("training.early_stopping.monitor: 'val_loss' is not logged (val_")
+    schedule = {"type": "cosine", "step_size": 3}
+    found = single_problem(tiny(training={"schedule": schedule}))
+    assert found.startswith("training.schedule.step_size: a 'cosine' schedule does not take it")
+
+
+def test_npz_data_classification_defaults(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 5, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(10) % 3)
+    raw = tiny(data={"name": None, "options": None, "path": "d.npz"})
+    resolved = validate_config(raw, base_dir=tmp_path)
+    assert resolved.data.info.classification and resolved.data.info.output_size == 3
+    assert resolved.model.kwargs == {"backbone_units": 8, "return_sequences": False, "proj_size": 3}
+    assert (resolved.training.loss, resolved.training.metrics) == ("cross_entropy", ("accuracy",))
+
+    np.savez(tmp_path / "bad.npz", x=x, y=np.zeros((10, 4, 1), np.float32), val_x=x, val_y=x)
+    raw = tiny(data={"name": None, "options": None, "path": "bad.npz", "validation_fraction": 0.1})
+    found = problems(raw, base_dir=tmp_path)
+    assert any(
+        p.startswith("data.path: y is float32 (10, 4, 1), which does not fit") for p in found
+    )
+
+
+def test_load_config_needs_tomli_on_python_310(monkeypatch, tmp_path):
+    monkeypatch.setattr(config, "tomllib", None)
+    with pytest.raises(ImportError, match="pip install tomli"):
+        load_config(tmp_path / "any.toml")
+
+
+def test_cli_validate_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text(TINY_TOML)
+    assert cli.main(["validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "6 train / 2 validation sequences" in out and "parameters" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY_TOML.replace("epochs = 2", "epochs = -2"))
+    assert cli.main(["validate", str(bad)]) == 2
+    assert "training.epochs: got -2; use an int >= 1" in capsys.readouterr().err
+
+
+def test_an_invalid_config_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY_TOML.replace('type = "CfC"', 'type = "GRU"'))
+    assert cli.main(["train", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "model.type: got 'GRU'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_cli_train_end_to_end_and_resume(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    assert cli.main(["train", str(path)]) == 0
+    run = tmp_path / "run"
+    for name in ("model.safetensors", "metrics.json", "monitor.jsonl", "checkpoints"):
+        assert (run / name).exists(), name
+    assert (run / "checkpoints" / "last.safetensors").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+    assert {"loss", "val_loss", "val_mae"} <= set(metrics["final"])
+    assert metrics["config"]["training"]["schedule"]["type"] == "cosine"
+    model = load(run / "model.safetensors")
+    assert (model.input_size, model.output_size) == (2, 1)
+
+    # The folder now holds a run: refused, unless resumed (with more epochs here).
+    assert cli.main(["train", str(path)]) == 2
+    assert "output.dir: 'run' already holds a run" in capsys.readouterr().err
+    path.write_text(TINY_TOML.replace("epochs = 2", "epochs = 3"))
+    assert cli.main(["train", str(path), "--resume"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_the_examples_validate():
+    resolved = read_config(EXAMPLES / "sine_waves.toml")
+    assert resolved.model.wiring == {"type": "AutoNCP", "units": 16, "output_size": 1}
+    pytest.importorskip("aeon")
+    resolved = read_config(EXAMPLES / "japanese_vowels.toml")
+    assert resolved.data.info.output_size == 9 and resolved.data.info.mask
+    assert resolved.model.kwargs["return_sequences"] is False
+    assert resolved.training.early_stopping.monitor == "val_accuracy"
+
+
+def test_wiring_outputs_default_to_the_data():
+    fully = {"type": "FullyConnected", "units": 5}
+    ltc = validate_config(
+        tiny(model={"type": "LTC", "units": None, "backbone_units": None, "wiring": fully})
+    )
+    assert ltc.model.wiring["output_dim"] == 1 and "proj_size" not in ltc.model.kwargs
+    # A wired CfC outputs the wiring's last layer: every neuron of a one-layer wiring.
+    cfc = validate_config(tiny(model={"units": None, "backbone_units": None, "wiring": fully}))
+    assert "output_dim" not in cfc.model.wiring and cfc.model.kwargs["proj_size"] == 1
+    found = single_problem(
+        tiny(model={"units": None, "backbone_units": None, "wiring": {**fully, "output_dim": 1}})
+    )
+    assert found.startswith("model.wiring.output_dim: a CfC outputs all 5 neurons")
+
+
+def test_the_documented_example_validates(tmp_path):
+    block = config.__doc__.split("A complete file")[1].split("::\n", 1)[1]
+    path = tmp_path / "documented.toml"
+    path.write_text(textwrap.dedent(block.split("\nReference:")[0]))
+    resolved = read_config(path)
+    assert resolved.model.wiring["output_size"] == 1 and resolved.data.info.timespans
