@@ -265,3 +265,13 @@ def test_explicit_constraints_clip_to_zero():
     implicit.rnn_cell.cm = -mx.ones_like(implicit.rnn_cell.cm)
     implicit.apply_weight_constraints()  # softplus handles positivity: nothing to clip
     assert np.all(np.array(implicit.rnn_cell.cm) == -1)
+
+
+@pytest.mark.parametrize(
+    "wiring", [FullyConnected(8, 3), Random(8, 3, random_seed=1), AutoNCP(8, 3)]
+)
+def test_wired_cfc_output_size_is_what_it_outputs(wiring):
+    y, _ = CfC(2, wiring)(mx.zeros((1, 4, 2)))
+    assert y.shape[-1] == CfC(2, wiring).output_size
+    projected = CfC(2, wiring, proj_size=5)  # the projection reads the real output width
+    assert projected(mx.zeros((1, 4, 2)))[0].shape == (1, 4, 5)

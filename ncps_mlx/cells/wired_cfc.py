@@ -86,6 +86,12 @@ class WiredCfCCell(WiredCell):
         return [getattr(self, f"layer_{i}") for i in range(self._wiring.num_layers)]
 
     @property
+    def output_size(self) -> int:
+        # The output is the last layer's state: the motor neurons of an NCP, but every
+        # neuron of a one-layer wiring (FullyConnected, Random), as in the reference.
+        return self.layer_sizes[-1]
+
+    @property
     def layer_sizes(self) -> list[int]:
         return [len(self._wiring.get_neurons_of_layer(i)) for i in range(self._wiring.num_layers)]
 
