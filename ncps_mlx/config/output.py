@@ -1,0 +1,43 @@
+"""``[output]``: where a run writes, and what it needs installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._fields import Table, importable
+from .resolved import OutputConfig
+
+CHECKPOINTS = "checkpoints"
+# Files whose presence means the output folder already holds a run.
+RUN_FILES = (CHECKPOINTS, "model.safetensors", "metrics.json")
+
+
+def validate_output(table: Table) -> OutputConfig:
+    problems = table.problems
+    out = table.get("dir", "str", "", required=True)
+    resume = table.get("resume", "bool", False)
+    progress = table.get("progress", "bool", True)
+    monitor = table.get("monitor", "bool", False)
+    export = table.get("export_coreml", "bool", False)
+    table.finish()
+    directory = Path(out).expanduser()
+    if out and directory.exists() and not directory.is_dir():
+        problems.add("output.dir", f"{out!r} is a file", "give a folder (it is created if missing)")
+    elif out and not resume and any((directory / name).exists() for name in RUN_FILES):
+        problems.add(
+            "output.dir",
+            f"{out!r} already holds a run",
+            "set output.resume = true (or --resume) to continue it, or choose another folder",
+        )
+    needs = {
+        "progress": (progress, "tqdm", "pip install tqdm"),
+        "export_coreml": (export, "coremltools", "pip install 'ncps-mlx[export]'"),
+    }
+    for key, (wanted, module, install) in needs.items():
+        if wanted and not importable(module):
+            problems.add(
+                f"output.{key}",
+                f"needs {module}, which is not installed",
+                f"{install}, or set {key} = false",
+            )
+    return OutputConfig(directory, resume, progress, monitor, export)

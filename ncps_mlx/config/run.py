@@ -1,0 +1,106 @@
+"""Running a config: train with ``fit`` and save the results."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from ..rnn import RNN
+from .build import budget_bytes, build_callbacks, build_data, build_model, build_optimizer
+from .output import CHECKPOINTS
+from .resolved import Config
+
+
+def run_config(config: Config, *, log: Callable[[str], Any] = print):
+    """Train as ``config`` says and save the results in ``config.output.dir``.
+
+    Writes ``checkpoints/`` (during training), ``model.safetensors``, ``metrics.json``,
+    and ``monitor.jsonl`` / ``model.mlpackage`` when asked for.
+
+    Returns:
+        The :class:`~ncps_mlx.training.History` of the run (all epochs when resumed).
+
+    Raises:
+        TrainingDivergedError: The loss became nan or inf (see ``fit``).
+    """
+    from ..training import fit
+
+    out = config.output.dir
+    train, val = build_data(config)
+    mx.random.seed(config.seed)  # the initial weights
+    model = build_model(config.model, config.data.info)
+    monitor = _make_monitor(config, model)
+    log(config.summary())
+    start = time.perf_counter()
+    history = fit(
+        model,
+        train,
+        val,
+        loss=config.training.loss,
+        optimizer=build_optimizer(config.training),
+        epochs=config.training.epochs,
+        batch_size=config.training.batch_size,
+        metrics=list(config.training.metrics),
+        callbacks=build_callbacks(config.training),
+        monitor=monitor,
+        checkpoint_dir=out / CHECKPOINTS,
+        resume=config.output.resume,
+        progress=config.output.progress,
+        clip_norm=config.training.clip_norm,
+        shuffle=config.training.shuffle,
+        seed=config.seed,
+        memory_budget=budget_bytes(config.training.memory_budget_mb),
+    )
+    _write_results(config, model, history, time.perf_counter() - start, monitor, log)
+    return history
+
+
+def _make_monitor(config: Config, model: RNN) -> Any:
+    if not config.output.monitor:
+        return None
+    from ..monitor import Monitor
+
+    return Monitor(model=model, seq_len=config.data.info.seq_len)
+
+
+def _write_results(
+    config: Config, model: RNN, history: Any, seconds: float, monitor: Any, log: Callable
+) -> None:
+    from .. import io
+
+    out = config.output.dir
+    log(f"wrote {io.save(model, out / 'model.safetensors', metadata={'config': config.to_dict()})}")
+    metrics = _metrics_record(config, history, seconds)
+    path = out / "metrics.json"
+    io.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    log(f"wrote {path}")
+    if monitor is not None:
+        log(f"wrote {monitor.save(out / 'monitor.jsonl')}")
+    if config.output.export_coreml:
+        from ..export import to_coreml
+
+        path = to_coreml(model, out / "model.mlpackage", timespans=config.data.info.timespans)
+        log(f"wrote {path}")
+
+
+def _metrics_record(config: Config, history: Any, seconds: float) -> dict[str, Any]:
+    rows = history.rows
+    final = {key: value for key, value in rows[-1].items() if key != "epoch"} if rows else {}
+    record = {
+        "epochs_run": len(rows),
+        "stop_reason": history.stop_reason,
+        "seconds": round(seconds, 3),
+        "train_seconds": round(sum(row.get("seconds", 0.0) for row in rows), 3),
+        "final": final,
+        "parameters": config.model.parameters,
+    }
+    if rows and "val_loss" in rows[-1]:
+        best = min(rows, key=lambda row: row["val_loss"])
+        record["best"] = {"epoch": best["epoch"], "val_loss": best["val_loss"]}
+    record["config"] = config.to_dict()
+    return record
