@@ -56,8 +56,13 @@ def run_config(config: Config, *, log: Callable[[str], Any] = print):
         seed=config.seed,
         memory_budget=budget_bytes(config.training.memory_budget_mb),
     )
-    _write_results(config, model, history, time.perf_counter() - start, monitor, log)
+    if _is_main_process():  # under mlx.launch, one process writes (as fit does)
+        _write_results(config, model, history, time.perf_counter() - start, monitor, log)
     return history
+
+
+def _is_main_process() -> bool:
+    return not mx.distributed.is_available() or mx.distributed.init().rank() == 0
 
 
 def _make_monitor(config: Config, model: RNN) -> Any:
