@@ -27,12 +27,19 @@ _META_KEY = "ncps_mlx"
 WIRING_KEYS = ("adjacency_matrix", "sensory_adjacency_matrix")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Any, suffix: str = "") -> Path:
     """Call ``write(tmp_path)`` and rename the result onto ``path`` once it is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; files get the usual mode
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
