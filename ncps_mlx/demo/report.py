@@ -1,0 +1,256 @@
+"""The demo's figures, metrics.json and report.md."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from .. import io
+from ..datasets import SequenceData
+from ..monitor.traffic import parameter_count
+from ..rnn import CfC
+from ..training import History
+from .task import (
+    BATCH_SIZE,
+    CLIP_NORM,
+    FIGURES,
+    FINAL_LEARNING_RATE,
+    LEARNING_RATE,
+    MOTOR_NEURONS,
+    PLOT_HINT,
+    PLOTTED_SEQUENCES,
+    SPLIT,
+    TASK,
+    UNITS,
+    Log,
+    Run,
+)
+
+# -- figures --------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save_figure(plt: Any, figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    io.atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"), suffix=".png")
+    plt.close(figure)
+
+
+def plot_losses(plt: Any, history: History, scores: dict, path: Path) -> None:
+    epochs = history["epoch"]
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    axis.semilogy(epochs, history["loss"], label="train MSE (running, per epoch)")
+    axis.semilogy(epochs, history["val_loss"], label="validation MSE")
+    baselines = scores["test"]["baselines"]
+    for (name, label), style in zip(
+        [
+            ("train_mean", "predict the mean (test)"),
+            ("linear_no_memory", "linear, no memory (test)"),
+        ],
+        ["--", ":"],
+        strict=True,
+    ):
+        axis.axhline(baselines[name]["mse"], color="gray", linestyle=style, label=label)
+    best = int(np.argmin(history["val_loss"]))
+    axis.plot(
+        epochs[best],
+        history["val_loss"][best],
+        "o",
+        color="tab:orange",
+        label="kept (best validation)",
+    )
+    axis.set(xlabel="epoch", ylabel="MSE", title="Training: CfC + AutoNCP(24, 4)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize="small")
+    _save_figure(plt, figure, path)
+
+
+def plot_predictions(plt: Any, test: SequenceData, prediction: np.ndarray, path: Path) -> None:
+    count = min(PLOTTED_SEQUENCES, len(test))
+    figure, axes = plt.subplots(count, 1, figsize=(9, 2.6 * count), sharex=True, squeeze=False)
+    horizon = TASK["horizon"]
+    for i, axis in enumerate(axes[:, 0]):
+        t = np.cumsum(test.timespans[i].astype(np.float64))
+        axis.plot(t, test.x[i, :, 0], ".", color="gray", label="observation s(t) + noise")
+        axis.plot(t, test.y[i, :, 0], "-", color="black", label=f"target s(t + {horizon:g})")
+        axis.plot(t, prediction[i, :, 0], "-", color="tab:orange", label="NCP prediction")
+        mse = float(np.mean((prediction[i] - test.y[i]) ** 2))
+        axis.set_title(f"test sequence {i}: MSE {mse:.4f}", loc="right", fontsize=10)
+        axis.grid(True, alpha=0.3)
+    axes[0, 0].legend(
+        fontsize="small", loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False
+    )
+    axes[-1, 0].set_xlabel("time (irregular samples)")
+    _save_figure(plt, figure, path)
+
+
+def plot_wiring(plt: Any, model: CfC, path: Path) -> None:
+    wiring = model.wiring
+    figure, axis = plt.subplots(figsize=(8, 5.5))
+    wiring.draw(axis, draw_labels=True)
+    axis.set_title(
+        f"AutoNCP({UNITS}, {MOTOR_NEURONS}): {wiring.sensory_synapse_count} sensory and "
+        f"{wiring.synapse_count} neuron synapses"
+    )
+    _save_figure(plt, figure, path)
+
+
+def write_figures(out: Path, run: "Run", log: Log) -> list[str]:
+    """The four PNGs, or none (with a message) without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        log(f"Plots skipped: matplotlib is not installed ({PLOT_HINT})")
+        return []
+    plot_losses(plt, run.history, run.scores, out / "loss.png")
+    plot_predictions(plt, run.splits["test"], run.prediction, out / "predictions.png")
+    plot_wiring(plt, run.model, out / "wiring.png")
+    run.monitor.plot(out / "monitor.png")
+    return list(FIGURES)
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return io.atomic_write(path, lambda tmp: Path(tmp).write_text(text), suffix=path.suffix)
+
+
+def _describe_model(model: CfC) -> dict[str, Any]:
+    wiring = model.wiring
+    return {
+        "description": f"CfC(1, AutoNCP({UNITS}, {MOTOR_NEURONS}), proj_size=1)",
+        "parameters": parameter_count(model),
+        "neurons": {k: v for k, v in wiring.neuron_counts.items() if k != "sensory"},
+        "synapses": wiring.synapse_count,
+        "sensory_synapses": wiring.sensory_synapse_count,
+        "config": model.get_config(),
+    }
+
+
+def _training_record(history: History, epochs: int, seconds: float) -> dict[str, Any]:
+    rows = history.rows
+    best = min(rows, key=lambda row: row["val_loss"])
+    train_seconds = sum(row["seconds"] for row in rows)
+    return {
+        "epochs": epochs,
+        "epochs_run": len(rows),
+        "best_epoch": best["epoch"],
+        "batch_size": BATCH_SIZE,
+        "optimizer": f"Adam, cosine decay {LEARNING_RATE:g} -> {FINAL_LEARNING_RATE:g}",
+        "clip_norm": CLIP_NORM,
+        "device": str(mx.default_device()),
+        "seconds": seconds,
+        "epoch_seconds": train_seconds,
+        "samples_per_s": SPLIT["train"] * len(rows) / train_seconds,
+        "history": rows,
+    }
+
+
+def build_metrics(run: "Run") -> dict[str, Any]:
+    """The record saved as ``metrics.json``."""
+    return {
+        "task": {"name": "irregular_oscillator", "seed": run.seed, **TASK, "split": SPLIT},
+        "model": _describe_model(run.model),
+        "training": _training_record(run.history, run.epochs, run.train_seconds),
+        "train": run.scores["train"],
+        "val": run.scores["val"],
+        "test": run.scores["test"],
+        "export": run.export,
+        "monitor": dict(run.monitor.summary()),
+        "plots": run.plots,
+        "seconds": time.perf_counter() - run.start,
+    }
+
+
+def _report_markdown(metrics: dict[str, Any]) -> str:
+    test, base = metrics["test"], metrics["test"]["baselines"]
+    export = metrics["export"]
+    exported = (
+        f"`model.mlpackage` (step kind, float16, dt input): max |error| against MLX "
+        f"{export['max_abs_error']:.2e} over {export['verified_sequences']} test sequences"
+        if export["status"] == "ok"
+        else f"not exported ({export.get('reason') or export.get('error')})"
+    )
+    lines = [
+        "# ncps_mlx demo",
+        "",
+        f"Forecast a noisy, irregularly sampled damped oscillation {TASK['horizon']:g} time "
+        f"units ahead with {metrics['model']['description']} "
+        f"({metrics['model']['parameters']} parameters).",
+        "",
+        "| test figure | NCP | predict the mean | linear, no memory |",
+        "|---|---|---|---|",
+        f"| MSE | {test['mse']:.4f} | {base['train_mean']['mse']:.4f} | "
+        f"{base['linear_no_memory']['mse']:.4f} |",
+        f"| MAE | {test['mae']:.4f} | {base['train_mean']['mae']:.4f} | "
+        f"{base['linear_no_memory']['mae']:.4f} |",
+        "",
+        f"R² {test['r2']:.3f}; {metrics['training']['epochs_run']} epochs in "
+        f"{metrics['training']['seconds']:.1f} s on {metrics['training']['device']}.",
+        "",
+        f"Core ML: {exported}.",
+        "",
+    ]
+    lines += [f"![{name[:-4]}]({name})" for name in metrics["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _summary_lines(metrics: dict[str, Any]) -> list[str]:
+    test, base = metrics["test"], metrics["test"]["baselines"]
+    training = metrics["training"]
+    export = metrics["export"]
+    lines = [
+        "Results (weights of the best validation epoch, "
+        f"{training['best_epoch']}/{training['epochs_run']}):",
+        f"  MSE   train {metrics['train']['mse']:.4f}  val {metrics['val']['mse']:.4f}  "
+        f"test {test['mse']:.4f}  (R² {test['r2']:.3f})",
+        f"  MAE   train {metrics['train']['mae']:.4f}  val {metrics['val']['mae']:.4f}  "
+        f"test {test['mae']:.4f}",
+        f"  test baselines: predict the mean MSE {base['train_mean']['mse']:.4f}, "
+        f"linear without memory MSE {base['linear_no_memory']['mse']:.4f}",
+        f"  training {training['seconds']:.1f} s, {training['samples_per_s']:.0f} sequences/s",
+    ]
+    if export["status"] == "ok":
+        lines.append(
+            f"  Core ML package verified: max |error| {export['max_abs_error']:.2e} "
+            f"over {export['verified_sequences']} test sequences (numpy evaluator)"
+        )
+    return lines
+
+
+def write_report(out: Path, metrics: dict[str, Any]) -> list[str]:
+    """``metrics.json`` and ``report.md``; returns the files of the whole run."""
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    _write_text(out / "report.md", _report_markdown(metrics))
+    files = ["model.safetensors", "metrics.json", "report.md", "monitor.jsonl", "checkpoints/"]
+    if metrics["export"]["status"] == "ok":
+        files.insert(1, "model.mlpackage")
+    return files + metrics["plots"]
+
+
+def _introduction(model: CfC, epochs: int) -> list[str]:
+    counts = model.wiring.neuron_counts
+    return [
+        f"Task: forecast noisy, irregularly sampled damped oscillations {TASK['horizon']:g} "
+        "time units ahead (datasets.irregular_oscillator)",
+        f"  {SPLIT['train']} train / {SPLIT['val']} validation / {SPLIT['test']} test "
+        f"sequences of {TASK['seq_len']} samples, with their timespans",
+        f"Model: CfC with an AutoNCP({UNITS}, {MOTOR_NEURONS}) wiring ({counts['inter']} inter, "
+        f"{counts['command']} command, {counts['motor']} motor neurons) and a linear readout, "
+        f"{parameter_count(model)} parameters",
+        f"Training: {epochs} epochs of {-(-SPLIT['train'] // BATCH_SIZE)} batches of "
+        f"{BATCH_SIZE}, Adam {LEARNING_RATE:g} with cosine decay, on {mx.default_device()}",
+    ]
