@@ -40,10 +40,7 @@ def _cfc_costs(cell: CfCCell, batch: int) -> tuple[int, int]:
 
 
 def _ltc_costs(cell: LTCCell, batch: int) -> tuple[int, int]:
-    def box_size(box: tuple[slice, slice]) -> int:
-        return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-
-    synapses, sensory = box_size(cell._box), box_size(cell._sensory_box)
+    synapses, sensory = cell.synapse_slots, cell.sensory_synapse_slots
     n = cell.state_size
     # Per synapse slot: subtract, two multiplies, sigmoid, multiply by E, two sums.
     unfold = 7 * batch * synapses + 8 * batch * n

@@ -33,6 +33,11 @@ POSITIVE = ("w", "sensory_w", "cm", "gleak")
 Box = tuple[slice, slice]
 
 
+def box_size(box: Box) -> int:
+    """Slots in a (pre, post) block."""
+    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+
+
 def synapse_box(mask: np.ndarray) -> Box:
     """The smallest (pre, post) block holding every synapse of a 0/1 ``mask``.
 
@@ -155,6 +160,17 @@ class LTCCell(WiredCell):
             self.output_w = mx.ones((m,))
         if self.output_mapping == "affine":
             self.output_b = mx.zeros((m,))
+
+    @property
+    def synapse_slots(self) -> int:
+        """Recurrent synapse sigmoids evaluated per sample and field evaluation (the
+        bounding box of the synapses, see :func:`synapse_box`)."""
+        return box_size(self._box)
+
+    @property
+    def sensory_synapse_slots(self) -> int:
+        """Sensory synapse sigmoids evaluated per sample and time step."""
+        return box_size(self._sensory_box)
 
     def _positive(self, name: str) -> mx.array:
         value = getattr(self, name)

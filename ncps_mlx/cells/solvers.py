@@ -70,3 +70,5 @@ SOLVERS: dict[str, Solver] = {
     "explicit_euler": explicit_euler,
     "rk4": rk4,
 }
+# Field evaluations per sub-step of each solver.
+FIELD_EVALUATIONS: dict[str, int] = {"semi_implicit": 1, "explicit_euler": 1, "rk4": 4}

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from mlx.utils import tree_flatten
 
 from ..cells import CfCCell, LTCCell, WiredCfCCell
+from ..cells.solvers import FIELD_EVALUATIONS
 from ..rnn import RNN
-
-# Field evaluations per unfold of each LTC solver.
-_FIELD_EVALUATIONS = {"semi_implicit": 1, "explicit_euler": 1, "rk4": 4}
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def _ltc_elements(cell: LTCCell) -> int:
     n = cell.state_size
     sensory = cell.sensory_synapse_count + 2 * n
     field = cell.synapse_count + 2 * n  # conductances, numerator, denominator
-    unfold = _FIELD_EVALUATIONS[cell.solver] * field + n
+    unfold = FIELD_EVALUATIONS[cell.solver] * field + n
     return sensory + cell.ode_unfolds * unfold
 
 

@@ -38,8 +38,9 @@ from mlx.utils import tree_flatten
 
 from ..cells import CfCCell, LTCCell, WiredCfCCell
 from ..cells.base import check_positive_int
+from ..cells.solvers import FIELD_EVALUATIONS
 from ..errors import MemoryBudgetError
-from ..monitor.traffic import _FIELD_EVALUATIONS, activation_elements, parameter_count
+from ..monitor.traffic import activation_elements, parameter_count
 from ..rnn import RNN, model_from_config
 from .losses import LossFn
 from .steps import make_train_step
@@ -154,10 +155,6 @@ def _mib(nbytes: float) -> str:
 # --- structure of the model -------------------------------------------------------------
 
 
-def _box_size(box: tuple[slice, slice]) -> int:
-    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-
-
 def _synapse_grid(model: RNN) -> tuple[int, int]:
     """LTC synapse slots evaluated per sample and time step: (sensory, recurrent).
 
@@ -168,8 +165,8 @@ def _synapse_grid(model: RNN) -> tuple[int, int]:
     cell = model.rnn_cell
     if not isinstance(cell, LTCCell):
         return 0, 0
-    evaluations = cell.ode_unfolds * _FIELD_EVALUATIONS[cell.solver]
-    return _box_size(cell._sensory_box), evaluations * _box_size(cell._box)
+    evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
+    return cell.sensory_synapse_slots, evaluations * cell.synapse_slots
 
 
 def _cfc_first_width(cell: CfCCell) -> int:
