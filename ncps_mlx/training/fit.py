@@ -22,6 +22,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..datasets import SequenceData
 from ..errors import TrainingDivergedError
+from ..monitor.monitor import StepHandle
 from ..rnn import RNN
 from .callbacks import Callback, MetricsLog, ProgressBar
 from .checkpoint import (
@@ -299,7 +300,11 @@ def _train_epoch(
     start, total, seen = time.perf_counter(), 0.0, 0
     for index, batch in enumerate(_batches(order, batch_size, trainer.world_size)):
         shard = data.subset(np.array_split(batch, trainer.world_size)[trainer.rank])
-        timing = monitor.step(samples=len(batch)) if monitor is not None else _no_timing()
+        timing = (
+            monitor.step(samples=len(batch))
+            if monitor is not None
+            else contextlib.nullcontext(StepHandle())
+        )
         with timing as handle:
             loss = step(shard.x, shard.y, shard.timespans, shard.mask).item()
             handle.loss = loss
@@ -318,15 +323,6 @@ def _train_epoch(
         "seconds": seconds,
         "samples_per_s": seen / seconds,
     }
-
-
-class _NoTiming:
-    loss: float | None = None
-
-
-@contextlib.contextmanager
-def _no_timing() -> Iterator[_NoTiming]:
-    yield _NoTiming()
 
 
 def _divergence_message(trainer: Trainer, batch: int, loss: float) -> str:
