@@ -56,7 +56,11 @@ class EarlyStopping(Callback):
     """
 
     def __init__(
-        self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode="auto"
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "auto",
     ):
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f"[EarlyStopping] patience must be an int >= 1, got {patience!r}")
