@@ -11,6 +11,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from .errors import see
+
 
 def as_array(owner: str, name: str, value: Any) -> mx.array:
     """Convert numpy arrays and nested lists to an ``mx.array``; reject anything else."""
@@ -30,7 +32,7 @@ def check_sequence(owner: str, x: Any, input_size: int, batch_first: bool) -> tu
     if x.ndim not in (2, 3) or x.shape[-1] != input_size or 0 in x.shape:
         raise ValueError(
             f"[{owner}] input must have shape {layout} or, unbatched, (time, features) with "
-            f"{input_size} features, but got shape {tuple(x.shape)}"
+            f"{input_size} features, but got shape {tuple(x.shape)}\n{see('input-shape')}"
         )
     if x.ndim == 2:
         return x[None], False
@@ -47,13 +49,14 @@ def check_state(
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise ValueError(
                 f"[{owner}] with mixed_memory=True 'hx' must be a pair (h, c) but got "
-                f"{type(hx).__name__}"
+                f"{type(hx).__name__}\n{see('initial-state')}"
             )
         parts = [as_array(owner, "hx", part) for part in hx]
     else:
         if isinstance(hx, (tuple, list)):
             raise ValueError(
                 f"[{owner}] 'hx' must be one array (a pair (h, c) needs mixed_memory=True)"
+                f"\n{see('initial-state')}"
             )
         parts = [as_array(owner, "hx", hx)]
     expected = (batch, state_size) if batched else (state_size,)
@@ -61,7 +64,7 @@ def check_state(
         if tuple(part.shape) != expected:
             raise ValueError(
                 f"[{owner}] each state in 'hx' must have shape {expected} but got "
-                f"{tuple(part.shape)}"
+                f"{tuple(part.shape)}\n{see('initial-state')}"
             )
     parts = [part if batched else part[None] for part in parts]
     return parts[0], (parts[1] if mixed else None)
@@ -74,7 +77,7 @@ def _check_values(owner: str, values: mx.array, positive: bool) -> None:
         allowed = "> 0" if positive else ">= 0"
         raise ValueError(
             f"[{owner}] timespans must be finite and {allowed}, but got values in "
-            f"[{mx.min(values).item()}, {mx.max(values).item()}]"
+            f"[{mx.min(values).item()}, {mx.max(values).item()}]\n{see('timespans')}"
         )
 
 
@@ -98,7 +101,7 @@ def check_timespans(
     if tuple(values.shape) not in (layout, layout + (1,)):
         raise ValueError(
             f"[{owner}] timespans must be a scalar or have shape {layout} or {layout + (1,)} "
-            f"to match the input, but got shape {tuple(values.shape)}"
+            f"to match the input, but got shape {tuple(values.shape)}\n{see('timespans')}"
         )
     values = values.reshape(layout)
     if not batched:
@@ -118,12 +121,13 @@ def check_mask(
     if values.dtype != mx.bool_:
         raise ValueError(
             f"[{owner}] mask must be boolean (True at real steps) but got {values.dtype}"
+            f"\n{see('mask')}"
         )
     layout = ((batch, steps) if batch_first else (steps, batch)) if batched else (steps,)
     if tuple(values.shape) != layout:
         raise ValueError(
             f"[{owner}] mask must have shape {layout} to match the input, but got shape "
-            f"{tuple(values.shape)}"
+            f"{tuple(values.shape)}\n{see('mask')}"
         )
     if not batched:
         values = values[None]

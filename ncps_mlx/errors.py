@@ -3,9 +3,31 @@
 Bad arguments raise :class:`ValueError` (the convention of numpy and MLX). Everything
 else the package detects raises a subclass of :class:`NCPSError`, so callers can catch
 the package's own failures in one place.
+
+Messages of the errors the troubleshooting guide covers end with a line from :func:`see`
+that points to the guide's section on them.
 """
 
+import re
 from collections.abc import Iterable
+
+#: Where the troubleshooting guide is; the pointers of error messages lead into it. A
+#: hosted URL of the page can replace it here.
+TROUBLESHOOTING = "docs/troubleshooting.md"
+
+
+def see(anchor: str) -> str:
+    """The pointer to a section of the troubleshooting guide, ending an error message.
+
+    Appended on a line of its own: ``f"{message}\\n{see('input-shape')}"`` gives
+    ``See docs/troubleshooting.md#input-shape.`` as the message's last line.
+    """
+    return f"See {TROUBLESHOOTING}#{anchor}."
+
+
+def _without_pointers(message: str) -> str:
+    """``message`` less its lines from :func:`see`, to quote it inside another message."""
+    return re.sub(rf"\nSee {re.escape(TROUBLESHOOTING)}#[\w-]+\.", "", message)
 
 
 class NCPSError(Exception):
@@ -39,9 +61,14 @@ class ConfigError(NCPSError, ValueError):
     """A run config with problems; ``problems`` lists each as ``section.key: ...``."""
 
     def __init__(self, problems: Iterable[str], source: str | None = None):
-        self.problems = list(problems)
+        # A problem quoting another error keeps its text, not its pointer: the config's own
+        # pointer ends the message.
+        self.problems = [_without_pointers(problem) for problem in problems]
         self.source = source
         count = len(self.problems)
         where = f"{source}: " if source else ""
         lines = "".join(f"\n  - {problem}" for problem in self.problems)
-        super().__init__(f"{where}{count} problem{'s' if count != 1 else ''} in the config:{lines}")
+        super().__init__(
+            f"{where}{count} problem{'s' if count != 1 else ''} in the config:{lines}\n"
+            + see("config-error")
+        )

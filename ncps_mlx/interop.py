@@ -16,7 +16,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from .cells import CfCCell, LTCCell, WiredCfCCell
-from .errors import StateDictError
+from .errors import StateDictError, see
 from .rnn import RNN
 
 
@@ -51,7 +51,7 @@ def _ncps_masks(model: RNN) -> dict[str, np.ndarray]:
         if cell.strict_wiring:
             raise StateDictError(
                 "a CfC with strict_wiring=True has no ncps equivalent: ncps masks only ff1/ff2 "
-                "and connects each layer densely to itself"
+                f"and connects each layer densely to itself\n{see('state-dict-mismatch')}"
             )
         return {
             f"rnn_cell.layer_{i}.sparsity_mask": np.array(layer._head_masks["ff1"])
@@ -113,7 +113,9 @@ def load_ncps_state_dict(model: RNN, state_dict: Mapping[str, Any]) -> RNN:
     problems += [f"unexpected key {key!r}" for key in values if key not in known]
     if problems:
         raise StateDictError(
-            f"the state dict does not fit this {type(model).__name__}:\n  " + "\n  ".join(problems)
+            f"the state dict does not fit this {type(model).__name__}:\n  "
+            + "\n  ".join(problems)
+            + f"\n{see('state-dict-mismatch')}"
         )
     model.update(tree_unflatten(updates))
     return model

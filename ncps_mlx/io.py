@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from .errors import CheckpointError
+from .errors import CheckpointError, see
 from .rnn import RNN, model_from_config
 
 FORMAT = "ncps_mlx.checkpoint"
@@ -109,23 +109,28 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     """Read a checkpoint's header and arrays, raising :class:`CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {str(path)!r}")
+        raise CheckpointError(
+            f"no checkpoint file at {str(path)!r}\n{see('checkpoint-unreadable')}"
+        )
     try:
         arrays, meta = mx.load(str(path), format="safetensors", return_metadata=True)
     except Exception as error:  # MLX reports truncation and garbage as various errors
         raise CheckpointError(
-            f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {error}"
+            f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {error}\n"
+            + see("checkpoint-unreadable")
         ) from error
     try:
         header = json.loads(meta[_META_KEY])
         if header["format"] != FORMAT:
             raise ValueError(header["format"])
     except (KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{str(path)!r} is not an ncps_mlx checkpoint") from error
+        raise CheckpointError(
+            f"{str(path)!r} is not an ncps_mlx checkpoint\n{see('checkpoint-unreadable')}"
+        ) from error
     if header.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has checkpoint format {header['format_version']}; this ncps_mlx "
-            f"reads up to {FORMAT_VERSION}: upgrade ncps_mlx"
+            f"reads up to {FORMAT_VERSION}: upgrade ncps_mlx\n{see('checkpoint-unreadable')}"
         )
     return header, arrays
 
@@ -135,7 +140,8 @@ def _check_wiring(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
         if key in arrays and not mx.array_equal(arrays[key], expected).item():
             raise CheckpointError(
                 f"{path!r}: the wiring rebuilt from its seed differs from the saved one "
-                f"({key}); the random generator of this numpy version draws differently"
+                f"({key}); the random generator of this numpy version draws differently\n"
+                + see("checkpoint-wiring-seed")
             )
 
 
@@ -159,7 +165,11 @@ def _assign(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
         if key in weights and weights[key].shape != p.shape
     ]
     if problems:
-        raise CheckpointError(f"{path!r} does not fit the model:\n  " + "\n  ".join(problems))
+        raise CheckpointError(
+            f"{path!r} does not fit the model:\n  "
+            + "\n  ".join(problems)
+            + f"\n{see('checkpoint-mismatch')}"
+        )
     model.update(tree_unflatten(list(weights.items())))
 
 
@@ -189,7 +199,9 @@ def assign_checkpoint(
     differences = _config_differences(header["model"], model.get_config())
     if differences:
         raise CheckpointError(
-            f"{path!r} was saved from another model:\n  " + "\n  ".join(differences)
+            f"{path!r} was saved from another model:\n  "
+            + "\n  ".join(differences)
+            + f"\n{see('checkpoint-mismatch')}"
         )
     _assign(model, arrays, path)
     return model

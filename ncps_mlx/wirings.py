@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ncps_mlx.errors import WiringError
+from ncps_mlx.errors import WiringError, see
 
 KINDS = ("sensory", "inter", "command", "motor")
 
@@ -99,7 +99,7 @@ class Wiring:
                 raise WiringError(
                     f"[{type(self).__name__}] wiring was built for input_dim={self.input_dim} "
                     f"and cannot be rebuilt for input_dim={input_dim}; create a new wiring "
-                    "for the other input size"
+                    f"for the other input size\n{see('wiring-input-size')}"
                 )
             return
         self.input_dim = input_dim
@@ -155,7 +155,8 @@ class Wiring:
         if self.input_dim is None:
             raise WiringError(
                 f"[{type(self).__name__}] {what} needs a built wiring: call "
-                "build(input_dim) first (a model does this when it sees its input size)"
+                "build(input_dim) first (a model does this when it sees its input size)\n"
+                + see("wiring-not-built")
             )
 
     @property
@@ -243,7 +244,8 @@ class Wiring:
         if target is None or not issubclass(target, cls):
             known = sorted(n for n, c in _WIRING_CLASSES.items() if issubclass(c, cls))
             raise WiringError(
-                f"[{cls.__name__}] cannot restore class_name={name!r}; expected one of {known}"
+                f"[{cls.__name__}] cannot restore class_name={name!r}; expected one of {known}\n"
+                + see("wiring-config")
             )
         input_dim = args.pop("input_dim", None)
         return target._from_args(args, input_dim)
@@ -257,7 +259,10 @@ class Wiring:
         wiring.adjacency_matrix = _matrix_from_config(args["adjacency_matrix"], (units, units))
         sensory = args.get("sensory_adjacency_matrix")
         if sensory is not None and input_dim is None:
-            raise WiringError("[Wiring] config has a sensory_adjacency_matrix but no input_dim")
+            raise WiringError(
+                "[Wiring] config has a sensory_adjacency_matrix but no input_dim\n"
+                + see("wiring-config")
+            )
         if input_dim is not None:
             wiring.build(input_dim)
             if sensory is not None:
@@ -316,7 +321,7 @@ def _matrix_from_config(rows: Any, shape: tuple[int, int]) -> np.ndarray:
     if matrix.shape != shape or not np.isin(matrix, (-1, 0, 1)).all():
         raise WiringError(
             f"[Wiring] a config matrix must have shape {shape} and entries -1, 0 or +1; "
-            f"got shape {matrix.shape}"
+            f"got shape {matrix.shape}\n{see('wiring-config')}"
         )
     return matrix.astype(np.int32)
 

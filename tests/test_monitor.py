@@ -229,8 +229,14 @@ def test_summary_prometheus_and_plot(tmp_path):
     assert "# TYPE ncps_mlx_ticks gauge" in text
     assert f"ncps_mlx_steps_total {len(mon.steps)}" in text
 
-    pytest.importorskip("matplotlib")
-    path = mon.plot(tmp_path / "monitor.png")
+    matplotlib = pytest.importorskip("matplotlib")
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's inline backend
+    try:
+        path = mon.plot(tmp_path / "monitor.png")
+        assert matplotlib.get_backend() == "svg"  # the caller's backend is left alone
+    finally:
+        matplotlib.use(backend)
     assert path.stat().st_size > 1000
 
 

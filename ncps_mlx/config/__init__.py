@@ -118,6 +118,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError as ConfigError
+from ..errors import see
 from .build import GENERATORS as GENERATORS
 from .build import WIRINGS as WIRINGS
 from .build import build_callbacks as build_callbacks
@@ -160,7 +161,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     """
     if tomllib is None:
         raise ImportError(
-            "reading TOML configs on Python 3.10 needs the tomli package: pip install tomli"
+            "reading TOML configs on Python 3.10 needs the tomli package: pip install tomli\n"
+            + see("missing-extra")
         )
     path = Path(path)
     try:

@@ -4,11 +4,13 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from ..errors import see
+
 _OWNER = "SequenceData"
 
 
 def _fail(message: str) -> None:
-    raise ValueError(f"[{_OWNER}] {message}")
+    raise ValueError(f"[{_OWNER}] {message}\n{see('sequence-data')}")
 
 
 # eq=False: the generated __eq__ and __hash__ would compare and hash the numpy fields,

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from ..errors import see
 from ._base import SequenceData
 
 SHIPPED: tuple[str, ...] = (
@@ -86,7 +87,8 @@ def _read_shipped(name: str) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
         from aeon.datasets import load_classification
     except ImportError as error:
         raise ImportError(
-            f"[{_OWNER}] needs the optional dependency aeon: pip install 'ncps-mlx[data]'"
+            f"[{_OWNER}] needs the optional dependency aeon: pip install 'ncps-mlx[data]'\n"
+            + see("missing-extra")
         ) from error
     folder = os.path.join(os.path.dirname(aeon.__file__), "datasets", "data")
     # aeon downloads whatever it cannot find under `extract_path`; aeon counts a set as

@@ -32,26 +32,24 @@ from .task import (
 # -- figures --------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
+def _figure_class() -> Any:
+    """matplotlib's bare ``Figure`` (no pyplot, so the caller's backend is left alone)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    return plt
+    return Figure
 
 
-def _save_figure(plt: Any, figure: Any, path: Path) -> None:
+def _save_figure(figure: Any, path: Path) -> None:
     figure.tight_layout()
     io.atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"), suffix=".png")
-    plt.close(figure)
 
 
-def plot_losses(plt: Any, history: History, scores: dict, path: Path) -> None:
+def plot_losses(Figure: Any, history: History, scores: dict, path: Path) -> None:
     epochs = history["epoch"]
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    figure = Figure(figsize=(7, 4.2))
+    axis = figure.subplots()
     axis.semilogy(epochs, history["loss"], label="train MSE (running, per epoch)")
     axis.semilogy(epochs, history["val_loss"], label="validation MSE")
     baselines = scores["test"]["baselines"]
@@ -75,12 +73,13 @@ def plot_losses(plt: Any, history: History, scores: dict, path: Path) -> None:
     axis.set(xlabel="epoch", ylabel="MSE", title="Training: CfC + AutoNCP(24, 4)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize="small")
-    _save_figure(plt, figure, path)
+    _save_figure(figure, path)
 
 
-def plot_predictions(plt: Any, test: SequenceData, prediction: np.ndarray, path: Path) -> None:
+def plot_predictions(Figure: Any, test: SequenceData, prediction: np.ndarray, path: Path) -> None:
     count = min(PLOTTED_SEQUENCES, len(test))
-    figure, axes = plt.subplots(count, 1, figsize=(9, 2.6 * count), sharex=True, squeeze=False)
+    figure = Figure(figsize=(9, 2.6 * count))
+    axes = figure.subplots(count, 1, sharex=True, squeeze=False)
     horizon = TASK["horizon"]
     for i, axis in enumerate(axes[:, 0]):
         t = np.cumsum(test.timespans[i].astype(np.float64))
@@ -94,29 +93,30 @@ def plot_predictions(plt: Any, test: SequenceData, prediction: np.ndarray, path:
         fontsize="small", loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False
     )
     axes[-1, 0].set_xlabel("time (irregular samples)")
-    _save_figure(plt, figure, path)
+    _save_figure(figure, path)
 
 
-def plot_wiring(plt: Any, model: CfC, path: Path) -> None:
+def plot_wiring(Figure: Any, model: CfC, path: Path) -> None:
     wiring = model.wiring
-    figure, axis = plt.subplots(figsize=(8, 5.5))
+    figure = Figure(figsize=(8, 5.5))
+    axis = figure.subplots()
     wiring.draw(axis, draw_labels=True)
     axis.set_title(
         f"AutoNCP({UNITS}, {MOTOR_NEURONS}): {wiring.sensory_synapse_count} sensory and "
         f"{wiring.synapse_count} neuron synapses"
     )
-    _save_figure(plt, figure, path)
+    _save_figure(figure, path)
 
 
 def write_figures(out: Path, run: "Run", log: Log) -> list[str]:
     """The four PNGs, or none (with a message) without matplotlib."""
-    plt = _pyplot()
-    if plt is None:
+    Figure = _figure_class()
+    if Figure is None:
         log(f"Plots skipped: matplotlib is not installed ({PLOT_HINT})")
         return []
-    plot_losses(plt, run.history, run.scores, out / "loss.png")
-    plot_predictions(plt, run.splits["test"], run.prediction, out / "predictions.png")
-    plot_wiring(plt, run.model, out / "wiring.png")
+    plot_losses(Figure, run.history, run.scores, out / "loss.png")
+    plot_predictions(Figure, run.splits["test"], run.prediction, out / "predictions.png")
+    plot_wiring(Figure, run.model, out / "wiring.png")
     run.monitor.plot(out / "monitor.png")
     return list(FIGURES)
 

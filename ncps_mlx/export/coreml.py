@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..cells.base import check_choice, check_positive_int
+from ..errors import see
 from ..rnn import RNN
 
 KINDS = ("step", "sequence", "stateful")
@@ -45,7 +46,8 @@ def require_coremltools() -> Any:
         import coremltools
     except ImportError as error:
         raise ImportError(
-            "Core ML export needs coremltools: pip install 'ncps-mlx[export]'"
+            "Core ML export needs coremltools: pip install 'ncps-mlx[export]'\n"
+            + see("coremltools-missing")
         ) from error
     return coremltools
 
@@ -112,7 +114,7 @@ def _check_arguments(
     if kind == "stateful" and precision != "float16":
         raise ValueError(
             f"[{owner}] kind='stateful' keeps its state in Core ML state tensors, which must "
-            "be float16: use precision='float16'"
+            f"be float16: use precision='float16'\n{see('export-arguments')}"
         )
     if path.suffix != ".mlpackage":
         raise ValueError(f"[{owner}] 'path' must end in .mlpackage, got {str(path)!r}")
@@ -132,8 +134,9 @@ def _target(ct: Any, kind: str, requested: Any) -> Any:
         )
     if target.value < minimum.value:
         raise ValueError(
-            f"[to_coreml] kind={kind!r} needs minimum_deployment_target >= {minimum.name} "
-            f"(or its iOS equivalent), got {target.name}"
+            f"[to_coreml] kind={kind!r} needs minimum_deployment_target >= "
+            f"{_MINIMUM_TARGETS[kind]} (or its iOS equivalent), got "
+            f"{requested if isinstance(requested, str) else target.name}\n{see('export-arguments')}"
         )
     return target
 
@@ -336,7 +339,8 @@ def program_metadata(program: Any, path: str | os.PathLike) -> dict[str, Any]:
     user = program.spec.description.metadata.userDefined
     if METADATA_KEY not in user:
         raise ValueError(
-            f"{str(path)!r} was not exported by ncps_mlx (no '{METADATA_KEY}' metadata)"
+            f"{str(path)!r} was not exported by ncps_mlx (no '{METADATA_KEY}' metadata)\n"
+            + see("package-format")
         )
     return json.loads(user[METADATA_KEY])
 

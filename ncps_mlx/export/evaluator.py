@@ -26,7 +26,7 @@ import numpy as np
 from coremltools.proto import MIL_pb2, Model_pb2
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import NCPSError
+from ..errors import NCPSError, see
 
 __all__ = [
     "SUPPORTED_OPS",
@@ -150,14 +150,22 @@ def load_program(path: str | os.PathLike) -> Program:
     try:
         spec.ParseFromString(model_file.read_bytes())
     except Exception as exc:  # protobuf raises its own DecodeError
-        raise PackageFormatError(f"{model_file}: not a Core ML model protobuf ({exc})") from exc
+        raise PackageFormatError(
+            f"{model_file}: not a Core ML model protobuf ({exc})\n{see('package-format')}"
+        ) from exc
     if spec.WhichOneof("Type") != "mlProgram":
-        raise PackageFormatError(f"{model_file}: a {spec.WhichOneof('Type')}, not an mlProgram")
+        raise PackageFormatError(
+            f"{model_file}: a {spec.WhichOneof('Type')}, not an mlProgram\n{see('package-format')}"
+        )
     if "main" not in spec.mlProgram.functions:
-        raise PackageFormatError(f"{model_file}: the program has no 'main' function")
+        raise PackageFormatError(
+            f"{model_file}: the program has no 'main' function\n{see('package-format')}"
+        )
     function = spec.mlProgram.functions["main"]
     if function.opset not in function.block_specializations:
-        raise PackageFormatError(f"{model_file}: no block for the function's opset")
+        raise PackageFormatError(
+            f"{model_file}: no block for the function's opset\n{see('package-format')}"
+        )
     block = function.block_specializations[function.opset]
 
     inputs, states = {}, {}
@@ -195,12 +203,18 @@ def _model_file(package: Path) -> Path:
         root = manifest["rootModelIdentifier"]
         relative = manifest["itemInfoEntries"][root]["path"]
     except FileNotFoundError as exc:
-        raise PackageFormatError(f"{package}: no Manifest.json; not an .mlpackage") from exc
+        raise PackageFormatError(
+            f"{package}: no Manifest.json; not an .mlpackage\n{see('package-format')}"
+        ) from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise PackageFormatError(f"{manifest_file}: malformed manifest ({exc!r})") from exc
+        raise PackageFormatError(
+            f"{manifest_file}: malformed manifest ({exc!r})\n{see('package-format')}"
+        ) from exc
     model_file = _inside(package / "Data", relative, manifest_file)
     if not model_file.is_file():
-        raise PackageFormatError(f"{manifest_file}: names {relative!r}, which is missing")
+        raise PackageFormatError(
+            f"{manifest_file}: names {relative!r}, which is missing\n{see('package-format')}"
+        )
     return model_file
 
 
@@ -208,7 +222,9 @@ def _inside(root: Path, relative: str, source: object) -> Path:
     """Join ``relative`` onto ``root``, refusing paths that escape the package."""
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise PackageFormatError(f"{source}: path {relative!r} points outside the package")
+        raise PackageFormatError(
+            f"{source}: path {relative!r} points outside the package\n{see('package-format')}"
+        )
     return path
 
 
@@ -224,38 +240,54 @@ class _BlobFiles:
         data = self._file(file_name)
         where = f"{file_name} at offset {offset}"
         if offset < 0 or offset + _BLOB_HEADER.size > len(data):
-            raise PackageFormatError(f"{where}: blob header beyond the file's {len(data)} bytes")
+            raise PackageFormatError(
+                f"{where}: blob header beyond the file's {len(data)} bytes\n{see('package-format')}"
+            )
         sentinel, code, size, start = _BLOB_HEADER.unpack_from(data, offset)
         if sentinel != _BLOB_SENTINEL:
-            raise PackageFormatError(f"{where}: bad blob sentinel {sentinel:#010x}")
+            raise PackageFormatError(
+                f"{where}: bad blob sentinel {sentinel:#010x}\n{see('package-format')}"
+            )
         shape, dtype = spec
         if _BLOB_DTYPES.get(code) != dtype:
-            raise PackageFormatError(f"{where}: blob data type code {code}, declared {dtype}")
+            raise PackageFormatError(
+                f"{where}: blob data type code {code}, declared {dtype}\n{see('package-format')}"
+            )
         if start + size > len(data):
-            raise PackageFormatError(f"{where}: blob data beyond the end of the file")
+            raise PackageFormatError(
+                f"{where}: blob data beyond the end of the file\n{see('package-format')}"
+            )
         if size != math.prod(shape) * dtype.itemsize:
-            raise PackageFormatError(f"{where}: {size} bytes, declared {shape} {dtype}")
+            raise PackageFormatError(
+                f"{where}: {size} bytes, declared {shape} {dtype}\n{see('package-format')}"
+            )
         return np.frombuffer(data, dtype.newbyteorder("<"), math.prod(shape), start).reshape(shape)
 
     def _file(self, file_name: str) -> bytes:
         if file_name not in self._data:
             if not file_name.startswith(_MODEL_PATH_PREFIX):
-                raise PackageFormatError(f"weight file {file_name!r} is not under @model_path")
+                raise PackageFormatError(
+                    f"weight file {file_name!r} is not under @model_path\n{see('package-format')}"
+                )
             relative = file_name[len(_MODEL_PATH_PREFIX) :]
             path = _inside(self._model_dir, relative, "model.mlmodel")
             if not path.is_file():
-                raise PackageFormatError(f"weight file {path} is missing")
+                raise PackageFormatError(f"weight file {path} is missing\n{see('package-format')}")
             self._data[file_name] = path.read_bytes()
         return self._data[file_name]
 
 
 def _tensor_spec(value_type: MIL_pb2.ValueType, name: str) -> TensorSpec:
     if value_type.WhichOneof("type") != "tensorType":
-        raise PackageFormatError(f"{name!r}: a {value_type.WhichOneof('type')}, not a tensor")
+        raise PackageFormatError(
+            f"{name!r}: a {value_type.WhichOneof('type')}, not a tensor\n{see('package-format')}"
+        )
     tensor_type = value_type.tensorType
     if tensor_type.dataType not in _DTYPES:
         name_of = MIL_pb2.DataType.Name(tensor_type.dataType)
-        raise PackageFormatError(f"{name!r}: data type {name_of} is not supported here")
+        raise PackageFormatError(
+            f"{name!r}: data type {name_of} is not supported here\n{see('package-format')}"
+        )
     shape = tuple(
         dim.constant.size if dim.WhichOneof("dimension") == "constant" else -1
         for dim in tensor_type.dimensions
@@ -274,7 +306,9 @@ def _value(value: MIL_pb2.Value, blobs: _BlobFiles, name: str) -> Any:
         return blobs.read(value.blobFileValue.fileName, value.blobFileValue.offset, spec)
     if kind == "immediateValue" and value.immediateValue.WhichOneof("value") == "tensor":
         return _immediate_tensor(value.immediateValue.tensor, spec)
-    raise PackageFormatError(f"{name!r}: a value of kind {kind!r} is not supported here")
+    raise PackageFormatError(
+        f"{name!r}: a value of kind {kind!r} is not supported here\n{see('package-format')}"
+    )
 
 
 def _immediate_tensor(tensor: MIL_pb2.TensorValue, spec: TensorSpec) -> np.ndarray:
@@ -287,7 +321,9 @@ def _immediate_tensor(tensor: MIL_pb2.TensorValue, spec: TensorSpec) -> np.ndarr
     else:
         data = np.asarray(getattr(tensor, field_name).values).astype(dtype)
     if data.size != math.prod(shape):
-        raise PackageFormatError(f"const holds {data.size} values, declared shape {shape}")
+        raise PackageFormatError(
+            f"const holds {data.size} values, declared shape {shape}\n{see('package-format')}"
+        )
     return data.reshape(shape)
 
 
@@ -362,10 +398,14 @@ def _check_supported(program: Program) -> None:
             supported = ", ".join(sorted(SUPPORTED_OPS))
             raise UnsupportedOpError(
                 f"Core ML op {op.type!r} is not supported by the evaluator; supported: {supported}"
+                f"\n{see('unsupported-op')}"
             )
         unknown = set(op.inputs) - _PARAMETERS[op.type]
         if unknown:  # ignoring an input could silently change what the op computes
-            raise UnsupportedOpError(f"op {op.type!r}: inputs {sorted(unknown)} are not supported")
+            raise UnsupportedOpError(
+                f"op {op.type!r}: inputs {sorted(unknown)} are not supported\n"
+                + see("unsupported-op")
+            )
 
 
 def _feeds(
@@ -405,14 +445,14 @@ def _run(op: _Op, env: dict[str, Any]) -> None:
     if len(results) != len(op.outputs):
         raise PackageFormatError(
             f"op {op.type!r} produced {len(results)} values, the package declares "
-            f"{len(op.outputs)} outputs"
+            f"{len(op.outputs)} outputs\n{see('package-format')}"
         )
     for (name, (shape, dtype)), value in zip(op.outputs, results, strict=True):
         value = np.asarray(value).astype(dtype)
         if not _shape_matches(value.shape, shape):
             raise PackageFormatError(
                 f"op {op.type!r} output {name!r}: computed shape {value.shape}, "
-                f"the package declares {shape}"
+                f"the package declares {shape}\n{see('package-format')}"
             )
         env[name] = value
 
@@ -466,7 +506,7 @@ _GELU = {
 
 def _gelu(x: np.ndarray, mode: str = "EXACT") -> np.ndarray:
     if mode not in _GELU:
-        raise UnsupportedOpError(f"gelu mode {mode!r} is not supported")
+        raise UnsupportedOpError(f"gelu mode {mode!r} is not supported\n{see('unsupported-op')}")
     return _GELU[mode](x)
 
 
@@ -513,7 +553,9 @@ def _conv_pads(
         if pad_type == "same":
             return [(t // 2, t - t // 2) for t in totals]
         return [(t - t // 2, t // 2) for t in totals]
-    raise UnsupportedOpError(f"conv pad_type {pad_type!r} is not supported")
+    raise UnsupportedOpError(
+        f"conv pad_type {pad_type!r} is not supported\n{see('unsupported-op')}"
+    )
 
 
 def _conv(

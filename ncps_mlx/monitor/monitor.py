@@ -9,6 +9,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from ..errors import see
 from ..rnn import RNN
 from . import backends as backend_registry
 from .backends import Backend
@@ -133,7 +134,8 @@ class Monitor:
             except Exception as error:  # a broken source must never stop the training
                 self.backends.remove(backend)
                 warnings.warn(
-                    f"[Monitor] backend {backend.name!r} failed and is disabled: {error!r}",
+                    f"[Monitor] backend {backend.name!r} failed and is disabled: {error!r}\n"
+                    + see("monitor-backends"),
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -252,7 +254,8 @@ def _probe(backend: Backend) -> bool:
         return bool(backend.probe())
     except Exception as error:
         warnings.warn(
-            f"[Monitor] backend {backend.name!r} could not start: {error!r}",
+            f"[Monitor] backend {backend.name!r} could not start: {error!r}\n"
+            + see("monitor-backends"),
             RuntimeWarning,
             stacklevel=3,
         )

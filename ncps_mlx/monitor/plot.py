@@ -40,12 +40,12 @@ def _series(records: list[dict[str, Any]], key: str, scale: float) -> tuple[list
 
 def plot_run(run: "Run", path: Path) -> Path:
     """Save the four panels of :data:`PANELS` (those with data) to ``path``."""
-    import matplotlib
+    # A bare Figure, not pyplot: saving needs no GUI backend, and the caller's pyplot
+    # (a notebook's inline backend, say) is left as it was.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(len(PANELS), 1, figsize=(9, 2.6 * len(PANELS)), sharex=True)
+    figure = Figure(figsize=(9, 2.6 * len(PANELS)))
+    axes = figure.subplots(len(PANELS), 1, sharex=True)
     for axis, (title, unit, series) in zip(axes, PANELS, strict=True):
         for key, label, scale in series:
             times, values = _series(
@@ -67,5 +67,4 @@ def plot_run(run: "Run", path: Path) -> Path:
     axes[-1].set_xlabel("time (s)")
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix[1:] or "png"))
-    plt.close(figure)
     return path

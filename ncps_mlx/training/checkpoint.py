@@ -15,7 +15,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
 from .. import io
-from ..errors import CheckpointError
+from ..errors import CheckpointError, see
 from ..rnn import RNN
 
 _OPTIMIZER = "optimizer."
@@ -42,7 +42,9 @@ def load_training_state(
     header, arrays = io.read_checkpoint(path)
     loop_state = header["metadata"].get("training")
     if loop_state is None or _RNG not in arrays:
-        raise CheckpointError(f"{str(path)!r} is a model checkpoint without a training state")
+        raise CheckpointError(
+            f"{str(path)!r} is a model checkpoint without a training state\n{see('resume')}"
+        )
     io.assign_checkpoint(model, header, arrays, str(path))
     saved = {key[len(_OPTIMIZER) :]: a for key, a in arrays.items() if key.startswith(_OPTIMIZER)}
     optimizer.init(model.trainable_parameters())
@@ -66,7 +68,7 @@ def assign_in_place(state: dict, flat: dict[str, mx.array], path: str) -> None:
     if set(dict(tree_flatten(state))) != set(flat):
         raise CheckpointError(
             f"{path!r}: the saved optimizer state does not fit this optimizer and model "
-            "(another optimizer class or model?)"
+            f"(another optimizer class or model?)\n{see('resume')}"
         )
     for key, value in flat.items():
         *parents, leaf = key.split(".")

@@ -21,7 +21,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from ..datasets import SequenceData
-from ..errors import TrainingDivergedError
+from ..errors import TrainingDivergedError, see
 from ..monitor.monitor import StepHandle
 from ..rnn import RNN
 from .callbacks import Callback, MetricsLog, ProgressBar
@@ -94,18 +94,26 @@ def as_sequence_data(data: Any, role: str) -> SequenceData:
 def check_data(model: RNN, data: SequenceData, loss: str | LossFn, role: str) -> None:
     """Refuse data the model cannot train on, before any compute."""
     if not np.isfinite(data.x).all():
-        raise ValueError(f"[fit] {role} x holds nan or inf values; clean or impute them first")
+        raise ValueError(
+            f"[fit] {role} x holds nan or inf values; clean or impute them first\n{see('fit-data')}"
+        )
     labels = np.issubdtype(data.y.dtype, np.integer)
     if isinstance(loss, str) and (loss in CLASSIFICATION_LOSSES) != labels:
         need = "integer class labels" if loss in CLASSIFICATION_LOSSES else "float targets"
-        raise ValueError(f"[fit] loss {loss!r} needs {need}, but {role} y has dtype {data.y.dtype}")
+        raise ValueError(
+            f"[fit] loss {loss!r} needs {need}, but {role} y has dtype {data.y.dtype}\n"
+            + see("target-mismatch")
+        )
     if labels and (data.y.min() < 0 or data.y.max() >= model.output_size):
         raise ValueError(
             f"[fit] {role} class labels must lie in [0, {model.output_size}) (the model's "
-            f"output_size), but range over [{data.y.min()}, {data.y.max()}]"
+            f"output_size), but range over [{data.y.min()}, {data.y.max()}]\n"
+            + see("target-mismatch")
         )
     if not model.batch_first:
-        raise ValueError("[fit] data is batch-first: build the model with batch_first=True")
+        raise ValueError(
+            "[fit] data is batch-first: build the model with batch_first=True\n" + see("fit-data")
+        )
     sample = data.subset(slice(0, 1))
     try:
         call = model.check_call(sample.x, None, sample.timespans, sample.mask)
@@ -209,7 +217,8 @@ def fit(
     rank, world_size = (group.rank(), group.size()) if group is not None else (0, 1)
     if batch_size < world_size:
         raise ValueError(
-            f"[fit] batch_size {batch_size} is smaller than the {world_size} processes"
+            f"[fit] batch_size {batch_size} is smaller than the {world_size} processes\n"
+            + see("distributed")
         )
     check_memory(model, math.ceil(batch_size / world_size), train.x.shape[1], budget=memory_budget)
 
@@ -332,7 +341,7 @@ def _divergence_message(trainer: Trainer, batch: int, loss: float) -> str:
         f"the training loss became {loss} at epoch {trainer.epoch}, batch {batch + 1}. "
         f"The model and optimizer were restored to {where}, as was saved in the last "
         "checkpoint if any. Lower the learning rate, set clip_norm (e.g. 1.0), or check the "
-        "data for extreme values."
+        f"data for extreme values.\n{see('training-diverged')}"
     )
 
 
@@ -364,7 +373,7 @@ def _load_loop_state(
     if len(state["callbacks"]) != len(callbacks):
         raise ValueError(
             f"[fit] the checkpoint was written with {len(state['callbacks'])} callbacks, "
-            f"this run has {len(callbacks)}: resume with the same callbacks"
+            f"this run has {len(callbacks)}: resume with the same callbacks\n{see('resume')}"
         )
     trainer.epoch = state["epoch"]
     trainer.history.rows[:] = state["history"]

@@ -39,7 +39,7 @@ from mlx.utils import tree_flatten
 from ..cells import CfCCell, LTCCell, WiredCfCCell
 from ..cells.base import check_positive_int
 from ..cells.solvers import FIELD_EVALUATIONS
-from ..errors import MemoryBudgetError
+from ..errors import MemoryBudgetError, see
 from ..monitor.traffic import activation_elements, parameter_count
 from ..rnn import RNN, model_from_config
 from .losses import LossFn
@@ -407,7 +407,7 @@ def _over_budget_message(estimate: MemoryEstimate, budget: int) -> str:
     return (
         f"{head}; {fix}. Or shorten the sequences (truncate or split them: the memory of "
         "a step grows faster than its length), or train in float16/bfloat16 "
-        "(model.set_dtype), which halves it."
+        f"(model.set_dtype), which halves it.\n{see('memory-budget')}"
     )
 
 

@@ -16,6 +16,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map
 
 from .._inputs import as_array
+from ..errors import see
 from ..rnn import RNN, Call, State
 from .losses import LossFn, masked_sum
 
@@ -45,7 +46,7 @@ def check_target(model: RNN, call: Call, y: Any) -> mx.array:
         raise ValueError(
             f"[{owner}] {kind} must have shape {expected} for this input and model "
             f"(output_size={model.output_size}, return_sequences={model.return_sequences}) "
-            f"but got shape {tuple(y.shape)}"
+            f"but got shape {tuple(y.shape)}\n{see('target-mismatch')}"
         )
     if not call.batched:
         y = y[None]
