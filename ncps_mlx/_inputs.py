@@ -89,13 +89,18 @@ def check_timespans(
     batched: bool,
     batch_first: bool,
     positive: bool,
+    mask: mx.array | None = None,
 ) -> mx.array | float:
-    """Return timespans as a float (one for every step) or a (B, T, 1) array."""
+    """Return timespans as a float (one for every step) or a (B, T, 1) array.
+
+    With a (B, T, 1) ``mask`` (from :func:`check_mask`) the values at padded steps are
+    neither checked nor used: they become 1, so padding with 0 suits an LTC too.
+    """
     if timespans is None:
         return 1.0
     values = as_array(owner, "timespans", timespans)
-    _check_values(owner, values, positive)
     if values.ndim == 0:
+        _check_values(owner, values, positive)
         return float(values.item())
     layout = ((batch, steps) if batch_first else (steps, batch)) if batched else (steps,)
     if tuple(values.shape) not in (layout, layout + (1,)):
@@ -108,7 +113,11 @@ def check_timespans(
         values = values[None]
     elif not batch_first:
         values = values.T
-    return values[..., None]
+    values = values[..., None]
+    if mask is not None:
+        values = mx.where(mask, values, mx.ones((), dtype=values.dtype))
+    _check_values(owner, values, positive)
+    return values
 
 
 def check_mask(

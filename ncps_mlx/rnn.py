@@ -123,11 +123,11 @@ class RNN(nn.Module):
         x, batched = _inputs.check_sequence(owner, x, self.input_size, self.batch_first)
         batch, steps = x.shape[0], x.shape[1]
         h, c = _inputs.check_state(owner, hx, self.mixed_memory, self.state_size, batch, batched)
+        mask = _inputs.check_mask(owner, mask, batch, steps, batched, self.batch_first)
         positive = self.rnn_cell.requires_positive_timespans
         dt = _inputs.check_timespans(
-            owner, timespans, batch, steps, batched, self.batch_first, positive
+            owner, timespans, batch, steps, batched, self.batch_first, positive, mask
         )
-        mask = _inputs.check_mask(owner, mask, batch, steps, batched, self.batch_first)
         return Call(x, h, c, dt, batched, mask)
 
     def forward(

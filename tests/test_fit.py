@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from ncps_mlx import CfC, load
+from ncps_mlx import LTC, CfC, load
 from ncps_mlx.datasets import SequenceData, sine_waves
 from ncps_mlx.errors import TrainingDivergedError
 from ncps_mlx.training import Callback, EarlyStopping, fit
@@ -233,7 +233,7 @@ def test_classification_with_masks_reports_accuracy():
     ("kwargs", "match"),
     [
         ({"train": (np.zeros((4, 5, 3)), np.zeros((4, 5, 1)))}, "2 features"),
-        ({"train": (np.zeros((4, 5, 2)), np.zeros((4, 5, 2)))}, r"shape \(1, 5, 1\)"),
+        ({"train": (np.zeros((4, 5, 2)), np.zeros((4, 5, 2)))}, r"shape \(4, 5, 1\)"),
         ({"train": (np.zeros((4, 5, 2)), np.zeros((3, 5, 1)))}, "4 samples"),
         ({"train": (np.full((4, 5, 2), np.nan), np.zeros((4, 5, 1)))}, "nan or inf"),
         ({"loss": "cross_entropy"}, "needs integer class labels"),
@@ -251,6 +251,21 @@ def test_bad_requests_are_refused_before_training(kwargs, match):
     before = params(model)
     with pytest.raises(ValueError, match=match):
         fit(model, **arguments)
+    for key, value in params(model).items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_ltc_timespans_are_checked_at_every_real_step_before_training():
+    x, y = np.ones((4, 5, 2), np.float32), np.zeros((4, 5, 1), np.float32)
+    mask = np.ones((4, 5), bool)
+    mask[3, 3:] = False
+    timespans = np.where(mask, 1.0, 0.0).astype(np.float32)  # padding with 0 is fine
+    model = LTC(2, AutoNCP(8, 1))
+    fit(model, SequenceData(x, y, timespans, mask), epochs=1, batch_size=2, progress=False)
+    timespans[3, 1] = 0.0  # a real step of the last batch
+    before = params(model)
+    with pytest.raises(ValueError, match=r"timespans must be finite and > 0"):
+        fit(model, SequenceData(x, y, timespans, mask), epochs=1, batch_size=2, progress=False)
     for key, value in params(model).items():
         np.testing.assert_array_equal(value, before[key])
 

@@ -169,6 +169,19 @@ def test_ltc_needs_positive_timespans_cfc_accepts_zero():
         LTC(5, 8)(x, timespans=mx.zeros((2, 3)))
 
 
+def test_ltc_ignores_timespans_at_padded_steps():
+    x = mx.random.normal((2, 4, 5))
+    mask = mx.array([[True, True, True, True], [True, True, False, False]])
+    padded_with_zero = mx.array([[1.0, 0.5, 2.0, 1.0], [0.5, 1.5, 0.0, 0.0]])
+    padded_with_one = mx.where(mask, padded_with_zero, 1.0)
+    model = LTC(5, 8)
+    y, h = model(x, timespans=padded_with_zero, mask=mask)
+    y_ref, h_ref = model(x, timespans=padded_with_one, mask=mask)
+    assert mx.array_equal(y, y_ref) and mx.array_equal(h, h_ref)
+    with pytest.raises(ValueError, match=r"\[LTC\] timespans must be finite and > 0"):
+        model(x, timespans=padded_with_zero, mask=mx.ones((2, 4), dtype=mx.bool_))
+
+
 @pytest.mark.parametrize(
     "build, match",
     [

@@ -114,10 +114,9 @@ def check_data(model: RNN, data: SequenceData, loss: str | LossFn, role: str) ->
         raise ValueError(
             "[fit] data is batch-first: build the model with batch_first=True\n" + see("fit-data")
         )
-    sample = data.subset(slice(0, 1))
-    try:
-        call = model.check_call(sample.x, None, sample.timespans, sample.mask)
-        check_target(model, call, sample.y)
+    try:  # all of it: a bad value in a late batch would otherwise stop the run midway
+        call = model.check_call(data.x, None, data.timespans, data.mask)
+        check_target(model, call, data.y)
     except ValueError as error:
         raise ValueError(f"[fit] {role} data does not fit the model: {error}") from error
 
