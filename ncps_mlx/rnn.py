@@ -212,6 +212,12 @@ class RNN(nn.Module):
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable) that rebuild this layer."""
+        if not hasattr(self, "_config"):
+            raise NotImplementedError(
+                f"[{type(self).__name__}] a plain RNN over a cell has no config, so it cannot "
+                "be saved with ncps_mlx.save: save its weights with model.save_weights(path), "
+                "or use CfC or LTC"
+            )
         return copy.deepcopy(self._config)
 
 

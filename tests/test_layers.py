@@ -6,8 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from ncps_mlx import LTC, CfC, WiringError, model_from_config
-from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected, Random
+from ncps_mlx import LTC, RNN, CfC, WiringError, model_from_config, save
+from ncps_mlx.cells import CfCCell
+from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected, Random, Wiring
 
 
 def close(a, b, tol=1e-5):
@@ -167,6 +168,21 @@ def test_ltc_needs_positive_timespans_cfc_accepts_zero():
     CfC(5, 8)(x, timespans=0.0)
     with pytest.raises(ValueError, match=r"\[LTC\] timespans must be finite and > 0"):
         LTC(5, 8)(x, timespans=mx.zeros((2, 3)))
+
+
+def test_ltc_needs_the_motor_neurons_of_a_hand_made_wiring():
+    wiring = Wiring(4)
+    wiring.add_synapse(0, 1, 1)
+    with pytest.raises(WiringError, match=r"declares no motor.*set_output_dim"):
+        LTC(3, wiring)
+    wiring.set_output_dim(1)
+    assert LTC(3, wiring)(mx.zeros((1, 2, 3)))[0].shape == (1, 2, 1)
+
+
+def test_a_plain_rnn_says_why_it_cannot_be_saved(tmp_path):
+    with pytest.raises(NotImplementedError, match=r"no config.*save_weights"):
+        save(RNN(CfCCell(3, 4)), tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ltc_ignores_timespans_at_padded_steps():

@@ -7,6 +7,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import ops
+from ..errors import WiringError, see
 from ..wirings import Wiring
 from .base import Consts, WiredCell, check_choice, check_positive_int
 from .solvers import SOLVERS
@@ -129,6 +130,11 @@ class LTCCell(WiredCell):
         if not isinstance(epsilon, (int, float)) or not epsilon >= 0:
             raise ValueError(f"[LTCCell] 'epsilon' must be a number >= 0 but got {epsilon!r}")
         self._attach_wiring(wiring, in_features)
+        if wiring.output_dim is None:  # the outputs are the motor neurons' potentials
+            raise WiringError(
+                "[LTCCell] the wiring declares no motor (output) neurons: call "
+                f"wiring.set_output_dim(n) first\n{see('wiring-not-built')}"
+            )
         self.input_mapping = input_mapping
         self.output_mapping = output_mapping
         self.ode_unfolds = ode_unfolds
