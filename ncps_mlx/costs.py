@@ -20,6 +20,7 @@ from mlx.utils import tree_flatten
 
 from . import ops
 from .cells import CfCCell, LTCCell, WiredCfCCell
+from .cells.solvers import FIELD_EVALUATIONS
 from .rnn import RNN
 
 Mode = Literal["inference", "train"]
@@ -42,10 +43,12 @@ def _cfc_costs(cell: CfCCell, batch: int) -> tuple[int, int]:
 def _ltc_costs(cell: LTCCell, batch: int) -> tuple[int, int]:
     synapses, sensory = cell.synapse_slots, cell.sensory_synapse_slots
     n = cell.state_size
+    # Each unfold evaluates the synapses once per field evaluation of its solver (rk4: 4).
+    evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
     # Per synapse slot: subtract, two multiplies, sigmoid, multiply by E, two sums.
-    unfold = 7 * batch * synapses + 8 * batch * n
-    flops = 7 * batch * sensory + cell.ode_unfolds * unfold
-    return flops, batch * (sensory + cell.ode_unfolds * synapses)
+    field = 7 * batch * synapses + 8 * batch * n
+    flops = 7 * batch * sensory + evaluations * field
+    return flops, batch * (sensory + evaluations * synapses)
 
 
 def _cell_costs(model: RNN, batch: int) -> tuple[int, int]:

@@ -270,6 +270,13 @@ def test_ltc_timespans_are_checked_at_every_real_step_before_training():
         np.testing.assert_array_equal(value, before[key])
 
 
+def test_float16_divergence_names_the_optimizer_eps():
+    model = CfC(2, AutoNCP(8, 1))
+    model.set_dtype(mx.float16)  # Adam's default eps is 0 in float16: masked weights get 0 / 0
+    with pytest.raises(TrainingDivergedError, match=r"In float16, give the optimizer eps"):
+        fit(model, DATA, optimizer=optim.Adam(1e-3), epochs=2, batch_size=4, progress=False)
+
+
 def test_labels_outside_the_outputs_are_refused():
     data = masked_data()
     with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):

@@ -336,11 +336,14 @@ def _train_epoch(
 def _divergence_message(trainer: Trainer, batch: int, loss: float) -> str:
     good = trainer.epoch - 1
     where = f"the end of epoch {good}" if good else "their initial values"
+    # Adam's default eps (1e-8) is 0 in float16: a zero gradient then gives 0 / 0.
+    half = " In float16, give the optimizer eps >= 1e-4, or train in bfloat16."
     return (
         f"the training loss became {loss} at epoch {trainer.epoch}, batch {batch + 1}. "
         f"The model and optimizer were restored to {where}, as was saved in the last "
         "checkpoint if any. Lower the learning rate, set clip_norm (e.g. 1.0), or check the "
-        f"data for extreme values.\n{see('training-diverged')}"
+        "data for extreme values."
+        f"{half if trainer.model.dtype == mx.float16 else ''}\n{see('training-diverged')}"
     )
 
 

@@ -406,8 +406,8 @@ def _over_budget_message(estimate: MemoryEstimate, budget: int) -> str:
         fix = "no batch_size fits at this sequence length"
     return (
         f"{head}; {fix}. Or shorten the sequences (truncate or split them: the memory of "
-        "a step grows faster than its length), or train in float16/bfloat16 "
-        f"(model.set_dtype), which halves it.\n{see('memory-budget')}"
+        "a step grows faster than its length), or train in bfloat16 "
+        f"(model.set_dtype(mx.bfloat16)), which halves it.\n{see('memory-budget')}"
     )
 
 
