@@ -32,6 +32,29 @@ def _backbone_index(cell: CfCCell, layer: int) -> int:
     return 0 if layer == 0 else 2 + (layer - 1) * per_layer
 
 
+def _renumber_backbone(model: RNN, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Number the backbone keys of ``values`` as ``model``'s own ncps layout would.
+
+    A Dropout after each hidden layer shifts the reference's Linear indices (0, 2, 5 with
+    dropout, 0, 2, 4 without), and dropout is no part of the weights: a model trained with
+    it loads into one without, for inference, and back.
+    """
+    prefix = "rnn_cell.backbone."
+    indices = sorted({int(key.split(".")[2]) for key in values if key.startswith(prefix)})
+    if not isinstance(model.rnn_cell, CfCCell) or not indices:
+        return values
+    target = {index: _backbone_index(model.rnn_cell, layer) for layer, index in enumerate(indices)}
+
+    def renumbered(key: str) -> str:
+        if not key.startswith(prefix):
+            return key
+        parts = key.split(".")
+        parts[2] = str(target[int(parts[2])])
+        return ".".join(parts)
+
+    return {renumbered(key): value for key, value in values.items()}
+
+
 def _ncps_key(model: RNN, key: str) -> str:
     parts = key.split(".")
     if parts[:2] == ["rnn_cell", "backbone"]:
@@ -93,7 +116,7 @@ def load_ncps_state_dict(model: RNN, state_dict: Mapping[str, Any]) -> RNN:
     Raises:
         StateDictError: When the state dict does not fit the model.
     """
-    values = {key: _to_numpy(value) for key, value in state_dict.items()}
+    values = _renumber_backbone(model, {key: _to_numpy(value) for key, value in state_dict.items()})
     params = dict(tree_flatten(model.parameters()))
     problems: list[str] = []
     _check_masks(model, values, problems)

@@ -24,6 +24,16 @@ def test_export_then_import_is_identity(name):
     np.testing.assert_array_equal(np.array(target(x)[0]), np.array(source(x)[0]))
 
 
+def test_backbone_trained_with_dropout_loads_into_one_without():
+    trained = CfC(5, 8, backbone_layers=3, backbone_dropout=0.2)  # Linear at 0, 2, 5, 8
+    served = CfC(5, 8, backbone_layers=3)  # Linear at 0, 2, 4, 6
+    trained.eval()
+    load_ncps_state_dict(served, to_ncps_state_dict(trained))
+    x = mx.random.normal((2, 4, 5))
+    np.testing.assert_array_equal(np.array(served(x)[0]), np.array(trained(x)[0]))
+    load_ncps_state_dict(trained, to_ncps_state_dict(served))  # and back
+
+
 def test_reference_key_layout():
     keys = set(to_ncps_state_dict(CfC(20, 64, backbone_layers=3, backbone_dropout=0.1)))
     # nn.Sequential(Linear, act, Linear, act, Dropout, Linear, act, Dropout) in ncps
