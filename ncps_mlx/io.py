@@ -139,8 +139,9 @@ def _check_wiring(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
     for key, expected in _wiring_arrays(model).items():
         if key in arrays and not mx.array_equal(arrays[key], expected).item():
             raise CheckpointError(
-                f"{path!r}: the wiring rebuilt from its seed differs from the saved one "
-                f"({key}); the random generator of this numpy version draws differently\n"
+                f"{path!r}: the saved wiring differs from the model's ({key}): was the "
+                "wiring edited after construction (add_synapse), which its arguments and seed "
+                "do not rebuild, or does this numpy version draw it differently?\n"
                 + see("checkpoint-wiring-seed")
             )
 
@@ -203,5 +204,6 @@ def assign_checkpoint(
             + "\n  ".join(differences)
             + f"\n{see('checkpoint-mismatch')}"
         )
+    _check_wiring(model, arrays, path)
     _assign(model, arrays, path)
     return model

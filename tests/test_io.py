@@ -63,6 +63,25 @@ def test_load_weights_of_another_model_names_the_differences(tmp_path):
         ncps_mlx.load_weights(CfC(4, 8, backbone_units=32), path)
 
 
+def _edited_ncp():
+    wiring = AutoNCP(10, 2, seed=3)
+    wiring.build(4)
+    wiring.add_synapse(9, 0, -1)  # not described by the wiring's arguments and seed
+    return wiring
+
+
+def test_an_edited_wiring_is_caught_and_loads_into_a_model_with_the_same_edits(tmp_path):
+    model = LTC(4, _edited_ncp())
+    path = ncps_mlx.save(model, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match=r"saved wiring differs from the model's"):
+        ncps_mlx.load(path)
+    with pytest.raises(CheckpointError, match=r"saved wiring differs from the model's"):
+        ncps_mlx.load_weights(LTC(4, AutoNCP(10, 2, seed=3)), path)
+    same = ncps_mlx.load_weights(LTC(4, _edited_ncp()), path)
+    x = mx.random.normal((2, 3, 4))
+    np.testing.assert_array_equal(np.array(same(x)[0]), np.array(model(x)[0]))
+
+
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     model = CfC(4, 8)
     path = ncps_mlx.save(model, tmp_path / "m.safetensors")
