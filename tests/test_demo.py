@@ -11,7 +11,7 @@ from ncps_mlx.demo import SPLIT, linear_baseline, make_task
 
 
 def test_demo_without_matplotlib_or_coremltools(tmp_path, capsys, monkeypatch):
-    for name in ("matplotlib", "matplotlib.pyplot", "coremltools"):
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.pyplot", "coremltools"):
         monkeypatch.setitem(sys.modules, name, None)  # importing them raises ImportError
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
