@@ -490,8 +490,9 @@ def test_corrupted_sentinel_is_a_format_error(rng, tmp_path):
 
 def test_missing_manifest_is_a_format_error(tmp_path):
     (tmp_path / "empty.mlpackage").mkdir()
-    with pytest.raises(PackageFormatError, match="Manifest.json"):
+    with pytest.raises(PackageFormatError, match="Manifest.json") as raised:
         load_program(tmp_path / "empty.mlpackage")
+    assert str(raised.value).endswith("\nSee docs/troubleshooting.md#package-format.")
 
 
 # --- fp16 programs -------------------------------------------------------------------

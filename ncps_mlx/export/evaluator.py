@@ -47,6 +47,9 @@ class UnsupportedOpError(NCPSError):
 class PackageFormatError(NCPSError):
     """A package part is missing or malformed (manifest, protobuf, weight blobs)."""
 
+    def __init__(self, message: str):
+        super().__init__(f"{message}\n{see('package-format')}")
+
 
 # Protobuf DataType names -> numpy dtypes. Looked up by name, so the enum numbers stay
 # coremltools' business. STRING is handled separately (consts only).
@@ -150,22 +153,14 @@ def load_program(path: str | os.PathLike) -> Program:
     try:
         spec.ParseFromString(model_file.read_bytes())
     except Exception as exc:  # protobuf raises its own DecodeError
-        raise PackageFormatError(
-            f"{model_file}: not a Core ML model protobuf ({exc})\n{see('package-format')}"
-        ) from exc
+        raise PackageFormatError(f"{model_file}: not a Core ML model protobuf ({exc})") from exc
     if spec.WhichOneof("Type") != "mlProgram":
-        raise PackageFormatError(
-            f"{model_file}: a {spec.WhichOneof('Type')}, not an mlProgram\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{model_file}: a {spec.WhichOneof('Type')}, not an mlProgram")
     if "main" not in spec.mlProgram.functions:
-        raise PackageFormatError(
-            f"{model_file}: the program has no 'main' function\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{model_file}: the program has no 'main' function")
     function = spec.mlProgram.functions["main"]
     if function.opset not in function.block_specializations:
-        raise PackageFormatError(
-            f"{model_file}: no block for the function's opset\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{model_file}: no block for the function's opset")
     block = function.block_specializations[function.opset]
 
     inputs, states = {}, {}
@@ -203,18 +198,12 @@ def _model_file(package: Path) -> Path:
         root = manifest["rootModelIdentifier"]
         relative = manifest["itemInfoEntries"][root]["path"]
     except FileNotFoundError as exc:
-        raise PackageFormatError(
-            f"{package}: no Manifest.json; not an .mlpackage\n{see('package-format')}"
-        ) from exc
+        raise PackageFormatError(f"{package}: no Manifest.json; not an .mlpackage") from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise PackageFormatError(
-            f"{manifest_file}: malformed manifest ({exc!r})\n{see('package-format')}"
-        ) from exc
+        raise PackageFormatError(f"{manifest_file}: malformed manifest ({exc!r})") from exc
     model_file = _inside(package / "Data", relative, manifest_file)
     if not model_file.is_file():
-        raise PackageFormatError(
-            f"{manifest_file}: names {relative!r}, which is missing\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{manifest_file}: names {relative!r}, which is missing")
     return model_file
 
 
@@ -222,9 +211,7 @@ def _inside(root: Path, relative: str, source: object) -> Path:
     """Join ``relative`` onto ``root``, refusing paths that escape the package."""
     path = (root / relative).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise PackageFormatError(
-            f"{source}: path {relative!r} points outside the package\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{source}: path {relative!r} points outside the package")
     return path
 
 
@@ -240,54 +227,38 @@ class _BlobFiles:
         data = self._file(file_name)
         where = f"{file_name} at offset {offset}"
         if offset < 0 or offset + _BLOB_HEADER.size > len(data):
-            raise PackageFormatError(
-                f"{where}: blob header beyond the file's {len(data)} bytes\n{see('package-format')}"
-            )
+            raise PackageFormatError(f"{where}: blob header beyond the file's {len(data)} bytes")
         sentinel, code, size, start = _BLOB_HEADER.unpack_from(data, offset)
         if sentinel != _BLOB_SENTINEL:
-            raise PackageFormatError(
-                f"{where}: bad blob sentinel {sentinel:#010x}\n{see('package-format')}"
-            )
+            raise PackageFormatError(f"{where}: bad blob sentinel {sentinel:#010x}")
         shape, dtype = spec
         if _BLOB_DTYPES.get(code) != dtype:
-            raise PackageFormatError(
-                f"{where}: blob data type code {code}, declared {dtype}\n{see('package-format')}"
-            )
+            raise PackageFormatError(f"{where}: blob data type code {code}, declared {dtype}")
         if start + size > len(data):
-            raise PackageFormatError(
-                f"{where}: blob data beyond the end of the file\n{see('package-format')}"
-            )
+            raise PackageFormatError(f"{where}: blob data beyond the end of the file")
         if size != math.prod(shape) * dtype.itemsize:
-            raise PackageFormatError(
-                f"{where}: {size} bytes, declared {shape} {dtype}\n{see('package-format')}"
-            )
+            raise PackageFormatError(f"{where}: {size} bytes, declared {shape} {dtype}")
         return np.frombuffer(data, dtype.newbyteorder("<"), math.prod(shape), start).reshape(shape)
 
     def _file(self, file_name: str) -> bytes:
         if file_name not in self._data:
             if not file_name.startswith(_MODEL_PATH_PREFIX):
-                raise PackageFormatError(
-                    f"weight file {file_name!r} is not under @model_path\n{see('package-format')}"
-                )
+                raise PackageFormatError(f"weight file {file_name!r} is not under @model_path")
             relative = file_name[len(_MODEL_PATH_PREFIX) :]
             path = _inside(self._model_dir, relative, "model.mlmodel")
             if not path.is_file():
-                raise PackageFormatError(f"weight file {path} is missing\n{see('package-format')}")
+                raise PackageFormatError(f"weight file {path} is missing")
             self._data[file_name] = path.read_bytes()
         return self._data[file_name]
 
 
 def _tensor_spec(value_type: MIL_pb2.ValueType, name: str) -> TensorSpec:
     if value_type.WhichOneof("type") != "tensorType":
-        raise PackageFormatError(
-            f"{name!r}: a {value_type.WhichOneof('type')}, not a tensor\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{name!r}: a {value_type.WhichOneof('type')}, not a tensor")
     tensor_type = value_type.tensorType
     if tensor_type.dataType not in _DTYPES:
         name_of = MIL_pb2.DataType.Name(tensor_type.dataType)
-        raise PackageFormatError(
-            f"{name!r}: data type {name_of} is not supported here\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"{name!r}: data type {name_of} is not supported here")
     shape = tuple(
         dim.constant.size if dim.WhichOneof("dimension") == "constant" else -1
         for dim in tensor_type.dimensions
@@ -306,9 +277,7 @@ def _value(value: MIL_pb2.Value, blobs: _BlobFiles, name: str) -> Any:
         return blobs.read(value.blobFileValue.fileName, value.blobFileValue.offset, spec)
     if kind == "immediateValue" and value.immediateValue.WhichOneof("value") == "tensor":
         return _immediate_tensor(value.immediateValue.tensor, spec)
-    raise PackageFormatError(
-        f"{name!r}: a value of kind {kind!r} is not supported here\n{see('package-format')}"
-    )
+    raise PackageFormatError(f"{name!r}: a value of kind {kind!r} is not supported here")
 
 
 def _immediate_tensor(tensor: MIL_pb2.TensorValue, spec: TensorSpec) -> np.ndarray:
@@ -321,9 +290,7 @@ def _immediate_tensor(tensor: MIL_pb2.TensorValue, spec: TensorSpec) -> np.ndarr
     else:
         data = np.asarray(getattr(tensor, field_name).values).astype(dtype)
     if data.size != math.prod(shape):
-        raise PackageFormatError(
-            f"const holds {data.size} values, declared shape {shape}\n{see('package-format')}"
-        )
+        raise PackageFormatError(f"const holds {data.size} values, declared shape {shape}")
     return data.reshape(shape)
 
 
@@ -445,14 +412,14 @@ def _run(op: _Op, env: dict[str, Any]) -> None:
     if len(results) != len(op.outputs):
         raise PackageFormatError(
             f"op {op.type!r} produced {len(results)} values, the package declares "
-            f"{len(op.outputs)} outputs\n{see('package-format')}"
+            f"{len(op.outputs)} outputs"
         )
     for (name, (shape, dtype)), value in zip(op.outputs, results, strict=True):
         value = np.asarray(value).astype(dtype)
         if not _shape_matches(value.shape, shape):
             raise PackageFormatError(
                 f"op {op.type!r} output {name!r}: computed shape {value.shape}, "
-                f"the package declares {shape}\n{see('package-format')}"
+                f"the package declares {shape}"
             )
         env[name] = value
 
