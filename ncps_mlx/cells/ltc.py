@@ -74,6 +74,45 @@ def synapse_activation(
     return tuple(mx.pad(total, padding) for total in sums)
 
 
+# Inside a step the potentials are neuron-major, (N, 1, B), and the synapse grid is
+# (post, pre, B): the sums over presynaptic neurons then come out of one batched matrix
+# product, weights (post, 2, pre) @ sigmoids (post, pre, B) -> (post, 2, B), already in
+# the state's layout. A (B, N) state would pay a transpose per ODE unfold (the grid needs
+# the potentials along pre, the sums come out along post), two separate reductions and a
+# squeeze each, and, on a wiring's box, two pads. See `LTCCell.step`.
+
+
+def neuron_major(a: mx.array) -> mx.array:
+    """``(B, ..., N)`` -> ``(N, ..., 1, B)`` (a ``(N,)`` vector is one sample)."""
+    if a.ndim < 2:
+        a = a[None]
+    axes = [a.ndim - 1, *range(1, a.ndim - 1), 0]
+    return mx.expand_dims(mx.transpose(a, axes), -2)
+
+
+def _field_weights(synapses: dict[str, mx.array]) -> dict[str, mx.array]:
+    """The boxed synapses laid out for :func:`_synaptic_sums` (computed once per call)."""
+    w = synapses["w"]
+    return {
+        "sigma": synapses["sigma"].T[..., None],  # (post, pre, 1)
+        "mu": synapses["mu"].T[..., None],
+        "weights": mx.stack([(w * synapses["erev"]).T, w.T], axis=1),  # (post, 2, pre)
+    }
+
+
+def _synaptic_sums(v: mx.array, field: dict[str, mx.array], box: Box) -> mx.array:
+    """``(sum_i A_ij E_ij, sum_i A_ij)`` as (N, 2, B) for neuron-major ``v`` (N, 1, B)."""
+    pre, post = box
+    size, batch = v.shape[0], v.shape[-1]
+    if pre.stop - pre.start != size:
+        v = v[pre]
+    v = v.reshape(pre.stop - pre.start, batch)
+    sums = field["weights"] @ ops.sigmoid(field["sigma"] * (v - field["mu"]))
+    if post.stop - post.start == size:
+        return sums
+    return mx.pad(sums, [(post.start, size - post.stop), (0, 0), (0, 0)])
+
+
 class LTCCell(WiredCell):
     r"""A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_
     cell on a wiring.
@@ -190,13 +229,18 @@ class LTCCell(WiredCell):
 
     def derive(self) -> Consts:
         gleak = self._positive("gleak")
-        return {
+        consts = {
             "synapses": self._boxed("", self._sparsity_mask, self._box),
             "sensory": self._boxed("sensory_", self._sensory_sparsity_mask, self._sensory_box),
             "cm": self._positive("cm"),
             "gleak": gleak,
             "leak_current": gleak * self.vleak,
         }
+        # What `step` uses, in its neuron-major layout.
+        consts["field"] = {k: consts[k][:, None, None] for k in ("cm", "gleak", "leak_current")}
+        if box_size(self._box):
+            consts["field"].update(_field_weights(consts["synapses"]))
+        return consts
 
     def _boxed(self, prefix: str, mask: mx.array, box: Box) -> dict[str, mx.array]:
         # The masks are 0/1, so folding them into w first changes no rounding.
@@ -220,9 +264,11 @@ class LTCCell(WiredCell):
         return y
 
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
-        # Sensory synapses depend on the input only: evaluated for all steps at once.
+        # Sensory synapses depend on the input only: evaluated for all steps at once, and
+        # returned neuron-major, (N, T, 1, B) for x (B, T, F), as `step` takes them.
         x = self._map_inputs(x)
-        return synapse_activation(x, consts["sensory"], self._sensory_box, self.state_size)
+        sums = synapse_activation(x, consts["sensory"], self._sensory_box, self.state_size)
+        return tuple(neuron_major(total) for total in sums)
 
     def step(
         self,
@@ -231,17 +277,28 @@ class LTCCell(WiredCell):
         h: mx.array,
         dt: mx.array | float,
     ) -> tuple[mx.array, mx.array]:
-        sensory_numerator, sensory_denominator = inputs
+        sensory_numerator, sensory_denominator = inputs  # (N, 1, B), see `project`
+        field_consts = consts["field"]
+        shape = h.shape  # (B, N) or (N,)
+        v = h.T[:, None] if h.ndim == 2 else neuron_major(h)
+        if isinstance(dt, mx.array) and dt.ndim > 0:
+            if dt.ndim == 2 and dt.shape[-1] == 1:  # (B, 1): one timespan per sample
+                dt = dt.reshape(1, 1, -1)
+            else:
+                dt = neuron_major(mx.broadcast_to(dt, shape))
 
         def field(v: mx.array) -> tuple[mx.array, mx.array]:
-            numerator, denominator = synapse_activation(
-                v, consts["synapses"], self._box, self.state_size
-            )
+            numerator, denominator = sensory_numerator, sensory_denominator
+            if "weights" in field_consts:  # else no synapses between the neurons
+                sums = _synaptic_sums(v, field_consts, self._box)
+                numerator = sums[:, 0:1] + numerator
+                denominator = sums[:, 1:2] + denominator
             return (
-                consts["leak_current"] + (numerator + sensory_numerator),
-                consts["gleak"] + (denominator + sensory_denominator),
+                field_consts["leak_current"] + numerator,
+                field_consts["gleak"] + denominator,
             )
 
         solve = SOLVERS[self.solver]
-        v = solve(field, h, consts["cm"], dt, self.ode_unfolds, self.epsilon)
+        v = solve(field, v, field_consts["cm"], dt, self.ode_unfolds, self.epsilon)
+        v = mx.transpose(v, (2, 1, 0)).reshape(shape)  # (N, 1, B) -> (B, N)
         return self._map_outputs(v), v
