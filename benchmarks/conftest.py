@@ -17,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from benchmarks.workloads import Case, case_info, mlx_peak_memory, runner
+from benchmarks.workloads import Case, case_info, mlx_peak_memory, runner, torch_saved_bytes
 
 # Untimed calls before timing: the first compiles, the second runs on warm caches.
 WARMUP_CALLS = 2
@@ -38,7 +38,8 @@ def measure(benchmark: Any, smoke: bool) -> Callable[[Case, str], None]:
     """``measure(case, impl)`` warms up, records ``extra_info`` and times one call per round.
 
     Torch cases skip when torch or ncps is missing. For mlx the peak memory of one call
-    (after warm-up) is stored as ``peak_memory_bytes``.
+    (after warm-up) is stored as ``peak_memory_bytes``; for a torch train case, what its
+    forward pass saves for backward as ``saved_for_backward_bytes``.
     """
 
     def _measure(case: Case, impl: str) -> None:
@@ -55,6 +56,8 @@ def measure(benchmark: Any, smoke: bool) -> Callable[[Case, str], None]:
             benchmark.extra_info["peak_memory_bytes"] = mlx_peak_memory(run)
         else:
             benchmark.extra_info["torch_threads"] = _torch_threads()
+            if case.mode == "train":
+                benchmark.extra_info["saved_for_backward_bytes"] = torch_saved_bytes(case)
         benchmark(run)
 
     return _measure

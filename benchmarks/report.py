@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.workloads import MODELS, MODES, build_mlx
+from benchmarks.workloads import MATMULS, MODELS, MODES, build_mlx, matmul_shapes
 
 MODE_TITLES = {
     "train": "Train step (forward + backward + Adam)",
     "inference": "Inference (whole sequence, no grad)",
     "step1": "One time step at batch 1, state carried (controller latency)",
+    MATMULS: "Matrix products of one train step alone (same shapes, forward and backward)",
 }
 MACHINE_FIELDS = (
     ("chip", "Chip / CPU"),
@@ -60,6 +61,7 @@ class Row:
     mlx: float | None = None
     torch: float | None = None
     peak_memory_bytes: int | None = None
+    torch_saved_bytes: int | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -99,6 +101,8 @@ def collect_rows(benchmarks: list[dict[str, Any]]) -> list[Row]:
         fields[info["impl"]] = bench["stats"]["median"]
         if info["impl"] == "mlx":
             fields["peak_memory_bytes"] = info.get("peak_memory_bytes")
+        elif "saved_for_backward_bytes" in info:
+            fields["torch_saved_bytes"] = info["saved_for_backward_bytes"]
     rows = [Row(*key, **fields) for key, fields in found.items()]
     return sorted(rows, key=_sort_key)
 
@@ -155,23 +159,76 @@ def models_section(rows: list[Row]) -> list[str]:
 
 
 def mode_section(mode: str, rows: list[Row]) -> list[str]:
+    rows = [row for row in rows if row.mode == mode]
+    if not rows:
+        return []
     header = ["model", "batch", "seq", "mlx median", "torch median", "speed-up", "mlx peak memory"]
-    body = [
-        [
-            row.model,
-            str(row.batch),
-            str(row.seq_len),
-            format_time(row.mlx),
-            format_time(row.torch),
-            format_speedup(row.speedup),
-            format_bytes(row.peak_memory_bytes),
+    saved = any(row.torch_saved_bytes is not None for row in rows)
+    body = []
+    for row in rows:
+        times = [format_time(row.mlx), format_time(row.torch), format_speedup(row.speedup)]
+        cells = [row.model, str(row.batch), str(row.seq_len), *times]
+        cells.append(format_bytes(row.peak_memory_bytes))
+        body.append(cells + [format_bytes(row.torch_saved_bytes)] * saved)
+    lines = [f"## {MODE_TITLES.get(mode, mode)}", "", *table(header + SAVED * saved, body)]
+    return lines + ([SAVED_NOTE] if saved else []) + [""]
+
+
+SAVED = ["torch saved for backward"]
+SAVED_NOTE = (
+    "\nThe reference's column is what its forward pass keeps for the backward pass (every"
+    " storage autograd saves): a lower bound of its peak, which torch does not report on the"
+    " CPU. Its LTC evaluates the dense (batch, units, units) synapse grid."
+)
+
+
+def breakdown_section(rows: list[Row]) -> list[str]:
+    """Split train steps whose matrix products were timed alone into products and rest."""
+    found = {(row.model, row.batch, row.seq_len, row.mode): row for row in rows}
+    body = []
+    for (model, batch, seq_len, mode), products in found.items():
+        step = found.get((model, batch, seq_len, "train"))
+        if mode != MATMULS or step is None:
+            continue
+        rest = [
+            None if whole is None or part is None else max(whole - part, 0.0)
+            for whole, part in ((step.mlx, products.mlx), (step.torch, products.torch))
         ]
-        for row in rows
-        if row.mode == mode
-    ]
+        for part, mlx, torch in (
+            ("matrix products", products.mlx, products.torch),
+            ("everything else", *rest),
+            ("whole train step", step.mlx, step.torch),
+        ):
+            ratio = mlx / torch if mlx and torch else None
+            cells = [format_time(mlx), format_time(torch), "-" if ratio is None else f"{ratio:.1f}"]
+            body.append([f"{model} b{batch} t{seq_len}", part, *cells])
     if not body:
         return []
-    return [f"## {MODE_TITLES.get(mode, mode)}", "", *table(header, body), ""]
+    header = ["case", "part", "mlx", "torch", "mlx / torch"]
+    return [
+        "## Where the time goes",
+        "",
+        "The train step against its matrix products timed alone (same shapes, same run);",
+        "everything else is the difference.",
+        "",
+        *table(header, body),
+        "",
+        *[_throughput(row) for row in rows if row.mode == MATMULS],
+    ]
+
+
+def _throughput(row: Row) -> str:
+    """The matrix products' FLOPs and each implementation's rate on them."""
+    shapes = matmul_shapes(build_mlx(MODELS[row.model]), row.batch, row.seq_len)
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    rates = [
+        f"{impl} {flops / seconds / 1e9:.1f} GFLOP/s"
+        for impl, seconds in (("mlx", row.mlx), ("torch", row.torch))
+        if seconds
+    ]
+    return f"- {row.model} b{row.batch} t{row.seq_len}: {flops / 1e9:.2f} GFLOP in products; " + (
+        ", ".join(rates) + "\n"
+    )
 
 
 def cost_section(rows: list[Row]) -> list[str]:
@@ -181,7 +238,8 @@ def cost_section(rows: list[Row]) -> list[str]:
         costs = importlib.import_module("ncps_mlx.costs")
     except ImportError as error:
         return [*title, f"Not available: `ncps_mlx.costs` cannot be imported ({error}).", ""]
-    keys = sorted({(row.model, row.mode, row.batch) for row in rows if row.model in MODELS})
+    measured = [row for row in rows if row.model in MODELS and row.mode in MODES]
+    keys = sorted({(row.model, row.mode, row.batch) for row in measured})
     keys.sort(key=lambda key: _sort_key(Row(key[0], key[1], key[2], 0)))
     body, notes = [], []
     for model, mode, batch in keys:
@@ -216,19 +274,20 @@ def render(data: dict[str, Any], source: str = "") -> str:
     ]
     for mode in [*MODES, *sorted({row.mode for row in rows} - set(MODES))]:
         lines += mode_section(mode, rows)
+    lines += breakdown_section(rows)
     lines += cost_section(rows)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    """Horizontal bars of speed-up per case on a log axis, with a line at 1x."""
+    """Horizontal bars of speed-up per model case on a log axis, with a line at 1x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    paired = [row for row in rows if row.speedup is not None]
+    paired = [row for row in rows if row.speedup is not None and row.mode in MODES]
     ratios = [row.speedup for row in paired]
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.25 * max(len(paired), 1)))
     # Bars start at 1x so slower cases point left and faster ones right on the log axis.

@@ -18,6 +18,8 @@ BATCH = 32
 SEQ_LEN = 128
 LEARNING_RATE = 1e-3
 MODES = ("train", "inference", "step1")
+# The matrix products of one train step alone, to split its time (see `matmul_shapes`).
+MATMULS = "matmuls"
 IMPLS = ("mlx", "torch")
 
 
@@ -101,6 +103,11 @@ def sweep_cases() -> list[Case]:
     return [case for case in found if (case.batch, case.seq_len) != (BATCH, SEQ_LEN)]
 
 
+def breakdown_cases() -> list[Case]:
+    """The fully connected CfC's train-step products: the step a BLAS dominates."""
+    return [Case("cfc_fc", MATMULS)]
+
+
 def case_info(case: Case, impl: str) -> dict[str, Any]:
     """What a result needs to be read without its test id (stored as ``extra_info``)."""
     spec = MODELS[case.model]
@@ -141,6 +148,42 @@ def sync() -> None:
         mx.synchronize()
 
 
+def matmul_shapes(model: Any, batch: int, seq_len: int) -> list[tuple[int, int, int]]:
+    """``(m, k, n)`` of every matrix product in one train step of a fully connected CfC.
+
+    The input's share of the first layer is one product over all steps, and needs only its
+    weight gradient; each product inside the time loop runs forward and, backward, once
+    for the gradient of its input and once for that of its weight.
+    """
+    from ncps_mlx.cells import CfCCell
+
+    cell = model.rnn_cell
+    if not isinstance(cell, CfCCell) or model.mixed_memory or model.proj_size is not None:
+        raise ValueError(f"matmul_shapes: only a plain fully connected CfC, not {model!r}")
+    heads = len(cell.head_names) * cell.hidden_size
+    widths = [cell.backbone_units] * len(cell.backbone) + [heads]
+    first, tokens = widths[0], batch * seq_len
+    shapes = [(tokens, cell.input_size, first), (cell.input_size, tokens, first)]
+    loop = [(batch, cell.hidden_size, first)]
+    loop += [(batch, k, n) for k, n in zip(widths[:-1], widths[1:], strict=True)]
+    for m, k, n in loop:
+        shapes += [(m, k, n), (m, n, k), (k, m, n)] * seq_len
+    return shapes
+
+
+def _matmul_operands(case: Case, spec: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    shapes = matmul_shapes(build_mlx(spec), case.batch, case.seq_len)
+    made = {
+        shape: (
+            rng.standard_normal(shape[:2], np.float32),
+            rng.standard_normal(shape[1:], np.float32),
+        )
+        for shape in set(shapes)
+    }
+    return [made[shape] for shape in shapes]
+
+
 def mlx_runner(case: Case) -> Callable[[], Any]:
     """One timed ncps_mlx call of ``case`` (built fresh: compiling happens on first call)."""
     import mlx.nn as nn
@@ -150,6 +193,11 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
 
     spec = MODELS[case.model]
     mx.random.seed(0)
+    if case.mode == MATMULS:
+        # Not compiled: the compiler would merge the repeated identical products.
+        operands = [tuple(mx.array(a) for a in pair) for pair in _matmul_operands(case, spec)]
+        mx.eval(operands)
+        return _mlx_call(lambda: [a @ b for a, b in operands])
     model = build_mlx(spec)
     x, y = (mx.array(a) for a in make_data(case, spec))
     if case.mode == "train":
@@ -183,6 +231,9 @@ def torch_runner(case: Case) -> Callable[[], Any]:
     import torch
 
     spec = MODELS[case.model]
+    if case.mode == MATMULS:
+        operands = [tuple(map(torch.from_numpy, pair)) for pair in _matmul_operands(case, spec)]
+        return torch.no_grad()(lambda: [a @ b for a, b in operands])
     torch.manual_seed(0)
     model = build_torch(spec)
     x, y = (torch.from_numpy(a) for a in make_data(case, spec))
@@ -209,6 +260,28 @@ def torch_runner(case: Case) -> Callable[[], Any]:
         return out
 
     return step1
+
+
+def torch_saved_bytes(case: Case) -> int:
+    """Bytes the reference's forward pass keeps for backward in a ``train`` case: every
+    distinct storage autograd saves, a lower bound of its peak memory (torch reports no
+    peak on the CPU)."""
+    import torch
+
+    spec = MODELS[case.model]
+    torch.manual_seed(0)
+    model = build_torch(spec)
+    x, y = (torch.from_numpy(a) for a in make_data(case, spec))
+    saved: dict[int, int] = {}
+
+    def keep(tensor: Any) -> Any:
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        torch.nn.functional.mse_loss(model(x)[0], y)
+    return sum(saved.values())
 
 
 def runner(case: Case, impl: str) -> Callable[[], Any]:

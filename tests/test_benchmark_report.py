@@ -130,3 +130,40 @@ def test_directory_means_newest_autosave(tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no pytest-benchmark JSON"):
         report.find_result(empty)
+
+
+def test_breakdown_splits_the_train_step_into_products_and_rest(result, no_costs):
+    result["benchmarks"] += [
+        _bench("cfc_fc", "matmuls", "mlx", 32, 128, 0.015, peak_memory_bytes=4096),
+        _bench("cfc_fc", "matmuls", "torch", 32, 128, 0.01),
+    ]
+    result["benchmarks"][1]["extra_info"]["saved_for_backward_bytes"] = 3 * 2**20
+    text = report.render(result)
+    # Train rows gain the reference's saved activations; products get their own table.
+    assert "| cfc_fc | 32 | 128 | 20 ms | 50 ms | 2.50x | 1.0 MiB | 3.0 MiB |" in text
+    assert "| cfc_fc | 32 | 128 | 15 ms | 10 ms | 0.67x | 4.0 KiB |" in text
+    assert "| cfc_fc b32 t128 | matrix products | 15 ms | 10 ms | 1.5 |" in text
+    assert "| cfc_fc b32 t128 | everything else | 5 ms | 40 ms | 0.1 |" in text
+    assert "| cfc_fc b32 t128 | whole train step | 20 ms | 50 ms | 0.4 |" in text
+    # CfC(16, 64): backbone 128, heads 256, one input product over all 4096 tokens.
+    per_step = 3 * 2 * 32 * (64 * 128 + 128 * 256)
+    flops = 128 * per_step + 2 * (2 * 4096 * 16 * 128)
+    assert f"{flops / 1e9:.2f} GFLOP in products; mlx {flops / 0.015 / 1e9:.1f} GFLOP/s" in text
+    assert "## Where the time goes" in text
+    # Products are no model case: neither costed nor plotted.
+    assert "matmuls" not in text.split("## Device-independent")[1]
+
+
+def test_matmul_shapes_are_the_train_steps_products():
+    from benchmarks.workloads import MODELS, build_mlx, matmul_shapes
+
+    model = build_mlx(MODELS["cfc_fc"])
+    consts = model.rnn_cell.derive()
+    shapes = matmul_shapes(model, 4, 3)
+    # Forward products inside the loop use the derived weights the step multiplies by.
+    loop = {(k, n) for m, k, n in shapes if m == 4}
+    assert consts["wh_t"].shape in loop and consts["heads_w_t"].shape in loop
+    assert shapes[0] == (12, 16, consts["wx_t"].shape[1])
+    assert len(shapes) == 2 + 3 * 2 * 3
+    with pytest.raises(ValueError, match="only a plain fully connected CfC"):
+        matmul_shapes(build_mlx(MODELS["ltc_ncp"]), 4, 3)
