@@ -45,8 +45,10 @@ def _ltc_costs(cell: LTCCell, batch: int) -> tuple[int, int]:
     n = cell.state_size
     # Each unfold evaluates the synapses once per field evaluation of its solver (rk4: 4).
     evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
-    # Per synapse slot: subtract, two multiplies, sigmoid, multiply by E, two sums.
-    field = 7 * batch * synapses + 8 * batch * n
+    # Per recurrent synapse slot: subtract mu, multiply by sigma, then a multiply-add into
+    # each of the two sums (one batched product with w * E and w). The sensory synapses
+    # (all steps at once) multiply by w and by E and reduce twice.
+    field = 6 * batch * synapses + 8 * batch * n
     flops = 7 * batch * sensory + evaluations * field
     return flops, batch * (sensory + evaluations * synapses)
 

@@ -115,3 +115,20 @@ def sigmoid(x: mx.array) -> mx.array:
 def tanh(x: mx.array) -> mx.array:
     """The hyperbolic tangent."""
     return _fast_tanh(x) if _use_rational(x) else mx.tanh(x)
+
+
+@mx.custom_function
+def split_steps(a: mx.array) -> list[mx.array]:
+    """``a`` (d, T, ...) as the T arrays (d, ...) of its time steps.
+
+    Differentiable like ``[a[:, t] for t in range(T)]``, but where the backward pass of
+    each slice writes its cotangent into a zero array of ``a``'s full shape (and a
+    compiled graph keeps most of those alive before summing them: memory and work grow
+    with T squared), this one stacks the T cotangents once.
+    """
+    return [mx.squeeze(step, 1) for step in mx.split(a, a.shape[1], axis=1)]
+
+
+@split_steps.vjp
+def _split_steps_vjp(primals, cotangents, outputs):
+    return mx.stack(cotangents, axis=1)

@@ -5,9 +5,9 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten
 
-from . import _inputs
+from . import _inputs, ops
 from .cells import CfCCell, LSTMCell, LTCCell, WiredCfCCell
 from .cells.base import Cell, check_positive_int
 from .cells.cfc import CfCMode
@@ -168,19 +168,18 @@ class RNN(nn.Module):
         if isinstance(dt, mx.array):
             dt = dt.astype(dtype)
         consts = self.rnn_cell.derive()
-        inputs = self.rnn_cell.project(consts, x)
+        inputs = _steps(self.rnn_cell.project(consts, x))
         if self.mixed_memory:
             lstm_consts = self.lstm.derive()
-            lstm_inputs = self.lstm.project(lstm_consts, x)
+            lstm_inputs = ops.split_steps(self.lstm.project(lstm_consts, x))
+        timed = isinstance(dt, mx.array)
         outputs = []
         last = None
         for t in range(x.shape[1]):
             h_before, c_before = h, c
             if self.mixed_memory:
-                h, c = self.lstm.step(lstm_consts, lstm_inputs[:, t], h, c)
-            inputs_t = tree_map(lambda a, t=t: a[:, t], inputs)
-            dt_t = dt[:, t] if isinstance(dt, mx.array) else dt
-            y, h = self.rnn_cell.step(consts, inputs_t, h, dt_t)
+                h, c = self.lstm.step(lstm_consts, lstm_inputs[t], h, c)
+            y, h = self.rnn_cell.step(consts, inputs[t], h, dt[:, t] if timed else dt)
             if mask is not None:
                 # A masked step leaves the state as it was; only real steps move it.
                 real = mask[:, t]
@@ -415,3 +414,10 @@ def model_from_config(config: dict[str, Any]) -> RNN:
         raise ValueError(f"unknown model class {name!r}; expected one of {list(MODELS)}")
     config["units"] = _units_from_config(config["units"])
     return MODELS[name](**config)
+
+
+def _steps(projected: mx.array | tuple[mx.array, ...]) -> list:
+    """A cell's projected inputs (time along axis 1) as one entry per time step."""
+    if isinstance(projected, mx.array):
+        return ops.split_steps(projected)
+    return list(zip(*(ops.split_steps(part) for part in projected), strict=True))

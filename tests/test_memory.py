@@ -23,8 +23,8 @@ from ncps_mlx.training import (
 )
 from ncps_mlx.wirings import AutoNCP
 
-# The estimate was calibrated to 0.80x-1.40x of the measured peak (see the module
-# docstring); the tests allow some slack for allocator noise.
+# The estimate was calibrated to 0.72x-1.41x of the measured training peak (see the
+# module docstring); the tests allow some slack for allocator noise.
 LOW, HIGH = 0.7, 1.5
 
 
@@ -92,7 +92,7 @@ def test_estimate_tracks_the_measured_inference_peak(make):
     estimate = estimate_memory(model, 32, 32, train=False)
     ratio = estimate.total / measured_inference_peak(model, 32, 32)
     assert LOW <= ratio <= HIGH, f"estimate/measured = {ratio:.2f}"
-    assert estimate.gradients == estimate.optimizer_state == estimate.cotangents == 0
+    assert estimate.gradients == estimate.optimizer_state == 0
     assert estimate.total < estimate_memory(model, 32, 32).total
 
 
@@ -113,11 +113,16 @@ def test_measured_and_estimated_peaks_grow_linearly_with_the_batch():
     assert per_sample_estimated / (measured_steps[0] / 16) == pytest.approx(1.0, abs=0.5)
 
 
-def test_per_sample_memory_grows_faster_than_the_sequence():
-    # The piled-up cotangents of the hoisted input projection grow with seq_len ** 2.
+def test_memory_grows_linearly_with_the_sequence():
     model = CfC(16, 64)
-    short, long = estimate_memory(model, 8, 32), estimate_memory(model, 8, 128)
-    assert long.per_sample > 4 * short.per_sample
+    mx.eval(model.parameters())
+    short, long = estimate_memory(model, 32, 32), estimate_memory(model, 32, 128)
+    assert long.per_sample == pytest.approx(4 * short.per_sample)
+    # The per-step weight gradients the backward pass sums at the end.
+    assert short.fixed < long.fixed < 4 * short.fixed
+    # Measured: nothing grows with seq_len ** 2 (slicing the per-step inputs out of the
+    # sequence one by one made this about 10x).
+    assert measured_training_peak(model, 32, 128) < 5 * measured_training_peak(model, 32, 32)
 
 
 def test_estimate_fields_and_table():
@@ -136,7 +141,6 @@ def test_estimate_fields_and_table():
             "optimizer_state",
             "inputs",
             "activations",
-            "cotangents",
             "workspace",
         )
     )

@@ -3,27 +3,36 @@
 :func:`estimate_memory` predicts the peak memory of one step of
 :func:`~ncps_mlx.training.make_train_step` (or one compiled inference call) from the
 model's structure alone. At a given ``seq_len`` the peak is
-``fixed + batch_size * per_sample``:
+``fixed + batch_size * per_sample``, and neither part grows faster than ``seq_len``:
 
 * fixed: the parameters, their gradients and the optimizer's state; the arrays the update
   writes before the old ones are freed; and one gradient contribution per time step for
   every weight matrix multiplied inside the time loop (the compiled backward pass keeps
   most of them alive until it sums them), so it grows with ``seq_len``.
 * per sample: the inputs and targets; the values each time step keeps for the backward
-  pass (a multiple of :func:`~ncps_mlx.monitor.traffic.activation_elements`, plus the
-  synapse grid an LTC evaluates); and the cotangents of the input projections hoisted
-  out of the loop. The backward pass of ``inputs[:, t]`` builds a full
-  ``(batch, seq_len, width)`` cotangent at every step and the compiled graph keeps most
-  of them alive, so this term grows with ``seq_len ** 2``: long sequences cost more than
-  their length suggests.
+  pass (a multiple of :func:`~ncps_mlx.monitor.traffic.activation_elements`; for an
+  LTC, four arrays per slot of the synapse grid it evaluates instead of one value per
+  synapse); and the input projections hoisted out of the loop, whose per-step
+  cotangents the backward pass of :func:`~ncps_mlx.ops.split_steps` stacks into one
+  array.
 
-Step values are freed while those cotangents pile up, so the two overlap: they are
-combined with a 1.25-norm rather than summed. The multipliers were calibrated against
-``mx.get_peak_memory()`` (MLX 0.32, CPU) for ``CfC(16, 64)``, ``CfC(16, AutoNCP(64, 8))``
-and ``LTC(16, AutoNCP(32, 8))``, each with and without mixed memory, at batch sizes 1 to
-256 and 16 to 128 steps: the estimate is 0.80x-1.40x of the measured peak there
-(0.77x-1.27x on other variants it was not fitted to). They describe how MLX schedules
-the compiled graph, so another MLX version or device may need them checked again.
+The multipliers were calibrated against ``mx.get_peak_memory()`` (MLX 0.32.4, CPU) for
+``CfC(16, 64)``, ``CfC(16, AutoNCP(64, 8))`` and ``LTC(16, AutoNCP(32, 8))``, each with
+and without mixed memory, and ``CfC(16, 64, return_sequences=False)``, at batch sizes 1
+to 256 and 16 to 128 steps: the estimate is 0.72x-1.41x of the measured peak there
+(0.66x-1.38x on variants it was not fitted to: ``CfC(16, AutoNCP(32, 4))``,
+``CfC(32, 128)``, ``CfC(16, 64, backbone_layers=0)``, ``CfC(16, 64, mode="pure")``,
+``LTC(16, AutoNCP(64, 8))``, ``LTC(16, 32)`` and ``CfC(16, AutoNCP(64, 8),
+return_sequences=False)``; the pure-mode CfC and the small wired CfC are the low ones).
+The LTCs are within 0.88x-1.25x. For a CfC the sum is rougher: the step values are freed
+while the weight gradients pile up, so where the two are of a size the peak is below
+their sum (up to 1.41x); and on the CPU, gates of 8192 values or more take the rational
+``sigmoid``/``tanh`` of :mod:`ncps_mlx.ops`, which changes what a step keeps, so the
+measured cost per sample bends at the batch sizes where that happens. For inference the
+estimate is 0.72x-1.38x of the measured peak of the fitted models at batch sizes 8 to
+256 (at batch 1, where the peak is below 1 MiB, 0.71x-2.8x). The multipliers describe
+how MLX schedules the compiled graph, so another MLX version or device may need them
+checked again.
 """
 
 import math
@@ -45,17 +54,17 @@ from ..rnn import RNN, model_from_config
 from .losses import LossFn
 from .steps import make_train_step
 
-# Calibration (MLX 0.32 on CPU; see the module docstring). Values MLX keeps per value the
-# backward pass strictly needs (compiled graphs still materialise some intermediates).
-_STEP_VALUES_PER_ELEMENT = 2.8
-# Arrays kept per evaluated LTC synapse slot (potential difference, scaled difference,
-# sigmoid, conductance, conductance times reversal potential), beyond the per-synapse
-# values activation_elements already counts.
+# Calibration (MLX 0.32 on CPU; see the module docstring). Values alive at the peak per
+# value the backward pass needs (activation_elements; below 1, as the backward pass frees
+# some before the peak) and per value of the hoisted input projections (their stacked
+# cotangents).
+_STEP_VALUES_PER_ELEMENT = 0.85
+# Arrays alive at the peak per evaluated LTC synapse slot (the grid's intermediates and
+# their cotangents); they take the place of the per-synapse values activation_elements
+# counts.
 _GRID_VALUES_PER_SLOT = 4.0
-# Share of the per-step gradient contributions that are alive at once at the peak.
-_PILED_SHARE = 0.7
-# Norm combining step values (freed backwards) with piled cotangents (growing).
-_OVERLAP_NORM = 1.25
+# Share of the per-step gradient contributions of the loop's weights alive at the peak.
+_LOOP_GRADIENT_SHARE = 0.66
 # The update writes new parameters and optimizer state before the old ones are freed, and
 # needs about two more parameter-sized temporaries.
 _UPDATE_TEMPORARIES = 3
@@ -84,14 +93,14 @@ class MemoryEstimate:
         gradients: One gradient per trainable parameter (0 for inference).
         optimizer_state: The optimizer's per-parameter arrays (0 for inference).
         inputs: The input batch and the targets (inference: the input).
-        activations: Values the time steps keep for the backward pass (inference: the
+        activations: Values the time steps keep for the backward pass, and the stacked
+            cotangents of the input projections hoisted out of the loop (inference: the
             input projections and outputs of all steps).
-        cotangents: What the piled-up cotangents of the hoisted input projections add
-            on top of ``activations`` at the peak (0 for inference).
         workspace: Training: per-step gradients of the weights used inside the time
-            loop, summed only at the end, and the optimizer update's new arrays and
-            temporaries (independent of the batch). Inference: the arrays of one time
-            step and the constants the cell derives from its parameters.
+            loop, summed only at the end (so it grows with ``seq_len``), and the
+            optimizer update's new arrays and temporaries (independent of the batch).
+            Inference: the arrays of one time step and the constants the cell derives
+            from its parameters.
         per_sample: Bytes each sequence of the batch adds to :attr:`total` (the
             estimate is exactly linear in the batch size at a given ``seq_len``).
     """
@@ -104,7 +113,6 @@ class MemoryEstimate:
     optimizer_state: int
     inputs: int
     activations: int
-    cotangents: int
     workspace: int
     per_sample: float
 
@@ -117,7 +125,6 @@ class MemoryEstimate:
             + self.optimizer_state
             + self.inputs
             + self.activations
-            + self.cotangents
             + self.workspace
         )
 
@@ -128,7 +135,7 @@ class MemoryEstimate:
 
     def largest_batch_size(self, budget: int) -> int:
         """The largest batch (same ``seq_len``) whose estimate fits ``budget``; 0 if none."""
-        # Each of the seven terms of total is rounded to a byte: allow for that.
+        # Each of the six terms of total is rounded to a byte: allow for that.
         return max(0, math.floor((budget - self.fixed - 4) / self.per_sample))
 
     def __str__(self) -> str:
@@ -139,7 +146,6 @@ class MemoryEstimate:
             ("optimizer state", self.optimizer_state),
             ("inputs/targets", self.inputs),
             ("activations", self.activations),
-            ("cotangents", self.cotangents),
             ("workspace", self.workspace),
         ]
         lines = [f"Peak memory of one {kind}, batch {self.batch_size} x {self.seq_len} steps:"]
@@ -167,6 +173,15 @@ def _synapse_grid(model: RNN) -> tuple[int, int]:
         return 0, 0
     evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
     return cell.sensory_synapse_slots, evaluations * cell.synapse_slots
+
+
+def _synapse_values(model: RNN) -> int:
+    """The per-synapse values among :func:`activation_elements` (an LTC's conductances)."""
+    cell = model.rnn_cell
+    if not isinstance(cell, LTCCell):
+        return 0
+    evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
+    return cell.sensory_synapse_count + evaluations * cell.synapse_count
 
 
 def _cfc_first_width(cell: CfCCell) -> int:
@@ -203,7 +218,7 @@ def _loop_weights(model: RNN) -> int:
     """Weight elements multiplied inside the time loop (each step adds a gradient).
 
     The LTC uses its synapse parameters elementwise; their per-step gradients are reduced
-    as they come and do not pile up, so it has none here.
+    as they come and do not pile up, so it has none here (its mixed-memory LSTM has).
     """
     cell = model.rnn_cell
     if isinstance(cell, WiredCfCCell):
@@ -264,26 +279,22 @@ def _terms(model: RNN, batch: int, seq_len: int, train: bool, slots: int) -> dic
     if not train:
         return terms | _inference_terms(model, batch, seq_len)
     trainable = parameter_count(model) * itemsize
-    step_values = _step_values(model)
-    piled = _PILED_SHARE * seq_len * _hoisted_width(model)
-    combined = (step_values**_OVERLAP_NORM + piled**_OVERLAP_NORM) ** (1 / _OVERLAP_NORM)
     targets = (tokens if model.return_sequences else batch) * model.output_size * itemsize
     return terms | {
         "gradients": trainable,
         "optimizer_state": slots * trainable,
         "inputs": terms["inputs"] + targets,
-        "activations": tokens * step_values * itemsize,
-        "cotangents": tokens * (combined - step_values) * itemsize,
-        "workspace": _PILED_SHARE * seq_len * _loop_weights(model) * itemsize
+        "activations": tokens * _step_values(model) * itemsize,
+        "workspace": _LOOP_GRADIENT_SHARE * seq_len * _loop_weights(model) * itemsize
         + (slots + _UPDATE_TEMPORARIES) * trainable,
     }
 
 
 def _step_values(model: RNN) -> float:
-    """Values per sample and time step a compiled training step keeps for backward."""
+    """Values per sample and time step a compiled training step holds at its peak."""
     sensory, recurrent = _synapse_grid(model)
-    kept = _STEP_VALUES_PER_ELEMENT * activation_elements(model)
-    return kept + _GRID_VALUES_PER_SLOT * (sensory + recurrent)
+    values = activation_elements(model) - _synapse_values(model) + _hoisted_width(model)
+    return _STEP_VALUES_PER_ELEMENT * values + _GRID_VALUES_PER_SLOT * (sensory + recurrent)
 
 
 def _inference_terms(model: RNN, batch: int, seq_len: int) -> dict[str, float]:
@@ -301,7 +312,6 @@ def _inference_terms(model: RNN, batch: int, seq_len: int) -> dict[str, float]:
         "gradients": 0,
         "optimizer_state": 0,
         "activations": batch * (seq_len * per_step + outputs) * itemsize,
-        "cotangents": 0,
         "workspace": batch * one_step * itemsize + derived,
     }
 
@@ -406,7 +416,7 @@ def _over_budget_message(estimate: MemoryEstimate, budget: int) -> str:
         fix = "no batch_size fits at this sequence length"
     return (
         f"{head}; {fix}. Or shorten the sequences (truncate or split them: the memory of "
-        "a step grows faster than its length), or train in bfloat16 "
+        "a step grows with its length), or train in bfloat16 "
         f"(model.set_dtype(mx.bfloat16)), which halves it.\n{see('memory-budget')}"
     )
 
