@@ -1,4 +1,4 @@
-"""The fast transcendentals agree with float64 and with MLX's own functions."""
+"""The fast transcendentals agree with float64 and MLX's own; split_steps with slicing."""
 
 import mlx.core as mx
 import numpy as np
@@ -74,3 +74,20 @@ def test_other_dtypes_use_native(dtype):
         np.testing.assert_array_equal(
             np.array(out.astype(mx.float32)), np.array(native(x).astype(mx.float32))
         )
+
+
+def test_split_steps_matches_slicing_forward_and_backward():
+    a = mx.random.normal((3, 5, 4))
+    weights = mx.random.normal((5, 3, 4))
+
+    def loss(a, split):
+        steps = ops.split_steps(a) if split else [a[:, t] for t in range(a.shape[1])]
+        return sum((step * weights[t]).sum() for t, step in enumerate(steps))
+
+    assert [s.shape for s in ops.split_steps(a)] == [(3, 4)] * 5
+    assert np.array_equal(np.array(ops.split_steps(a)[2]), np.array(a[:, 2]))
+    grads = [mx.grad(loss)(a, split) for split in (True, False)]
+    np.testing.assert_array_equal(np.array(grads[0]), np.array(grads[1]))
+    # A step left unused gets a zero gradient.
+    unused = mx.grad(lambda a: ops.split_steps(a)[1].sum())(a)
+    assert float(mx.abs(unused[:, 0]).max()) == 0 and float(unused[:, 1].min()) == 1
