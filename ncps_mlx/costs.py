@@ -20,7 +20,6 @@ from mlx.utils import tree_flatten
 
 from . import ops
 from .cells import CfCCell, LTCCell, WiredCfCCell
-from .cells.solvers import FIELD_EVALUATIONS
 from .rnn import RNN
 
 Mode = Literal["inference", "train"]
@@ -43,8 +42,7 @@ def _cfc_costs(cell: CfCCell, batch: int) -> tuple[int, int]:
 def _ltc_costs(cell: LTCCell, batch: int) -> tuple[int, int]:
     synapses, sensory = cell.synapse_slots, cell.sensory_synapse_slots
     n = cell.state_size
-    # Each unfold evaluates the synapses once per field evaluation of its solver (rk4: 4).
-    evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
+    evaluations = cell.field_evaluations  # per time step (rk4: 4 per unfold)
     # Per recurrent synapse slot: subtract mu, multiply by sigma, then a multiply-add into
     # each of the two sums (one batched product with w * E and w). The sensory synapses
     # (all steps at once) multiply by w and by E and reduce twice.

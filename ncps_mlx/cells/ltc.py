@@ -10,7 +10,7 @@ from .. import ops
 from ..errors import WiringError, see
 from ..wirings import Wiring
 from .base import Consts, WiredCell, check_choice, check_positive_int
-from .solvers import SOLVERS
+from .solvers import FIELD_EVALUATIONS, SOLVERS
 
 Mapping = Literal["affine", "linear"] | None
 MAPPINGS = ("affine", "linear", None)
@@ -205,6 +205,12 @@ class LTCCell(WiredCell):
             self.output_w = mx.ones((m,))
         if self.output_mapping == "affine":
             self.output_b = mx.zeros((m,))
+
+    @property
+    def field_evaluations(self) -> int:
+        """Evaluations of the recurrent synapses per time step: ``ode_unfolds`` times the
+        solver's evaluations per unfold (rk4: 4)."""
+        return self.ode_unfolds * FIELD_EVALUATIONS[self.solver]
 
     @property
     def synapse_slots(self) -> int:

@@ -47,7 +47,6 @@ from mlx.utils import tree_flatten
 
 from ..cells import CfCCell, LTCCell, WiredCfCCell
 from ..cells.base import check_positive_int
-from ..cells.solvers import FIELD_EVALUATIONS
 from ..errors import MemoryBudgetError, see
 from ..monitor.traffic import activation_elements, parameter_count
 from ..rnn import RNN, model_from_config
@@ -171,8 +170,7 @@ def _synapse_grid(model: RNN) -> tuple[int, int]:
     cell = model.rnn_cell
     if not isinstance(cell, LTCCell):
         return 0, 0
-    evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
-    return cell.sensory_synapse_slots, evaluations * cell.synapse_slots
+    return cell.sensory_synapse_slots, cell.field_evaluations * cell.synapse_slots
 
 
 def _synapse_values(model: RNN) -> int:
@@ -180,8 +178,7 @@ def _synapse_values(model: RNN) -> int:
     cell = model.rnn_cell
     if not isinstance(cell, LTCCell):
         return 0
-    evaluations = cell.ode_unfolds * FIELD_EVALUATIONS[cell.solver]
-    return cell.sensory_synapse_count + evaluations * cell.synapse_count
+    return cell.sensory_synapse_count + cell.field_evaluations * cell.synapse_count
 
 
 def _cfc_first_width(cell: CfCCell) -> int:
