@@ -62,6 +62,10 @@ _STEP_VALUES_PER_ELEMENT = 0.85
 # their cotangents); they take the place of the per-synapse values activation_elements
 # counts.
 _GRID_VALUES_PER_SLOT = 4.0
+# With the fused LTC step (ncps_mlx.kernels) the recurrent grid keeps nothing, and what
+# remains, the sensory grid of all steps at once, keeps more per slot than the two
+# grids did on average.
+_FUSED_SENSORY_VALUES_PER_SLOT = 5.5
 # Share of the per-step gradient contributions of the loop's weights alive at the peak.
 _LOOP_GRADIENT_SHARE = 0.66
 # The update writes new parameters and optimizer state before the old ones are freed, and
@@ -170,7 +174,9 @@ def _synapse_grid(model: RNN) -> tuple[int, int]:
     cell = model.rnn_cell
     if not isinstance(cell, LTCCell):
         return 0, 0
-    return cell.sensory_synapse_slots, cell.field_evaluations * cell.synapse_slots
+    # A fused step keeps no grid: its backward pass recomputes the unfolds.
+    recurrent = 0 if cell.runs_fused else cell.field_evaluations * cell.synapse_slots
+    return cell.sensory_synapse_slots, recurrent
 
 
 def _synapse_values(model: RNN) -> int:
@@ -291,7 +297,12 @@ def _step_values(model: RNN) -> float:
     """Values per sample and time step a compiled training step holds at its peak."""
     sensory, recurrent = _synapse_grid(model)
     values = activation_elements(model) - _synapse_values(model) + _hoisted_width(model)
-    return _STEP_VALUES_PER_ELEMENT * values + _GRID_VALUES_PER_SLOT * (sensory + recurrent)
+    cell = model.rnn_cell
+    if isinstance(cell, LTCCell) and cell.runs_fused:
+        grids = _FUSED_SENSORY_VALUES_PER_SLOT * sensory
+    else:
+        grids = _GRID_VALUES_PER_SLOT * (sensory + recurrent)
+    return _STEP_VALUES_PER_ELEMENT * values + grids
 
 
 def _inference_terms(model: RNN, batch: int, seq_len: int) -> dict[str, float]:
