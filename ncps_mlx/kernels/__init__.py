@@ -22,6 +22,7 @@ from types import ModuleType
 
 import mlx.core as mx
 
+from ..errors import see
 from . import build
 from .build import BuildError
 
@@ -59,7 +60,8 @@ def unavailable_reason() -> str | None:
         except (BuildError, ImportError, OSError, TypeError) as error:
             _failure = f"could not build the fused kernels: {error}"
             warnings.warn(
-                f"ncps_mlx: {_failure}; LTC cells use the slower MLX graph on the CPU",
+                f"ncps_mlx: {_failure}; LTC cells use the slower MLX graph on the CPU\n"
+                + see("kernels-build"),
                 RuntimeWarning,
                 stacklevel=2,
             )

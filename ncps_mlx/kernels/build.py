@@ -3,7 +3,7 @@
 An MLX extension links against one MLX build and must share its nanobind ABI, so it
 cannot ship prebuilt for every MLX a user may have. Like MLX's own ``mx.compile`` on the
 CPU, it is compiled on the machine that runs it: a few seconds with the system's C++
-compiler, cached per (source, MLX, nanobind, Python) in ``$NCPS_MLX_CACHE`` (default
+compiler, cached per (source, MLX, nanobind, Python, CPU) in ``$NCPS_MLX_CACHE`` (default
 ``~/.cache/ncps_mlx``). A finished module is moved into place in one rename, so a failed
 or concurrent build never leaves a half-written library behind.
 """
@@ -12,6 +12,7 @@ import hashlib
 import importlib.machinery
 import importlib.metadata
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-import mlx
+import mlx.core
 
 # MLX's Python module is a nanobind extension in the "mlx" domain: an extension taking
 # mx.array arguments must be built in the same domain and with a compatible nanobind.
@@ -52,6 +53,19 @@ def _nanobind_root() -> Path:
     return Path(nanobind.include_dir()).parent
 
 
+def _cpu_features() -> str:
+    """The CPU's feature flags: the build targets this CPU (``-march=native``), so a cache
+    shared between machines must not hand its module to another kind of CPU."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def _versions() -> str:
     return "|".join(
         [
@@ -59,16 +73,22 @@ def _versions() -> str:
             importlib.metadata.version("nanobind"),
             sys.version,
             sysconfig.get_platform(),
+            _cpu_features(),
         ]
     )
 
 
 def _command(source: Path, target: Path) -> list[str]:
-    mlx_root = Path(mlx.__path__[0])
+    # mlx is a namespace package: mlx.__path__ may list other "mlx" folders first (MLX's
+    # own kernel cache, $TMPDIR/mlx, when run from $TMPDIR). The compiled core is in
+    # the installed one.
+    mlx_root = Path(mlx.core.__file__).parent
     nanobind = _nanobind_root()
     # fmt: off
+    # -march=native: the batch loops vectorise with the widest vectors this CPU has
+    # (AVX-512 or AVX2 instead of SSE2: 4.6x faster on an AMD EPYC).
     return [
-        compiler(), "-O3", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden",
+        compiler(), "-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden",
         "-DNDEBUG", f"-DNB_DOMAIN={_NB_DOMAIN}",
         f"-I{mlx_root / 'include'}",
         f"-I{nanobind / 'include'}",
