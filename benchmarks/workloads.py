@@ -3,7 +3,7 @@
 Every case exists twice, once per implementation: ``impl="mlx"`` runs ``ncps_mlx`` and
 ``impl="torch"`` runs the reference ``ncps==1.0.1`` on PyTorch, so speed-ups come from one
 run on one machine. A runner is a zero-argument callable that performs one timed call; the
-mlx runners end in ``mx.eval`` (and ``mx.synchronize``) because MLX is lazy.
+mlx runners end in ``mx.eval`` because MLX is lazy.
 """
 
 from collections.abc import Callable
@@ -143,11 +143,6 @@ def make_data(case: Case, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def sync() -> None:
-    if hasattr(mx, "synchronize"):
-        mx.synchronize()
-
-
 def matmul_shapes(model: Any, batch: int, seq_len: int) -> list[tuple[int, int, int]]:
     """``(m, k, n)`` of every matrix product in one train step of a fully connected CfC.
 
@@ -217,10 +212,12 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
 
 
 def _mlx_call(call: Callable[[], Any]) -> Callable[[], Any]:
+    # mx.eval returns once the outputs are computed. An mx.synchronize after it would add
+    # a second round trip to the stream's worker thread (about 45 us per call on the
+    # 2-core machine, a quarter of a one-step call) that no caller of the model pays.
     def run() -> Any:
         out = call()
         mx.eval(out)
-        sync()
         return out
 
     return run

@@ -9,6 +9,7 @@ the graph of one step (fused elementwise chains count once): on a GPU each is a 
 launch, which is what a small recurrent step pays for.
 """
 
+import contextlib
 import os
 import re
 import tempfile
@@ -18,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from . import ops
+from . import kernels, ops
 from .cells import CfCCell, LTCCell, WiredCfCCell
 from .rnn import RNN
 
@@ -85,10 +86,15 @@ def _graph_size(outputs: object) -> int:
         os.unlink(path)
 
 
-def graph_ops_per_step(model: RNN, batch: int = 1, mode: Mode = "inference") -> int:
+def graph_ops_per_step(
+    model: RNN, batch: int = 1, mode: Mode = "inference", *, cpu: bool = False
+) -> int:
     """Operations per time step in the compiled graph (difference of 3 and 2 steps).
 
-    Counted with MLX's native sigmoid and tanh, the graph Metal runs.
+    By default the graph Metal runs: MLX's native sigmoid and tanh, no fused kernels.
+    With ``cpu=True``, the graph this CPU runs: the fused LTC step of
+    :mod:`ncps_mlx.kernels` and the rational transcendentals of :mod:`ncps_mlx.ops`
+    where they apply.
     """
     mx.eval(model.parameters())
     size = model.input_size
@@ -105,7 +111,10 @@ def graph_ops_per_step(model: RNN, batch: int = 1, mode: Mode = "inference") -> 
             lambda x: loss_and_grad(model, x), inputs=[model.state], outputs=[model.state]
         )
     counts = []
-    with ops.native_transcendentals():
+    with contextlib.ExitStack() as as_on_metal:
+        if not cpu:
+            as_on_metal.enter_context(ops.native_transcendentals())
+            as_on_metal.enter_context(kernels.disabled())
         for steps in (2, 3):
             x = mx.zeros((batch, steps, size))
             mx.eval(x)

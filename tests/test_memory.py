@@ -31,6 +31,9 @@ LOW, HIGH = 0.7, 1.5
 def measured_training_peak(model, batch_size, seq_len):
     """Peak bytes of compiled train steps, including parameters and optimizer state."""
     gc.collect()
+    # MLX's buffer cache hands out cached buffers larger than asked for, which would make
+    # the peak depend on what earlier tests left in it.
+    mx.clear_cache()
     live = mx.get_active_memory() - sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     optimizer = optim.Adam(learning_rate=1e-3)
     optimizer.init(model.trainable_parameters())
@@ -50,6 +53,7 @@ def measured_training_peak(model, batch_size, seq_len):
 
 def measured_inference_peak(model, batch_size, seq_len):
     gc.collect()
+    mx.clear_cache()
     live = mx.get_active_memory() - sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     predict = make_predict(model)
     x = mx.random.normal((batch_size, seq_len, model.input_size))

@@ -15,6 +15,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from ncps_mlx import kernels
 from ncps_mlx.interop import to_ncps_state_dict
 from tests.parity_cases import CASES, CASES_BY_ID, Case, make_inputs
 from tests.parity_mlx import (
@@ -44,6 +45,18 @@ def test_matches_stored_reference(case: Case) -> None:
     case_json, groups = load_fixture(case.id)
     assert case_json == case.to_json(), f"fixture of {case.id} is stale: {REGENERATE}"
     ours = mlx_results(case, groups["state_dict"], groups["input"], groups["r"])
+    assert_parity(ours, groups["ref"])
+
+
+LTC_CASES = [case for case in CASES if case.model == "LTC"]
+
+
+@pytest.mark.parametrize("case", LTC_CASES, ids=[case.id for case in LTC_CASES])
+def test_graph_path_matches_stored_reference(case: Case) -> None:
+    """The LTC as MLX operations only (the GPU's path; the CPU takes the fused kernel)."""
+    case_json, groups = load_fixture(case.id)
+    with kernels.disabled():
+        ours = mlx_results(case, groups["state_dict"], groups["input"], groups["r"])
     assert_parity(ours, groups["ref"])
 
 

@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import ops
+from .. import kernels, ops
 from ..errors import WiringError, see
 from ..wirings import Wiring
 from .base import Consts, WiredCell, check_choice, check_positive_int
@@ -195,6 +195,10 @@ class LTCCell(WiredCell):
         self.sensory_erev = mx.array(sensory)
         self._sparsity_mask = mx.array(np.abs(adjacency))
         self._sensory_sparsity_mask = mx.array(np.abs(sensory))
+        pre, post = np.nonzero(adjacency)
+        self._synapse_pre = mx.array(pre.astype(np.int32))
+        self._synapse_post = mx.array(post.astype(np.int32))
+        self._synapse_flat = mx.array((pre * adjacency.shape[1] + post).astype(np.int32))
         object.__setattr__(self, "_box", synapse_box(adjacency != 0))
         object.__setattr__(self, "_sensory_box", synapse_box(sensory != 0))
         if self.input_mapping is not None:
@@ -211,6 +215,12 @@ class LTCCell(WiredCell):
         """Evaluations of the recurrent synapses per time step: ``ode_unfolds`` times the
         solver's evaluations per unfold (rk4: 4)."""
         return self.ode_unfolds * FIELD_EVALUATIONS[self.solver]
+
+    @property
+    def runs_fused(self) -> bool:
+        """Whether a call here and now runs each step as one primitive
+        (:func:`ncps_mlx.kernels.ltc_step`: CPU, float32, semi-implicit solver)."""
+        return self.solver == "semi_implicit" and kernels.usable(self.sigma.dtype)
 
     @property
     def synapse_slots(self) -> int:
@@ -242,11 +252,25 @@ class LTCCell(WiredCell):
             "gleak": gleak,
             "leak_current": gleak * self.vleak,
         }
+        if self.runs_fused:
+            consts["fused"] = self._fused_synapses()
+            return consts
         # What `step` uses, in its neuron-major layout.
         consts["field"] = {k: consts[k][:, None, None] for k in ("cm", "gleak", "leak_current")}
         if box_size(self._box):
             consts["field"].update(_field_weights(consts["synapses"]))
         return consts
+
+    def _fused_synapses(self) -> dict[str, mx.array]:
+        """The wiring's synapses as (S,) vectors for :func:`ncps_mlx.kernels.ltc_step`."""
+
+        def gather(name: str) -> mx.array:
+            return mx.take(getattr(self, name).reshape(-1), self._synapse_flat)
+
+        w = mx.take(self._positive("w").reshape(-1), self._synapse_flat)
+        synapses = {"pre": self._synapse_pre, "post": self._synapse_post, "w": w}
+        synapses.update(sigma=gather("sigma"), mu=gather("mu"), w_erev=w * gather("erev"))
+        return synapses
 
     def _boxed(self, prefix: str, mask: mx.array, box: Box) -> dict[str, mx.array]:
         # The masks are 0/1, so folding them into w first changes no rounding.
@@ -271,9 +295,12 @@ class LTCCell(WiredCell):
 
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
         # Sensory synapses depend on the input only: evaluated for all steps at once, and
-        # returned neuron-major, (N, T, 1, B) for x (B, T, F), as `step` takes them.
+        # returned as `step` takes them: neuron-major, (N, T, 1, B) for x (B, T, F), or
+        # (B, T, N) for the fused step.
         x = self._map_inputs(x)
         sums = synapse_activation(x, consts["sensory"], self._sensory_box, self.state_size)
+        if "fused" in consts:
+            return sums
         return tuple(neuron_major(total) for total in sums)
 
     def step(
@@ -283,6 +310,8 @@ class LTCCell(WiredCell):
         h: mx.array,
         dt: mx.array | float,
     ) -> tuple[mx.array, mx.array]:
+        if "fused" in consts:
+            return self._fused_step(consts, inputs, h, dt)
         sensory_numerator, sensory_denominator = inputs  # (N, 1, B), see `project`
         field_consts = consts["field"]
         shape = h.shape  # (B, N) or (N,)
@@ -307,4 +336,22 @@ class LTCCell(WiredCell):
         solve = SOLVERS[self.solver]
         v = solve(field, v, field_consts["cm"], dt, self.ode_unfolds, self.epsilon)
         v = mx.transpose(v, (2, 1, 0)).reshape(shape)  # (N, 1, B) -> (B, N)
+        return self._map_outputs(v), v
+
+    def _fused_step(
+        self,
+        consts: Consts,
+        inputs: tuple[mx.array, mx.array],
+        h: mx.array,
+        dt: mx.array | float,
+    ) -> tuple[mx.array, mx.array]:
+        """:meth:`step` as one primitive (:func:`ncps_mlx.kernels.ltc_step`), on (B, N)."""
+        sensory_numerator, sensory_denominator = inputs
+        shape = (-1, self.state_size)
+        v = h.reshape(shape)
+        cm = mx.broadcast_to(consts["cm"] / (dt / self.ode_unfolds), v.shape)
+        numerator = (consts["leak_current"] + sensory_numerator).reshape(shape)
+        denominator = (consts["gleak"] + sensory_denominator + self.epsilon).reshape(shape)
+        v = kernels.ltc_step(v, cm, numerator, denominator, consts["fused"], self.ode_unfolds)
+        v = v.reshape(h.shape)
         return self._map_outputs(v), v

@@ -12,9 +12,10 @@ model's structure alone. At a given ``seq_len`` the peak is
 * per sample: the inputs and targets; the values each time step keeps for the backward
   pass (a multiple of :func:`~ncps_mlx.monitor.traffic.activation_elements`; for an
   LTC, four arrays per slot of the synapse grid it evaluates instead of one value per
-  synapse); and the input projections hoisted out of the loop, whose per-step
-  cotangents the backward pass of :func:`~ncps_mlx.ops.split_steps` stacks into one
-  array.
+  synapse, or, with the fused CPU step of :mod:`ncps_mlx.kernels`, which keeps no
+  recurrent grid, 5.5 per slot of the sensory grid alone); and the input projections
+  hoisted out of the loop, whose per-step cotangents the backward pass of
+  :func:`~ncps_mlx.ops.split_steps` stacks into one array.
 
 The multipliers were calibrated against ``mx.get_peak_memory()`` (MLX 0.32.4, CPU) for
 ``CfC(16, 64)``, ``CfC(16, AutoNCP(64, 8))`` and ``LTC(16, AutoNCP(32, 8))``, each with
@@ -24,12 +25,15 @@ to 256 and 16 to 128 steps: the estimate is 0.72x-1.41x of the measured peak the
 ``CfC(32, 128)``, ``CfC(16, 64, backbone_layers=0)``, ``CfC(16, 64, mode="pure")``,
 ``LTC(16, AutoNCP(64, 8))``, ``LTC(16, 32)`` and ``CfC(16, AutoNCP(64, 8),
 return_sequences=False)``; the pure-mode CfC and the small wired CfC are the low ones).
-The LTCs are within 0.88x-1.25x. For a CfC the sum is rougher: the step values are freed
-while the weight gradients pile up, so where the two are of a size the peak is below
-their sum (up to 1.41x); and on the CPU, gates of 8192 values or more take the rational
-``sigmoid``/``tanh`` of :mod:`ncps_mlx.ops`, which changes what a step keeps, so the
-measured cost per sample bends at the batch sizes where that happens. For inference the
-estimate is 0.72x-1.38x of the measured peak of the fitted models at batch sizes 8 to
+The LTCs are within 0.88x-1.25x on MLX operations, and with the fused step within
+0.71x-1.29x for ``LTC(16, AutoNCP(32, 8))`` with and without mixed memory,
+``LTC(16, AutoNCP(64, 8))`` and ``LTC(16, 32)`` at batch sizes 1 to 256 and 16 to 128
+steps (the dense ``LTC(16, 32)`` is the low one). For a CfC the sum is rougher: the step
+values are freed while the weight gradients pile up, so where the two are of a size the
+peak is below their sum (up to 1.41x); and on the CPU, gates of 8192 values or more
+take the rational ``sigmoid``/``tanh`` of :mod:`ncps_mlx.ops`, which changes what a step
+keeps, so the measured cost per sample bends at the batch sizes where that happens. For
+inference the estimate is 0.72x-1.38x of the measured peak of the fitted models at batch sizes 8 to
 256 (at batch 1, where the peak is below 1 MiB, 0.71x-2.8x). The multipliers describe
 how MLX schedules the compiled graph, so another MLX version or device may need them
 checked again.
@@ -62,6 +66,10 @@ _STEP_VALUES_PER_ELEMENT = 0.85
 # their cotangents); they take the place of the per-synapse values activation_elements
 # counts.
 _GRID_VALUES_PER_SLOT = 4.0
+# With the fused LTC step (ncps_mlx.kernels) the recurrent grid keeps nothing, and what
+# remains, the sensory grid of all steps at once, keeps more per slot than the two
+# grids did on average.
+_FUSED_SENSORY_VALUES_PER_SLOT = 5.5
 # Share of the per-step gradient contributions of the loop's weights alive at the peak.
 _LOOP_GRADIENT_SHARE = 0.66
 # The update writes new parameters and optimizer state before the old ones are freed, and
@@ -170,7 +178,9 @@ def _synapse_grid(model: RNN) -> tuple[int, int]:
     cell = model.rnn_cell
     if not isinstance(cell, LTCCell):
         return 0, 0
-    return cell.sensory_synapse_slots, cell.field_evaluations * cell.synapse_slots
+    # A fused step keeps no grid: its backward pass recomputes the unfolds.
+    recurrent = 0 if cell.runs_fused else cell.field_evaluations * cell.synapse_slots
+    return cell.sensory_synapse_slots, recurrent
 
 
 def _synapse_values(model: RNN) -> int:
@@ -291,7 +301,12 @@ def _step_values(model: RNN) -> float:
     """Values per sample and time step a compiled training step holds at its peak."""
     sensory, recurrent = _synapse_grid(model)
     values = activation_elements(model) - _synapse_values(model) + _hoisted_width(model)
-    return _STEP_VALUES_PER_ELEMENT * values + _GRID_VALUES_PER_SLOT * (sensory + recurrent)
+    cell = model.rnn_cell
+    if isinstance(cell, LTCCell) and cell.runs_fused:
+        grids = _FUSED_SENSORY_VALUES_PER_SLOT * sensory
+    else:
+        grids = _GRID_VALUES_PER_SLOT * (sensory + recurrent)
+    return _STEP_VALUES_PER_ELEMENT * values + grids
 
 
 def _inference_terms(model: RNN, batch: int, seq_len: int) -> dict[str, float]:

@@ -1,0 +1,144 @@
+"""Fused CPU kernels: whole recurrent steps as single MLX primitives.
+
+On MLX's CPU backend each graph operation costs about 2.5 us whatever its size, and an
+LTC step is dozens of small ones (see :doc:`hardware`). :func:`ltc_step` runs all ODE
+unfolds of a semi-implicit LTC step in one C++ primitive with a hand-written backward
+pass. It is compiled on first use (:mod:`ncps_mlx.kernels.build`) and used only where it
+applies: the CPU, float32, the semi-implicit solver. Everywhere else, and whenever it
+cannot be built, the cells run the same computation as MLX operations, so results do not
+depend on it (the tests check the two against each other and against the reference).
+
+Set ``NCPS_MLX_KERNELS=0`` to never use or build it.
+"""
+
+import contextlib
+import importlib.util
+import os
+import platform
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import mlx.core as mx
+
+from ..errors import see
+from . import build
+from .build import BuildError
+
+_SOURCE = Path(__file__).with_name("ltc.cpp")
+_module: ModuleType | None = None
+_failure: str | None = None
+_disabled = False
+
+
+def _load() -> ModuleType:
+    path = build.build(_SOURCE)
+    spec = importlib.util.spec_from_file_location(path.stem.split(".")[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # One tiny step: a module built against an MLX whose nanobind ABI differs loads but
+    # does not recognise mx.array arguments.
+    one, index = mx.ones((1, 1)), mx.zeros((1,), dtype=mx.int32)
+    mx.eval(module.ltc_step(one, one, one, one, index, index, *[one[0]] * 4, 1))
+    return module
+
+
+def unavailable_reason() -> str | None:
+    """Why the fused kernels cannot be used in this process, or ``None`` if they can.
+
+    The first call builds them if needed (a few seconds, once per installation).
+    """
+    global _module, _failure
+    if os.environ.get("NCPS_MLX_KERNELS", "1") == "0":
+        return "disabled by NCPS_MLX_KERNELS=0"
+    if platform.system() != "Linux":
+        return f"built and verified on Linux only, not on {platform.system()}"
+    if _module is None and _failure is None:
+        try:
+            _module = _load()
+        except (BuildError, ImportError, OSError, TypeError) as error:
+            _failure = f"could not build the fused kernels: {error}"
+            warnings.warn(
+                f"ncps_mlx: {_failure}; LTC cells use the slower MLX graph on the CPU\n"
+                + see("kernels-build"),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return _failure
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the cells as MLX operations only, as on the GPU (used to count graph ops)."""
+    global _disabled
+    previous, _disabled = _disabled, True
+    try:
+        yield
+    finally:
+        _disabled = previous
+
+
+def usable(dtype: mx.Dtype) -> bool:
+    """Whether a step on arrays of ``dtype`` runs fused here and now."""
+    return (
+        not _disabled
+        and dtype == mx.float32
+        and mx.default_device().type == mx.cpu
+        and unavailable_reason() is None
+    )
+
+
+_PER_NEURON = ("v", "cm", "numerator", "denominator")
+_PER_SYNAPSE = ("sigma", "mu", "w", "w_erev")
+
+
+def ltc_step(
+    v: mx.array,
+    cm: mx.array,
+    numerator: mx.array,
+    denominator: mx.array,
+    synapses: dict[str, mx.array],
+    unfolds: int,
+) -> mx.array:
+    r"""All ``unfolds`` semi-implicit sub-steps of an LTC time step, as one primitive.
+
+    Per unfold, for neurons ``j`` and synapses ``s = (i -> j)``:
+    ``a_s = sigmoid(sigma_s (v_i - mu_s))`` and
+    ``v_j <- (cm_j v_j + numerator_j + sum_s w_erev_s a_s) / (cm_j + denominator_j +
+    sum_s w_s a_s)``.
+
+    Args:
+        v, cm, numerator, denominator: float32 ``(B, N)``; ``cm`` is the capacitance over
+            the sub-step length, the other two hold the leak, the sensory sums and (in the
+            denominator) the epsilon.
+        synapses: ``pre`` and ``post`` (int32 neuron indices) and ``sigma``, ``mu``,
+            ``w``, ``w_erev`` (float32), all ``(S,)``.
+        unfolds: Sub-steps, at least 1.
+
+    Differentiable in everything but the indices. Raises ``RuntimeError`` when the
+    kernels are unavailable (see :func:`unavailable_reason`).
+    """
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"[ltc_step] {reason}")
+    per_neuron = dict(zip(_PER_NEURON, (v, cm, numerator, denominator), strict=True))
+    for name, value in per_neuron.items():
+        if value.shape != v.shape or v.ndim != 2 or value.dtype != mx.float32:
+            raise ValueError(
+                f"[ltc_step] '{name}' must be float32 of the state's shape (B, N) = "
+                f"{v.shape} but is {value.dtype} {value.shape}"
+            )
+    count = synapses["pre"].shape
+    for name in ("pre", "post", *_PER_SYNAPSE):
+        dtype = mx.int32 if name in ("pre", "post") else mx.float32
+        value = synapses[name]
+        if value.shape != count or value.ndim != 1 or value.dtype != dtype:
+            raise ValueError(
+                f"[ltc_step] synapse '{name}' must be {dtype} of shape (S,) = {count} but "
+                f"is {value.dtype} {value.shape}"
+            )
+    if not isinstance(unfolds, int) or unfolds < 1:
+        raise ValueError(f"[ltc_step] 'unfolds' must be an int >= 1 but got {unfolds!r}")
+    args = [synapses[name] for name in ("pre", "post", *_PER_SYNAPSE)]
+    return _module.ltc_step(v, cm, numerator, denominator, *args, unfolds)

@@ -1,0 +1,284 @@
+"""The fused LTC step (ncps_mlx.kernels) against MLX operations: the primitive alone, the
+cell and layer in every calling convention, the build and its fallback."""
+
+import platform
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from ncps_mlx import LTC, LTCCell, kernels
+from ncps_mlx.kernels import build
+from ncps_mlx.training import make_train_step
+from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected
+
+ON_LINUX = platform.system() == "Linux"
+needs_kernels = pytest.mark.skipif(not ON_LINUX, reason="the kernels are built on Linux only")
+
+
+def close(a, b, tol=1e-5):
+    np.testing.assert_allclose(np.array(a), np.array(b), rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not ON_LINUX, reason="the kernels are built on Linux only")
+def test_kernels_build_and_load_here():
+    # On Linux (CI) a silent fallback would leave the fused path untested.
+    assert kernels.unavailable_reason() is None
+
+
+# --- the primitive against the formula, written with MLX operations ------------------
+
+
+def reference_step(v, cm, numerator, denominator, synapses, unfolds):
+    pre, post = synapses["pre"], synapses["post"]
+    zeros = mx.zeros(v.shape)
+    for _ in range(unfolds):
+        a = mx.sigmoid(synapses["sigma"] * (v[:, pre] - synapses["mu"]))
+        num = cm * v + numerator + zeros.at[:, post].add(synapses["w_erev"] * a)
+        den = cm + denominator + zeros.at[:, post].add(synapses["w"] * a)
+        v = num / den
+    return v
+
+
+def random_step(batch=5, neurons=7, count=16, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def uniform(low, high, shape):
+        return mx.array(rng.uniform(low, high, shape).astype(np.float32))
+
+    per_neuron = [
+        uniform(-1, 1, (batch, neurons)),  # v
+        uniform(1, 3, (batch, neurons)),  # cm
+        uniform(-1, 1, (batch, neurons)),  # numerator
+        uniform(0.5, 1, (batch, neurons)),  # denominator
+    ]
+    synapses = {
+        "pre": mx.array(rng.integers(0, neurons, count).astype(np.int32)),
+        "post": mx.array(rng.integers(0, neurons, count).astype(np.int32)),
+        "sigma": uniform(3, 8, count),
+        "mu": uniform(-0.5, 0.8, count),
+        "w": uniform(0.01, 1, count),
+        "w_erev": uniform(-1, 1, count),
+    }
+    return per_neuron, synapses
+
+
+DIFFERENTIABLE = ("sigma", "mu", "w", "w_erev")
+
+
+def loss_of(step, synapses, unfolds, weights):
+    """A scalar of every differentiable input, weighting each output differently."""
+
+    def loss(v, cm, numerator, denominator, *params):
+        merged = synapses | dict(zip(DIFFERENTIABLE, params, strict=True))
+        return (step(v, cm, numerator, denominator, merged, unfolds) * weights).sum()
+
+    return loss
+
+
+@needs_kernels
+@pytest.mark.parametrize(("batch", "unfolds"), [(5, 3), (1, 1), (32, 6)])
+def test_primitive_matches_the_formula_forward_and_backward(batch, unfolds):
+    per_neuron, synapses = random_step(batch=batch)
+    close(
+        kernels.ltc_step(*per_neuron, synapses, unfolds),
+        reference_step(*per_neuron, synapses, unfolds),
+    )
+    args = per_neuron + [synapses[name] for name in DIFFERENTIABLE]
+    weights = mx.arange(per_neuron[0].size).reshape(per_neuron[0].shape) / 10
+    argnums = list(range(len(args)))
+    ours = mx.grad(loss_of(kernels.ltc_step, synapses, unfolds, weights), argnums)(*args)
+    theirs = mx.grad(loss_of(reference_step, synapses, unfolds, weights), argnums)(*args)
+    for a, b in zip(ours, theirs, strict=True):
+        close(a, b, tol=2e-5)
+    compiled = mx.compile(mx.grad(loss_of(kernels.ltc_step, synapses, unfolds, weights), argnums))
+    for a, b in zip(compiled(*args), ours, strict=True):
+        close(a, b, tol=0)
+
+
+@needs_kernels
+def test_primitive_reads_strided_and_broadcast_inputs():
+    (v, cm, numerator, denominator), synapses = random_step()
+    views = (
+        mx.array(np.ascontiguousarray(np.array(v).T)).T,  # a transposed view
+        mx.broadcast_to(cm[:1], cm.shape),  # stride 0 along the batch
+        numerator,
+        mx.broadcast_to(mx.array(0.75), denominator.shape),
+    )
+    sliced = dict(synapses, sigma=mx.repeat(synapses["sigma"], 2)[::2])
+    expected = reference_step(*(mx.array(np.array(a)) for a in views), synapses, 2)
+    close(kernels.ltc_step(*views, sliced, 2), expected)
+
+
+@needs_kernels
+def test_primitive_rejects_what_it_cannot_take():
+    (v, cm, numerator, denominator), synapses = random_step()
+    with pytest.raises(ValueError, match="'cm' must be float32 of the state's shape"):
+        kernels.ltc_step(v, cm[:, :3], numerator, denominator, synapses, 2)
+    with pytest.raises(ValueError, match="'v' must be float32"):
+        kernels.ltc_step(v.astype(mx.float16), cm, numerator, denominator, synapses, 2)
+    with pytest.raises(ValueError, match="synapse 'pre' must be"):
+        bad = dict(synapses, pre=synapses["pre"].astype(mx.float32))
+        kernels.ltc_step(v, cm, numerator, denominator, bad, 2)
+    with pytest.raises(ValueError, match="synapse 'mu' must be"):
+        kernels.ltc_step(v, cm, numerator, denominator, dict(synapses, mu=synapses["mu"][:3]), 2)
+    with pytest.raises(ValueError, match="'unfolds' must be an int >= 1"):
+        kernels.ltc_step(v, cm, numerator, denominator, synapses, 0)
+
+
+# --- the cell and the layer: fused against MLX operations ----------------------------
+
+
+def both_paths(run):
+    """``run()`` fused and as MLX operations (the GPU's path)."""
+    fused = run()
+    with kernels.disabled():
+        graph = run()
+    return fused, graph
+
+
+def layer_call(model, x, **kwargs):
+    def loss(params, x):
+        model.update(params)
+        y, h = model(x, **kwargs)
+        return (y * y).sum() + h.sum(), (y, h)
+
+    (_, (y, h)), grads = mx.value_and_grad(loss)(model.trainable_parameters(), x)
+    return [y, h] + [g for _, g in tree_flatten(grads)]
+
+
+WIRINGS = {
+    "autoncp": lambda: AutoNCP(12, 3, seed=1),
+    "dense": lambda: FullyConnected(6),
+    "ncp": lambda: NCP(4, 3, 2, 3, 2, 2, 2, seed=5),
+}
+
+
+@needs_kernels
+@pytest.mark.parametrize("wiring", WIRINGS)
+@pytest.mark.parametrize(
+    "call",
+    ["plain", "initial-state", "timespans-bt", "timespans-scalar", "mask", "unbatched"],
+)
+def test_layer_fused_matches_graph_path(wiring, call):
+    model = LTC(4, WIRINGS[wiring](), ode_unfolds=3)
+    mx.eval(model.parameters())
+    assert model.rnn_cell.runs_fused
+    x = mx.random.normal((3, 6, 4))
+    kwargs = {}
+    if call == "initial-state":
+        kwargs["hx"] = mx.random.normal((3, model.state_size))
+    elif call == "timespans-bt":
+        kwargs["timespans"] = mx.random.uniform(0.2, 2.0, (3, 6))
+    elif call == "timespans-scalar":
+        kwargs["timespans"] = 0.5
+    elif call == "mask":
+        kwargs["mask"] = mx.array([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
+    elif call == "unbatched":
+        x = x[0]
+    fused, graph = both_paths(lambda: layer_call(model, x, **kwargs))
+    for a, b in zip(fused, graph, strict=True):
+        close(a, b)
+
+
+@needs_kernels
+def test_mixed_memory_and_compiled_training_match_graph_path():
+    def train():
+        mx.random.seed(3)
+        model = LTC(4, AutoNCP(10, 2, seed=2), mixed_memory=True)
+        step = make_train_step(model, optim.Adam(learning_rate=1e-2), nn.losses.mse_loss)
+        x, y = mx.random.normal((4, 8, 4)), mx.random.normal((4, 8, 2))
+        losses = [step(x, y) for _ in range(3)]
+        return losses + [p for _, p in tree_flatten(model.parameters())]
+
+    fused, graph = both_paths(train)
+    for a, b in zip(fused, graph, strict=True):
+        close(a, b, tol=2e-5)
+
+
+@needs_kernels
+def test_cell_call_one_step_matches_graph_path():
+    cell = LTCCell(AutoNCP(8, 2, seed=0), in_features=3)
+    x, h = mx.random.normal((2, 3)), mx.random.normal((2, 8))
+    fused, graph = both_paths(lambda: cell(x, h, 0.7))
+    for a, b in zip(fused, graph, strict=True):
+        close(a, b)
+
+
+def float16_cell():
+    cell = LTCCell(FullyConnected(4), 3)
+    cell.set_dtype(mx.float16)
+    return cell
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda: LTCCell(FullyConnected(4), 3, solver="rk4"), "another solver"),
+        (float16_cell, "float16"),
+    ],
+)
+def test_fused_step_only_where_it_applies(make, why):
+    cell = make()
+    assert not cell.runs_fused, why
+    assert "fused" not in cell.derive()
+
+
+def test_disabled_and_environment_switch_the_kernels_off(monkeypatch):
+    cell = LTCCell(FullyConnected(4), 3)
+    with kernels.disabled():
+        assert not cell.runs_fused
+    monkeypatch.setenv("NCPS_MLX_KERNELS", "0")
+    assert kernels.unavailable_reason() == "disabled by NCPS_MLX_KERNELS=0"
+    assert not cell.runs_fused
+
+
+# --- the build ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_kernels(monkeypatch, tmp_path):
+    """No module loaded and an empty cache, so the next use builds."""
+    monkeypatch.setattr(kernels, "_module", None)
+    monkeypatch.setattr(kernels, "_failure", None)
+    monkeypatch.setenv("NCPS_MLX_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@needs_kernels
+def test_a_failed_build_warns_once_and_the_cells_fall_back(fresh_kernels, monkeypatch):
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+    monkeypatch.setattr(build.shutil, "which", lambda name: "/bin/false")
+    with pytest.warns(RuntimeWarning, match="could not build the fused kernels"):
+        assert "compiling ltc.cpp failed" in kernels.unavailable_reason()
+    assert kernels.unavailable_reason().startswith("could not build")  # no second warning
+    model = LTC(3, FullyConnected(4))
+    assert not model.rnn_cell.runs_fused
+    y, _ = model(mx.ones((2, 5, 3)))
+    assert y.shape == (2, 5, 4)
+    # Nothing half-written is left in the cache.
+    assert not list(fresh_kernels.rglob("*.so"))
+    with pytest.raises(RuntimeError, match=r"\[ltc_step\] could not build"):
+        kernels.ltc_step(*random_step()[0], random_step()[1], 1)
+
+
+def test_no_compiler_is_a_build_error(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    with pytest.raises(build.BuildError, match="no C\\+\\+ compiler found"):
+        build.compiler()
+
+
+@needs_kernels
+def test_the_build_is_cached_per_source_and_versions(fresh_kernels, monkeypatch):
+    first = build.build(kernels._SOURCE)
+    assert first.is_relative_to(fresh_kernels / "kernels")
+    modified = first.stat().st_mtime_ns
+    calls = []
+    monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: calls.append(a))
+    assert build.build(kernels._SOURCE) == first
+    assert first.stat().st_mtime_ns == modified and not calls
+    assert kernels.unavailable_reason() is None  # loads the cached module
