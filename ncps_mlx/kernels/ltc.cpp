@@ -98,8 +98,8 @@ struct Step {
   std::vector<float> cm, n, d; // (N, B)
 };
 
-// One unfold: `v` (N, B) -> `next`; the synapse activations go to `act` (S, B) and the
-// denominators to `den` (N, B) when given (the backward pass needs them).
+// One unfold: `v` (N, B) -> `next`. The synapse activations are left in `act` (S, B) and
+// the denominators in `den` (N, B), which the backward pass reuses.
 void unfold(
     const Step& st,
     const Synapses& syn,
