@@ -262,7 +262,8 @@ def test_a_failed_build_warns_once_and_the_cells_fall_back(fresh_kernels, monkey
     # Nothing half-written is left in the cache.
     assert not list(fresh_kernels.rglob("*.so"))
     with pytest.raises(RuntimeError, match=r"\[ltc_step\] could not build"):
-        kernels.ltc_step(*random_step()[0], random_step()[1], 1)
+        per_neuron, synapses = random_step()
+        kernels.ltc_step(*per_neuron, synapses, 1)
 
 
 def test_no_compiler_is_a_build_error(monkeypatch):

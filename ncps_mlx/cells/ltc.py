@@ -264,12 +264,12 @@ class LTCCell(WiredCell):
     def _fused_synapses(self) -> dict[str, mx.array]:
         """The wiring's synapses as (S,) vectors for :func:`ncps_mlx.kernels.ltc_step`."""
 
-        def gather(name: str) -> mx.array:
-            return mx.take(getattr(self, name).reshape(-1), self._synapse_flat)
+        def gather(values: mx.array) -> mx.array:
+            return mx.take(values.reshape(-1), self._synapse_flat)
 
-        w = mx.take(self._positive("w").reshape(-1), self._synapse_flat)
+        w = gather(self._positive("w"))
         synapses = {"pre": self._synapse_pre, "post": self._synapse_post, "w": w}
-        synapses.update(sigma=gather("sigma"), mu=gather("mu"), w_erev=w * gather("erev"))
+        synapses.update(sigma=gather(self.sigma), mu=gather(self.mu), w_erev=w * gather(self.erev))
         return synapses
 
     def _boxed(self, prefix: str, mask: mx.array, box: Box) -> dict[str, mx.array]:

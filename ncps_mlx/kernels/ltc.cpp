@@ -18,7 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
+#include <stdexcept>
+#include <typeinfo>
 #include <vector>
 
 #include "mlx/backend/cpu/encoder.h"
@@ -242,10 +243,35 @@ void dispatch(
   });
 }
 
-class LTCStepBackward : public mx::Primitive {
+// The backward pass's outputs: the state's shape for v, cm, n and d, then the synapses'
+// for sigma, mu, w and w_erev.
+std::vector<mx::Shape> gradient_shapes(const std::vector<mx::array>& inputs) {
+  const auto per_neuron = inputs[0].shape(), per_synapse = inputs[6].shape();
+  return {per_neuron, per_neuron, per_neuron, per_neuron,
+          per_synapse, per_synapse, per_synapse, per_synapse};
+}
+
+// What the forward and backward primitives share: the unfold count, equivalence by it
+// (for the compiler's common subexpressions), and no GPU implementation.
+class Unfolding : public mx::Primitive {
  public:
-  LTCStepBackward(mx::Stream stream, int unfolds)
-      : mx::Primitive(stream), unfolds_(unfolds) {}
+  Unfolding(mx::Stream stream, int unfolds) : mx::Primitive(stream), unfolds_(unfolds) {}
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("[ncps_mlx] the fused LTC step runs on the CPU only");
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto* same = dynamic_cast<const Unfolding*>(&other);
+    return same && typeid(*this) == typeid(other) && same->unfolds_ == unfolds_;
+  }
+
+ protected:
+  int unfolds_;
+};
+
+class LTCStepBackward : public Unfolding {
+ public:
+  using Unfolding::Unfolding;
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
       override {
@@ -254,28 +280,17 @@ class LTCStepBackward : public mx::Primitive {
       backward(in, out, unfolds);
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[ncps_mlx] the fused LTC step runs on the CPU only");
-  }
   const char* name() const override {
     return "LTCStepBackward";
   }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return unfolds_ == static_cast<const LTCStepBackward&>(other).unfolds_;
-  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    const auto per_neuron = inputs[0].shape(), per_synapse = inputs[6].shape();
-    return {per_neuron, per_neuron, per_neuron, per_neuron,
-            per_synapse, per_synapse, per_synapse, per_synapse};
+    return gradient_shapes(inputs);
   }
-
- private:
-  int unfolds_;
 };
 
-class LTCStep : public mx::Primitive {
+class LTCStep : public Unfolding {
  public:
-  LTCStep(mx::Stream stream, int unfolds) : mx::Primitive(stream), unfolds_(unfolds) {}
+  using Unfolding::Unfolding;
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
       override {
@@ -284,9 +299,6 @@ class LTCStep : public mx::Primitive {
       forward(in, out[0], unfolds);
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[ncps_mlx] the fused LTC step runs on the CPU only");
-  }
   std::vector<mx::array> vjp(
       const std::vector<mx::array>& primals,
       const std::vector<mx::array>& cotangents,
@@ -294,10 +306,8 @@ class LTCStep : public mx::Primitive {
       const std::vector<mx::array>&) override {
     std::vector<mx::array> inputs(primals);
     inputs.push_back(cotangents[0]);
-    const auto per_neuron = primals[0].shape(), per_synapse = primals[6].shape();
     auto grads = mx::array::make_arrays(
-        {per_neuron, per_neuron, per_neuron, per_neuron,
-         per_synapse, per_synapse, per_synapse, per_synapse},
+        gradient_shapes(primals),
         std::vector<mx::Dtype>(8, mx::float32),
         std::make_shared<LTCStepBackward>(stream(), unfolds_),
         inputs);
@@ -317,15 +327,9 @@ class LTCStep : public mx::Primitive {
   const char* name() const override {
     return "LTCStep";
   }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return unfolds_ == static_cast<const LTCStep&>(other).unfolds_;
-  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return {inputs[0].shape()};
   }
-
- private:
-  int unfolds_;
 };
 
 mx::array ltc_step(
