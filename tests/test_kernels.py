@@ -253,7 +253,7 @@ def test_a_failed_build_warns_once_and_the_cells_fall_back(fresh_kernels, monkey
     monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     monkeypatch.setattr(build.shutil, "which", lambda name: "/bin/false")
     with pytest.warns(RuntimeWarning, match="could not build the fused kernels"):
-        assert "compiling ltc.cpp failed" in kernels.unavailable_reason()
+        assert "compiling _ncps_kernels failed" in kernels.unavailable_reason()
     assert kernels.unavailable_reason().startswith("could not build")  # no second warning
     model = LTC(3, FullyConnected(4))
     assert not model.rnn_cell.runs_fused
@@ -275,11 +275,11 @@ def test_no_compiler_is_a_build_error(monkeypatch):
 
 @needs_kernels
 def test_the_build_is_cached_per_source_and_versions(fresh_kernels, monkeypatch):
-    first = build.build(kernels._SOURCE)
+    first = build.build(kernels._SOURCES, kernels._MODULE)
     assert first.is_relative_to(fresh_kernels / "kernels")
     modified = first.stat().st_mtime_ns
     calls = []
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: calls.append(a))
-    assert build.build(kernels._SOURCE) == first
+    assert build.build(kernels._SOURCES, kernels._MODULE) == first
     assert first.stat().st_mtime_ns == modified and not calls
     assert kernels.unavailable_reason() is None  # loads the cached module

@@ -64,7 +64,7 @@ def unavailable_reason() -> str | None:
         except (BuildError, ImportError, OSError, TypeError) as error:
             _failure = f"could not build the fused kernels: {error}"
             warnings.warn(
-                f"ncps_mlx: {_failure}; LTC cells use the slower MLX graph on the CPU\n"
+                f"ncps_mlx: {_failure}; the cells use the slower MLX graph on the CPU\n"
                 + see("kernels-build"),
                 RuntimeWarning,
                 stacklevel=2,
