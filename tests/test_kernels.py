@@ -1,8 +1,6 @@
 """The fused LTC step (ncps_mlx.kernels) against MLX operations: the primitive alone, the
 cell and layer in every calling convention, the build and its fallback."""
 
-import platform
-
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
@@ -14,16 +12,10 @@ from ncps_mlx import LTC, LTCCell, kernels
 from ncps_mlx.kernels import build
 from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected
-
-ON_LINUX = platform.system() == "Linux"
-needs_kernels = pytest.mark.skipif(not ON_LINUX, reason="the kernels are built on Linux only")
+from tests.kernel_checks import both_paths, close, layer_call, needs_kernels
 
 
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.array(a), np.array(b), rtol=tol, atol=tol)
-
-
-@pytest.mark.skipif(not ON_LINUX, reason="the kernels are built on Linux only")
+@needs_kernels
 def test_kernels_build_and_load_here():
     # On Linux (CI) a silent fallback would leave the fused path untested.
     assert kernels.unavailable_reason() is None
@@ -130,24 +122,6 @@ def test_primitive_rejects_what_it_cannot_take():
 
 
 # --- the cell and the layer: fused against MLX operations ----------------------------
-
-
-def both_paths(run):
-    """``run()`` fused and as MLX operations (the GPU's path)."""
-    fused = run()
-    with kernels.disabled():
-        graph = run()
-    return fused, graph
-
-
-def layer_call(model, x, **kwargs):
-    def loss(params, x):
-        model.update(params)
-        y, h = model(x, **kwargs)
-        return (y * y).sum() + h.sum(), (y, h)
-
-    (_, (y, h)), grads = mx.value_and_grad(loss)(model.trainable_parameters(), x)
-    return [y, h] + [g for _, g in tree_flatten(grads)]
 
 
 WIRINGS = {

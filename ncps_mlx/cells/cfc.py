@@ -154,7 +154,8 @@ class CfCCell(Cell):
         return ("ff1",) if self.mode == "pure" else ("ff1", "ff2", "time_a", "time_b")
 
     def head_weights(self) -> tuple[mx.array, mx.array]:
-        """The heads as one (n_heads * hidden, inputs) weight and bias, masks folded in."""
+        """The heads as one (inputs, n_heads * hidden) matrix, masks folded in, and their
+        bias: laid out for ``z @ W``, so the step reads it without a transposed view."""
         weights, biases = [], []
         for name in self.head_names:
             layer = getattr(self, name)
@@ -163,9 +164,9 @@ class CfCCell(Cell):
                 w = mx.abs(w)
             if name in self._head_masks:
                 w = w * self._head_masks[name].astype(w.dtype)
-            weights.append(w)
+            weights.append(w.T)
             biases.append(layer.bias)
-        return mx.concatenate(weights, axis=0), mx.concatenate(biases, axis=0)
+        return mx.concatenate(weights, axis=1), mx.concatenate(biases, axis=0)
 
     @property
     def runs_fused(self) -> bool:
@@ -183,15 +184,17 @@ class CfCCell(Cell):
 
     def derive_products(self) -> Consts:
         """The matrices and biases of the step's products, as the MLX operations take them."""
-        heads_w, heads_b = self.head_weights()
+        heads_w_t, heads_b = self.head_weights()
         if self.backbone:
-            first_w, first_b = self.backbone[0].weight, self.backbone[0].bias
+            first_w_t = mx.contiguous(self.backbone[0].weight.T)
+            first_b = self.backbone[0].bias
         else:
-            first_w, first_b = heads_w, heads_b
+            first_w_t, first_b = heads_w_t, heads_b
+        # Row slices of a row-major matrix: both stay row-major.
         n_in = self.input_size
-        consts = {"wx_t": first_w[:, :n_in].T, "wh_t": first_w[:, n_in:].T, "b": first_b}
+        consts = {"wx_t": first_w_t[:n_in], "wh_t": first_w_t[n_in:], "b": first_b}
         if self.backbone:
-            consts.update(heads_w_t=heads_w.T, heads_b=heads_b)
+            consts.update(heads_w_t=heads_w_t, heads_b=heads_b)
         return consts
 
     def fused_unit(self, consts: Consts, first: bool) -> tuple[list[mx.array], tuple[int, int]]:
@@ -203,12 +206,10 @@ class CfCCell(Cell):
         weights.append(consts["wh_t"])
         if self.backbone:
             for layer in self.backbone[1:]:
-                weights += [layer.weight.T, layer.bias]
+                weights += [mx.contiguous(layer.weight.T), layer.bias]
             weights += [consts["heads_w_t"], consts["heads_b"]]
         if self.mode == "pure":
             weights += [self.w_tau, self.A]
-        # Row-major once per call, so that no step copies a transposed view.
-        weights = [mx.contiguous(w) if w.ndim == 2 else w for w in weights]
         return weights, (self.hidden_size, len(self.backbone))
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:

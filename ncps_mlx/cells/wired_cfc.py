@@ -3,9 +3,9 @@
 import mlx.core as mx
 import numpy as np
 
+from .. import kernels
 from ..wirings import Wiring
 from .base import Consts, WiredCell
-from .. import kernels
 from .cfc import CfCCell, CfCMode, fused_step
 
 
@@ -106,9 +106,10 @@ class WiredCfCCell(WiredCell):
         # Each layer's products only: the fused step, if any, is the whole chain's.
         consts = {"layers": [layer.derive_products() for layer in self.layers]}
         if self.runs_fused:
+            layers = zip(self.layers, consts["layers"], strict=True)
             units = [
                 layer.fused_unit(layer_consts, first=index == 0)
-                for index, (layer, layer_consts) in enumerate(zip(self.layers, consts["layers"]))
+                for index, (layer, layer_consts) in enumerate(layers)
             ]
             weights = [w for unit_weights, _ in units for w in unit_weights]
             consts["fused"] = (weights, [unit for _, unit in units])

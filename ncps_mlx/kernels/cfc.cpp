@@ -219,8 +219,9 @@ std::vector<Unit> units(
     if (!fits || a.dtype() != mx::float32)
       throw std::invalid_argument(
           std::string("[cfc_step] weight ") + std::to_string(next) + " (" + what +
-          ") must be float32 of shape (" + (vector ? "" : std::to_string(rows) + ", ") +
-          std::to_string(cols) + ")");
+          ") must be float32 of shape (" +
+          (vector ? std::to_string(cols) + ",)" :
+                    std::to_string(rows) + ", " + std::to_string(cols) + ")"));
     return kInputs + next++;
   };
   for (size_t p = 0; p < layout.size(); p += 2) {
