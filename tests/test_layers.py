@@ -265,7 +265,7 @@ def test_strict_wiring_follows_adjacency_and_polarity():
         ]
     ).T
     heads, _ = command.head_weights()
-    ff1, ff2, t_a, t_b = np.split(np.array(heads).T, 4)
+    ff1, ff2, t_a, t_b = np.split(np.array(heads), 4)
     for head in (ff1, ff2):
         assert np.array_equal(np.sign(head), adjacency)
     for gate in (t_a, t_b):

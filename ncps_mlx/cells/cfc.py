@@ -154,19 +154,21 @@ class CfCCell(Cell):
         return ("ff1",) if self.mode == "pure" else ("ff1", "ff2", "time_a", "time_b")
 
     def head_weights(self) -> tuple[mx.array, mx.array]:
-        """The heads as one (inputs, n_heads * hidden) matrix, masks folded in, and their
-        bias: laid out for ``z @ W``, so the step reads it without a transposed view."""
-        weights, biases = [], []
+        """The heads as one (n_heads * hidden, inputs) weight and bias, masks folded in."""
+        weights, bias = self._masked_heads()
+        return mx.concatenate(weights, axis=0), bias
+
+    def _masked_heads(self) -> tuple[list[mx.array], mx.array]:
+        weights = []
         for name in self.head_names:
-            layer = getattr(self, name)
-            w = layer.weight
+            w = getattr(self, name).weight
             if name in self._signed_heads:
                 w = mx.abs(w)
             if name in self._head_masks:
                 w = w * self._head_masks[name].astype(w.dtype)
-            weights.append(w.T)
-            biases.append(layer.bias)
-        return mx.concatenate(weights, axis=1), mx.concatenate(biases, axis=0)
+            weights.append(w)
+        bias = mx.concatenate([getattr(self, name).bias for name in self.head_names])
+        return weights, bias
 
     @property
     def runs_fused(self) -> bool:
@@ -184,7 +186,10 @@ class CfCCell(Cell):
 
     def derive_products(self) -> Consts:
         """The matrices and biases of the step's products, as the MLX operations take them."""
-        heads_w_t, heads_b = self.head_weights()
+        # The heads as one (inputs, heads) matrix: the layout `z @ W` reads without a
+        # transposed view (the fused step would copy one on every step).
+        weights, heads_b = self._masked_heads()
+        heads_w_t = mx.concatenate([w.T for w in weights], axis=1)
         if self.backbone:
             first_w_t = mx.contiguous(self.backbone[0].weight.T)
             first_b = self.backbone[0].bias
