@@ -113,9 +113,10 @@ def ltc_step(
     sum_s w_s a_s)``.
 
     Args:
-        v, cm, numerator, denominator: float32 ``(B, N)``; ``cm`` is the capacitance over
-            the sub-step length, the other two hold the leak, the sensory sums and (in the
-            denominator) the epsilon.
+        v: The membrane potentials, float32 ``(B, N)``.
+        cm: The capacitance over the sub-step length, float32 ``(B, N)``.
+        numerator: The leak and the sensory sums, float32 ``(B, N)``.
+        denominator: The leak, the sensory sums and the epsilon, float32 ``(B, N)``.
         synapses: ``pre`` and ``post`` (int32 neuron indices) and ``sigma``, ``mu``,
             ``w``, ``w_erev`` (float32), all ``(S,)``.
         unfolds: Sub-steps, at least 1.
