@@ -56,15 +56,16 @@ def test_train_costs_more_than_inference_and_counts_graph_ops():
         step_costs(model, mode="eval")
 
 
-def test_graph_ops_count_the_gpu_path_unless_asked_for_the_cpu():
+@pytest.mark.parametrize("family", ["LTC", "CfC"])
+def test_graph_ops_count_the_gpu_path_unless_asked_for_the_cpu(family):
     from ncps_mlx import kernels
     from ncps_mlx.costs import graph_ops_per_step
     from ncps_mlx.wirings import AutoNCP
 
-    model = LTC(4, AutoNCP(10, 2, seed=0))
-    on_metal = graph_ops_per_step(model, 2)
+    model = (LTC if family == "LTC" else CfC)(4, AutoNCP(10, 2, seed=0))
+    on_metal = graph_ops_per_step(model, 2, mode="train")
     with kernels.disabled():  # the default count does not depend on the kernels
-        assert graph_ops_per_step(model, 2) == on_metal
+        assert graph_ops_per_step(model, 2, mode="train") == on_metal
     if kernels.unavailable_reason() is None:
-        # One fused primitive per step instead of a graph per ODE unfold.
-        assert graph_ops_per_step(model, 2, cpu=True) < on_metal / 3
+        # One fused primitive per step (and one for its gradient) instead of a graph.
+        assert graph_ops_per_step(model, 2, mode="train", cpu=True) < on_metal / 3

@@ -1,8 +1,6 @@
 """The fused LTC step (ncps_mlx.kernels) against MLX operations: the primitive alone, the
 cell and layer in every calling convention, the build and its fallback."""
 
-import platform
-
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
@@ -14,16 +12,10 @@ from ncps_mlx import LTC, LTCCell, kernels
 from ncps_mlx.kernels import build
 from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected
-
-ON_LINUX = platform.system() == "Linux"
-needs_kernels = pytest.mark.skipif(not ON_LINUX, reason="the kernels are built on Linux only")
+from tests.kernel_checks import both_paths, close, layer_call, needs_kernels
 
 
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.array(a), np.array(b), rtol=tol, atol=tol)
-
-
-@pytest.mark.skipif(not ON_LINUX, reason="the kernels are built on Linux only")
+@needs_kernels
 def test_kernels_build_and_load_here():
     # On Linux (CI) a silent fallback would leave the fused path untested.
     assert kernels.unavailable_reason() is None
@@ -132,24 +124,6 @@ def test_primitive_rejects_what_it_cannot_take():
 # --- the cell and the layer: fused against MLX operations ----------------------------
 
 
-def both_paths(run):
-    """``run()`` fused and as MLX operations (the GPU's path)."""
-    fused = run()
-    with kernels.disabled():
-        graph = run()
-    return fused, graph
-
-
-def layer_call(model, x, **kwargs):
-    def loss(params, x):
-        model.update(params)
-        y, h = model(x, **kwargs)
-        return (y * y).sum() + h.sum(), (y, h)
-
-    (_, (y, h)), grads = mx.value_and_grad(loss)(model.trainable_parameters(), x)
-    return [y, h] + [g for _, g in tree_flatten(grads)]
-
-
 WIRINGS = {
     "autoncp": lambda: AutoNCP(12, 3, seed=1),
     "dense": lambda: FullyConnected(6),
@@ -253,7 +227,7 @@ def test_a_failed_build_warns_once_and_the_cells_fall_back(fresh_kernels, monkey
     monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     monkeypatch.setattr(build.shutil, "which", lambda name: "/bin/false")
     with pytest.warns(RuntimeWarning, match="could not build the fused kernels"):
-        assert "compiling ltc.cpp failed" in kernels.unavailable_reason()
+        assert "compiling _ncps_kernels failed" in kernels.unavailable_reason()
     assert kernels.unavailable_reason().startswith("could not build")  # no second warning
     model = LTC(3, FullyConnected(4))
     assert not model.rnn_cell.runs_fused
@@ -275,11 +249,11 @@ def test_no_compiler_is_a_build_error(monkeypatch):
 
 @needs_kernels
 def test_the_build_is_cached_per_source_and_versions(fresh_kernels, monkeypatch):
-    first = build.build(kernels._SOURCE)
+    first = build.build(kernels._SOURCES, kernels._MODULE)
     assert first.is_relative_to(fresh_kernels / "kernels")
     modified = first.stat().st_mtime_ns
     calls = []
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: calls.append(a))
-    assert build.build(kernels._SOURCE) == first
+    assert build.build(kernels._SOURCES, kernels._MODULE) == first
     assert first.stat().st_mtime_ns == modified and not calls
     assert kernels.unavailable_reason() is None  # loads the cached module

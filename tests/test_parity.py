@@ -48,12 +48,10 @@ def test_matches_stored_reference(case: Case) -> None:
     assert_parity(ours, groups["ref"])
 
 
-LTC_CASES = [case for case in CASES if case.model == "LTC"]
-
-
-@pytest.mark.parametrize("case", LTC_CASES, ids=[case.id for case in LTC_CASES])
+@by_id
 def test_graph_path_matches_stored_reference(case: Case) -> None:
-    """The LTC as MLX operations only (the GPU's path; the CPU takes the fused kernel)."""
+    """Every case as MLX operations only (the GPU's path; the CPU takes the fused kernels
+    where they apply)."""
     case_json, groups = load_fixture(case.id)
     with kernels.disabled():
         ours = mlx_results(case, groups["state_dict"], groups["input"], groups["r"])

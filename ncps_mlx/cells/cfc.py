@@ -7,7 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import ops
+from .. import kernels, ops
 from .activations import get_activation
 from .base import Cell, Consts, check_choice, check_positive_int
 
@@ -155,29 +155,67 @@ class CfCCell(Cell):
 
     def head_weights(self) -> tuple[mx.array, mx.array]:
         """The heads as one (n_heads * hidden, inputs) weight and bias, masks folded in."""
-        weights, biases = [], []
+        weights, bias = self._masked_heads()
+        return mx.concatenate(weights, axis=0), bias
+
+    def _masked_heads(self) -> tuple[list[mx.array], mx.array]:
+        weights = []
         for name in self.head_names:
-            layer = getattr(self, name)
-            w = layer.weight
+            w = getattr(self, name).weight
             if name in self._signed_heads:
                 w = mx.abs(w)
             if name in self._head_masks:
                 w = w * self._head_masks[name].astype(w.dtype)
             weights.append(w)
-            biases.append(layer.bias)
-        return mx.concatenate(weights, axis=0), mx.concatenate(biases, axis=0)
+        bias = mx.concatenate([getattr(self, name).bias for name in self.head_names])
+        return weights, bias
+
+    @property
+    def runs_fused(self) -> bool:
+        """Whether :meth:`step` runs as one primitive (:func:`ncps_mlx.kernels.cfc_step`:
+        CPU, float32, no dropout being applied)."""
+        dropping = "dropout" in self and self.training
+        return not dropping and kernels.usable(self.ff1.weight.dtype)
 
     def derive(self) -> Consts:
-        heads_w, heads_b = self.head_weights()
-        if self.backbone:
-            first_w, first_b = self.backbone[0].weight, self.backbone[0].bias
-        else:
-            first_w, first_b = heads_w, heads_b
-        n_in = self.input_size
-        consts = {"wx_t": first_w[:, :n_in].T, "wh_t": first_w[:, n_in:].T, "b": first_b}
-        if self.backbone:
-            consts.update(heads_w_t=heads_w.T, heads_b=heads_b)
+        consts = self.derive_products()
+        if self.runs_fused:
+            weights, unit = self.fused_unit(consts, first=True)
+            consts["fused"] = (weights, [unit])
         return consts
+
+    def derive_products(self) -> Consts:
+        """The matrices and biases of the step's products, as the MLX operations take them."""
+        # The heads as one (inputs, heads) matrix: the layout `z @ W` reads without a
+        # transposed view (the fused step would copy one on every step).
+        weights, heads_b = self._masked_heads()
+        heads_w_t = mx.concatenate([w.T for w in weights], axis=1)
+        if self.backbone:
+            first_w_t = mx.contiguous(self.backbone[0].weight.T)
+            first_b = self.backbone[0].bias
+        else:
+            first_w_t, first_b = heads_w_t, heads_b
+        # Row slices of a row-major matrix: both stay row-major.
+        n_in = self.input_size
+        consts = {"wx_t": first_w_t[:n_in], "wh_t": first_w_t[n_in:], "b": first_b}
+        if self.backbone:
+            consts.update(heads_w_t=heads_w_t, heads_b=heads_b)
+        return consts
+
+    def fused_unit(self, consts: Consts, first: bool) -> tuple[list[mx.array], tuple[int, int]]:
+        """This cell as a unit of :func:`ncps_mlx.kernels.cfc_step`: its weights in the
+        kernel's order and its ``(units, backbone layers)``. The first unit of a chain
+        takes its input share projected (:meth:`project`), the others read the previous
+        unit's state through ``Wx``."""
+        weights = [] if first else [consts["wx_t"], consts["b"]]
+        weights.append(consts["wh_t"])
+        if self.backbone:
+            for layer in self.backbone[1:]:
+                weights += [mx.contiguous(layer.weight.T), layer.bias]
+            weights += [consts["heads_w_t"], consts["heads_b"]]
+        if self.mode == "pure":
+            weights += [self.w_tau, self.A]
+        return weights, (self.hidden_size, len(self.backbone))
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
         # The input's share of the first layer: hoisted out of the time loop.
@@ -186,6 +224,10 @@ class CfCCell(Cell):
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        if "fused" in consts:
+            fused = fused_step(consts["fused"], inputs, h, dt, self.mode, self.backbone_activation)
+            if fused is not None:
+                return fused, fused
         z = inputs + h @ consts["wh_t"]
         if self.backbone:
             z = self._regularize(self._activation(z))
@@ -208,3 +250,30 @@ class CfCCell(Cell):
         if self.mode == "no_gate":
             return ff1 + gate * ff2
         return ff1 * (1.0 - gate) + gate * ff2
+
+
+def fused_step(
+    chain: tuple[list[mx.array], list[tuple[int, int]]],
+    inputs: mx.array,
+    h: mx.array,
+    dt: mx.array | float,
+    mode: str,
+    activation: str,
+) -> mx.array | None:
+    """The new state from :func:`ncps_mlx.kernels.cfc_step`, or ``None`` for a ``dt`` it
+    does not take (anything but a scalar or one value per sample): the caller then runs
+    the MLX operations, whose broadcasting it keeps."""
+    weights, layout = chain
+    state = h.reshape(-1, h.shape[-1])
+    batch = state.shape[0]
+    if not isinstance(dt, mx.array):
+        dt = mx.array(dt, dtype=state.dtype)
+    if dt.size == 1:
+        dt = dt.reshape(1, 1)
+    if dt.shape not in ((1, 1), (batch, 1)):
+        return None
+    dt = mx.broadcast_to(dt.astype(state.dtype), (batch, 1))
+    projected = inputs.reshape(batch, -1)
+    return kernels.cfc_step(projected, state, dt, weights, layout, mode, activation).reshape(
+        h.shape
+    )

@@ -234,7 +234,9 @@ class LTCCell(WiredCell):
         return box_size(self._sensory_box)
 
     def _positive(self, name: str) -> mx.array:
-        value = getattr(self, name)
+        return self._constrain(getattr(self, name))
+
+    def _constrain(self, value: mx.array) -> mx.array:
         return nn.softplus(value) if self.implicit_param_constraints else value
 
     def apply_weight_constraints(self) -> None:
@@ -267,7 +269,8 @@ class LTCCell(WiredCell):
         def gather(values: mx.array) -> mx.array:
             return mx.take(values.reshape(-1), self._synapse_flat)
 
-        w = gather(self._positive("w"))
+        # Gathered first: softplus (exp and log) only for the synapses that exist.
+        w = self._constrain(gather(self.w))
         synapses = {"pre": self._synapse_pre, "post": self._synapse_post, "w": w}
         synapses.update(sigma=gather(self.sigma), mu=gather(self.mu), w_erev=w * gather(self.erev))
         return synapses

@@ -3,9 +3,10 @@
 import mlx.core as mx
 import numpy as np
 
+from .. import kernels
 from ..wirings import Wiring
 from .base import Consts, WiredCell
-from .cfc import CfCCell, CfCMode
+from .cfc import CfCCell, CfCMode, fused_step
 
 
 def layer_connectivity(wiring: Wiring, layer: int, strict: bool) -> np.ndarray:
@@ -95,8 +96,24 @@ class WiredCfCCell(WiredCell):
     def layer_sizes(self) -> list[int]:
         return [len(self._wiring.get_neurons_of_layer(i)) for i in range(self._wiring.num_layers)]
 
+    @property
+    def runs_fused(self) -> bool:
+        """Whether :meth:`step` runs as one primitive, all layers in one
+        (:func:`ncps_mlx.kernels.cfc_step`: CPU, float32)."""
+        return kernels.usable(self.layer_0.ff1.weight.dtype)
+
     def derive(self) -> Consts:
-        return {"layers": [layer.derive() for layer in self.layers]}
+        # Each layer's products only: the fused step, if any, is the whole chain's.
+        consts = {"layers": [layer.derive_products() for layer in self.layers]}
+        if self.runs_fused:
+            layers = zip(self.layers, consts["layers"], strict=True)
+            units = [
+                layer.fused_unit(layer_consts, first=index == 0)
+                for index, (layer, layer_consts) in enumerate(layers)
+            ]
+            weights = [w for unit_weights, _ in units for w in unit_weights]
+            consts["fused"] = (weights, [unit for _, unit in units])
+        return consts
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
         return self.layers[0].project(consts["layers"][0], x)
@@ -104,6 +121,10 @@ class WiredCfCCell(WiredCell):
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        if "fused" in consts:
+            h_next = fused_step(consts["fused"], inputs, h, dt, self.mode, "lecun_tanh")
+            if h_next is not None:
+                return h_next[..., -self.layer_sizes[-1] :], h_next
         splits = np.cumsum(self.layer_sizes)[:-1].tolist()
         states = mx.split(h, splits, axis=-1)
         new_states = []

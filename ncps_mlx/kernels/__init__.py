@@ -26,21 +26,25 @@ from ..errors import see
 from . import build
 from .build import BuildError
 
-_SOURCE = Path(__file__).with_name("ltc.cpp")
+_SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("common.h", "ltc.cpp", "cfc.cpp", "module.cpp")
+)
+_MODULE = "_ncps_kernels"
 _module: ModuleType | None = None
 _failure: str | None = None
 _disabled = False
 
 
 def _load() -> ModuleType:
-    path = build.build(_SOURCE)
-    spec = importlib.util.spec_from_file_location(path.stem.split(".")[0], path)
+    path = build.build(_SOURCES, _MODULE)
+    spec = importlib.util.spec_from_file_location(_MODULE, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    # One tiny step: a module built against an MLX whose nanobind ABI differs loads but
-    # does not recognise mx.array arguments.
+    # One tiny step each: a module built against an MLX whose nanobind ABI differs loads
+    # but does not recognise mx.array arguments.
     one, index = mx.ones((1, 1)), mx.zeros((1,), dtype=mx.int32)
     mx.eval(module.ltc_step(one, one, one, one, index, index, *[one[0]] * 4, 1))
+    mx.eval(module.cfc_step(mx.ones((1, 4)), one, one, [mx.ones((1, 4))], [1, 0], 0, 0))
     return module
 
 
@@ -60,7 +64,7 @@ def unavailable_reason() -> str | None:
         except (BuildError, ImportError, OSError, TypeError) as error:
             _failure = f"could not build the fused kernels: {error}"
             warnings.warn(
-                f"ncps_mlx: {_failure}; LTC cells use the slower MLX graph on the CPU\n"
+                f"ncps_mlx: {_failure}; the cells use the slower MLX graph on the CPU\n"
                 + see("kernels-build"),
                 RuntimeWarning,
                 stacklevel=2,
@@ -109,9 +113,10 @@ def ltc_step(
     sum_s w_s a_s)``.
 
     Args:
-        v, cm, numerator, denominator: float32 ``(B, N)``; ``cm`` is the capacitance over
-            the sub-step length, the other two hold the leak, the sensory sums and (in the
-            denominator) the epsilon.
+        v: The membrane potentials, float32 ``(B, N)``.
+        cm: The capacitance over the sub-step length, float32 ``(B, N)``.
+        numerator: The leak and the sensory sums, float32 ``(B, N)``.
+        denominator: The leak, the sensory sums and the epsilon, float32 ``(B, N)``.
         synapses: ``pre`` and ``post`` (int32 neuron indices) and ``sigma``, ``mu``,
             ``w``, ``w_erev`` (float32), all ``(S,)``.
         unfolds: Sub-steps, at least 1.
@@ -142,3 +147,69 @@ def ltc_step(
         raise ValueError(f"[ltc_step] 'unfolds' must be an int >= 1 but got {unfolds!r}")
     args = [synapses[name] for name in ("pre", "post", *_PER_SYNAPSE)]
     return _module.ltc_step(v, cm, numerator, denominator, *args, unfolds)
+
+
+CFC_MODES = ("default", "pure", "no_gate")
+CFC_ACTIVATIONS = ("lecun_tanh", "tanh", "relu", "silu", "gelu")
+
+
+def cfc_step(
+    projected: mx.array,
+    h: mx.array,
+    dt: mx.array,
+    weights: list[mx.array],
+    layout: list[tuple[int, int]],
+    mode: str = "default",
+    activation: str = "lecun_tanh",
+) -> mx.array:
+    r"""One step of a chain of CfC units as one primitive: a :class:`~ncps_mlx.CfCCell`
+    (one unit) or the layers of a :class:`~ncps_mlx.WiredCfCCell` (one unit each).
+
+    Unit ``u`` with state ``h_u`` (columns of ``h``) computes ``pre = projected + h_0 @ Wh``
+    for the first unit and ``pre = bx + h'_{u-1} @ Wx + h_u @ Wh`` for the others
+    (``h'_{u-1}`` the previous unit's new state). With ``k >= 1`` backbone layers,
+    ``z = act(pre)``, then ``z = act(b_i + z @ W_i)`` for the ``k - 1`` further layers, and
+    the heads are ``c + z @ Wc``; with none, the heads are ``pre``. The heads give the new
+    state as in :class:`~ncps_mlx.CfCCell` (``pure`` mode: ``-A exp(-dt (|w_tau| + |u|))
+    u + A`` with ``u`` the heads), with the rational tanh and sigmoid of
+    :mod:`ncps_mlx.ops`.
+
+    Args:
+        projected: The first unit's input share of ``pre``, float32 ``(B, width_0)``.
+        h: The state, float32 ``(B, N)``: the units' states side by side.
+        dt: Elapsed time, float32 ``(B, 1)`` (a broadcast view is fine).
+        weights: Per unit, in order: ``Wx`` ``(n_{u-1}, width)`` and ``bx`` ``(width,)``
+            (not for the first unit), ``Wh`` ``(n_u, width)``, then with a backbone its
+            further layers' ``W_i`` ``(width, width)`` and ``b_i``, and ``Wc``
+            ``(width, heads)`` and ``c``; in ``pure`` mode ``w_tau`` and ``A`` ``(1, n_u)``
+            last. ``heads`` is ``4 n_u`` (``n_u`` in ``pure`` mode). All float32; matrices
+            may be transposed views.
+        layout: ``(n_u, k_u)`` per unit: its state size and backbone layers.
+        mode: ``"default"``, ``"pure"`` or ``"no_gate"``.
+        activation: The backbone's: ``"lecun_tanh"``, ``"tanh"``, ``"relu"``, ``"silu"``
+            or ``"gelu"``.
+
+    Returns:
+        The new state ``(B, N)``. Differentiable in every input. Raises ``ValueError`` for
+        shapes that do not fit the layout and ``RuntimeError`` when the kernels are
+        unavailable (see :func:`unavailable_reason`).
+    """
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"[cfc_step] {reason}")
+    for name, value, choices in (
+        ("mode", mode, CFC_MODES),
+        ("activation", activation, CFC_ACTIVATIONS),
+    ):
+        if value not in choices:
+            raise ValueError(f"[cfc_step] unknown {name} {value!r}; choose one of {list(choices)}")
+    flat = [int(value) for unit in layout for value in unit]
+    return _module.cfc_step(
+        projected,
+        h,
+        dt,
+        list(weights),
+        flat,
+        CFC_MODES.index(mode),
+        CFC_ACTIVATIONS.index(activation),
+    )

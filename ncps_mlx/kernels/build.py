@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlx.core
@@ -78,7 +79,7 @@ def _versions() -> str:
     )
 
 
-def _command(source: Path, target: Path) -> list[str]:
+def _command(sources: Sequence[Path], target: Path) -> list[str]:
     # mlx is a namespace package: mlx.__path__ may list other "mlx" folders first (MLX's
     # own kernel cache, $TMPDIR/mlx, when run from $TMPDIR). The compiled core is in
     # the installed one.
@@ -94,26 +95,29 @@ def _command(source: Path, target: Path) -> list[str]:
         f"-I{nanobind / 'include'}",
         f"-I{nanobind / 'ext' / 'robin_map' / 'include'}",
         f"-I{sysconfig.get_paths()['include']}",
-        str(source), str(nanobind / "src" / "nb_combined.cpp"),
+        *(str(path) for path in sources if path.suffix == ".cpp"),
+        str(nanobind / "src" / "nb_combined.cpp"),
         f"-L{mlx_root / 'lib'}", "-lmlx", f"-Wl,-rpath,{mlx_root / 'lib'}",
         "-o", str(target),
     ]
     # fmt: on
 
 
-def build(source: Path) -> Path:
-    """The compiled extension module for ``source`` (``name.cpp`` -> module ``_name_kernel``),
-    built now unless a build of the same source for the same versions is cached."""
-    digest = hashlib.sha256(source.read_bytes() + _versions().encode()).hexdigest()[:16]
+def build(sources: Sequence[Path], module: str) -> Path:
+    """The extension ``module`` compiled from ``sources`` (its ``.cpp`` files and the
+    headers they include), built now unless a build of the same sources for the same
+    versions is cached."""
+    content = b"".join(path.read_bytes() for path in sources)
+    digest = hashlib.sha256(content + _versions().encode()).hexdigest()[:16]
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    target = cache_dir() / digest / f"_{source.stem}_kernel{suffix}"
+    target = cache_dir() / digest / f"{module}{suffix}"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         partial = Path(scratch) / target.name
-        result = subprocess.run(_command(source, partial), capture_output=True, text=True)
+        result = subprocess.run(_command(sources, partial), capture_output=True, text=True)
         if result.returncode != 0:
-            raise BuildError(f"compiling {source.name} failed:\n{result.stderr[-4000:]}")
+            raise BuildError(f"compiling {module} failed:\n{result.stderr[-4000:]}")
         os.replace(partial, target)
     return target

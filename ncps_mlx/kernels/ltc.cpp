@@ -14,47 +14,12 @@
 // d = g_l + sensory denominator + epsilon, all (B, N) and fixed over the step.
 // Internally the state is neuron-major (N, B), so every synapse is a loop over the batch.
 
-#include <nanobind/nanobind.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <stdexcept>
 #include <typeinfo>
-#include <vector>
 
-#include "mlx/backend/cpu/encoder.h"
-#include "mlx/mlx.h"
-#include "mlx/primitives.h"
+#include "common.h"
 
-namespace nb = nanobind;
-namespace mx = mlx::core;
-
+namespace ncps {
 namespace {
-
-// tanh as the clamped minimax rational function of ncps_mlx.ops (Eigen's and XLA's):
-// multiplies, adds and one division, so the batch loops vectorise, and the same values
-// as the graph-level path.
-inline float rational_tanh(float x) {
-  constexpr float clamp = 7.90531110763549805f;
-  x = std::min(std::max(x, -clamp), clamp);
-  const float z = x * x;
-  float p = -2.76076847742355e-16f;
-  p = p * z + 2.00018790482477e-13f;
-  p = p * z + -8.60467152213735e-11f;
-  p = p * z + 5.12229709037114e-08f;
-  p = p * z + 1.48572235717979e-05f;
-  p = p * z + 6.37261928875436e-04f;
-  p = p * z + 4.89352455891786e-03f;
-  float q = 1.19825839466702e-06f;
-  q = q * z + 1.18534705686654e-04f;
-  q = q * z + 2.26843463243900e-03f;
-  q = q * z + 4.89352518554385e-03f;
-  return x * p / q;
-}
-
-inline float sigmoid(float x) {
-  return 0.5f + 0.5f * rational_tanh(0.5f * x);
-}
 
 // A (B, N) input, possibly a broadcast or other strided view, as a dense (N, B) buffer.
 std::vector<float> neuron_major(const mx::array& a) {
@@ -217,32 +182,6 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int
   }
 }
 
-// Runs `work` on the stream's CPU worker once the inputs are ready (MLX evaluates
-// lazily). Inputs may be strided views (broadcasts too): the kernels copy them into
-// dense local buffers, which costs less than a graph-level copy.
-template <class Work>
-void dispatch(
-    mx::Stream stream,
-    const std::vector<mx::array>& inputs,
-    std::vector<mx::array>& outputs,
-    Work work) {
-  auto& encoder = mx::cpu::get_command_encoder(stream);
-  for (const auto& a : inputs)
-    encoder.set_input_array(a);
-  for (auto& a : outputs) {
-    a.set_data(mx::allocator::malloc(a.nbytes()));
-    encoder.set_output_array(a);
-  }
-  std::vector<mx::array> in, out;
-  for (const auto& a : inputs)
-    in.push_back(mx::array::unsafe_weak_copy(a));
-  for (const auto& a : outputs)
-    out.push_back(mx::array::unsafe_weak_copy(a));
-  encoder.dispatch([in = std::move(in), out = std::move(out), work]() mutable {
-    work(in, out);
-  });
-}
-
 // The backward pass's outputs: the state's shape for v, cm, n and d, then the synapses'
 // for sigma, mu, w and w_erev.
 std::vector<mx::Shape> gradient_shapes(const std::vector<mx::array>& inputs) {
@@ -252,14 +191,11 @@ std::vector<mx::Shape> gradient_shapes(const std::vector<mx::array>& inputs) {
 }
 
 // What the forward and backward primitives share: the unfold count, equivalence by it
-// (for the compiler's common subexpressions), and no GPU implementation.
-class Unfolding : public mx::Primitive {
+// (for the compiler's common subexpressions).
+class Unfolding : public CPUPrimitive {
  public:
-  Unfolding(mx::Stream stream, int unfolds) : mx::Primitive(stream), unfolds_(unfolds) {}
+  Unfolding(mx::Stream stream, int unfolds) : CPUPrimitive(stream), unfolds_(unfolds) {}
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("[ncps_mlx] the fused LTC step runs on the CPU only");
-  }
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto* same = dynamic_cast<const Unfolding*>(&other);
     return same && typeid(*this) == typeid(other) && same->unfolds_ == unfolds_;
@@ -332,6 +268,8 @@ class LTCStep : public Unfolding {
   }
 };
 
+} // namespace
+
 mx::array ltc_step(
     const mx::array& v,
     const mx::array& cm,
@@ -352,24 +290,4 @@ mx::array ltc_step(
       {v, cm, numerator, denominator, pre, post, sigma, mu, w, w_erev});
 }
 
-} // namespace
-
-NB_MODULE(_ltc_kernel, m) {
-  m.doc() = "The LTC cell's semi-implicit ODE step as one MLX primitive (CPU).";
-  m.def(
-      "ltc_step",
-      &ltc_step,
-      nb::arg("v"),
-      nb::arg("cm"),
-      nb::arg("numerator"),
-      nb::arg("denominator"),
-      nb::arg("pre"),
-      nb::arg("post"),
-      nb::arg("sigma"),
-      nb::arg("mu"),
-      nb::arg("w"),
-      nb::arg("w_erev"),
-      nb::arg("unfolds"),
-      "All ODE unfolds of one semi-implicit LTC step: float32 (B, N) and (S,) inputs "
-      "(checked by ncps_mlx.kernels.ltc_step), the synapse indices int32.");
-}
+} // namespace ncps

@@ -1,0 +1,104 @@
+// What the fused kernels share: the rational tanh and sigmoid of ncps_mlx.ops, the
+// dispatch of work to the CPU stream, a base for CPU-only primitives, and the entry
+// points that module.cpp binds.
+
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/mlx.h"
+#include "mlx/primitives.h"
+
+namespace ncps {
+
+namespace mx = mlx::core;
+
+// tanh as the clamped minimax rational function of ncps_mlx.ops (Eigen's and XLA's):
+// multiplies, adds and one division, so the batch loops vectorise, and the same values
+// as the graph-level path.
+inline float rational_tanh(float x) {
+  constexpr float clamp = 7.90531110763549805f;
+  x = std::min(std::max(x, -clamp), clamp);
+  const float z = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * z + 2.00018790482477e-13f;
+  p = p * z + -8.60467152213735e-11f;
+  p = p * z + 5.12229709037114e-08f;
+  p = p * z + 1.48572235717979e-05f;
+  p = p * z + 6.37261928875436e-04f;
+  p = p * z + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * z + 1.18534705686654e-04f;
+  q = q * z + 2.26843463243900e-03f;
+  q = q * z + 4.89352518554385e-03f;
+  return x * p / q;
+}
+
+inline float sigmoid(float x) {
+  return 0.5f + 0.5f * rational_tanh(0.5f * x);
+}
+
+// Runs `work` on the stream's CPU worker once the inputs are ready (MLX evaluates
+// lazily). Inputs may be strided views (broadcasts too): the kernels read them through
+// their strides or copy them into dense local buffers, which costs less than a
+// graph-level copy.
+template <class Work>
+void dispatch(
+    mx::Stream stream,
+    const std::vector<mx::array>& inputs,
+    std::vector<mx::array>& outputs,
+    Work work) {
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& a : inputs)
+    encoder.set_input_array(a);
+  for (auto& a : outputs) {
+    a.set_data(mx::allocator::malloc(a.nbytes()));
+    encoder.set_output_array(a);
+  }
+  std::vector<mx::array> in, out;
+  for (const auto& a : inputs)
+    in.push_back(mx::array::unsafe_weak_copy(a));
+  for (const auto& a : outputs)
+    out.push_back(mx::array::unsafe_weak_copy(a));
+  encoder.dispatch([in = std::move(in), out = std::move(out), work]() mutable {
+    work(in, out);
+  });
+}
+
+// A primitive with a CPU implementation only.
+class CPUPrimitive : public mx::Primitive {
+ public:
+  using mx::Primitive::Primitive;
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error(std::string("[ncps_mlx] ") + name() + " runs on the CPU only");
+  }
+};
+
+mx::array ltc_step(
+    const mx::array& v,
+    const mx::array& cm,
+    const mx::array& numerator,
+    const mx::array& denominator,
+    const mx::array& pre,
+    const mx::array& post,
+    const mx::array& sigma,
+    const mx::array& mu,
+    const mx::array& w,
+    const mx::array& w_erev,
+    int unfolds);
+
+mx::array cfc_step(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation);
+
+} // namespace ncps
