@@ -1,11 +1,15 @@
 """The fused LTC step (ncps_mlx.kernels) against MLX operations: the primitive alone, the
 cell and layer in every calling convention, the build and its fallback."""
 
+import fnmatch
+from pathlib import Path
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+import tomllib
 from mlx.utils import tree_flatten
 
 from ncps_mlx import LTC, LTCCell, kernels
@@ -257,3 +261,14 @@ def test_the_build_is_cached_per_source_and_versions(fresh_kernels, monkeypatch)
     assert build.build(kernels._SOURCES, kernels._MODULE) == first
     assert first.stat().st_mtime_ns == modified and not calls
     assert kernels.unavailable_reason() is None  # loads the cached module
+
+
+def test_every_kernel_source_ships_with_the_package():
+    # The sources are compiled where the package is installed: a file the wheel leaves out
+    # turns into a failed build (and the slow path) for every user.
+    root = Path(__file__).parents[1]
+    with open(root / "pyproject.toml", "rb") as file:
+        shipped = tomllib.load(file)["tool"]["setuptools"]["package-data"]["ncps_mlx"]
+    for source in kernels._SOURCES:
+        name = source.relative_to(root / "ncps_mlx").as_posix()
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), name

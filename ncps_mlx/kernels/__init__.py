@@ -1,14 +1,16 @@
 """Fused CPU kernels: whole recurrent steps as single MLX primitives.
 
 On MLX's CPU backend each graph operation costs about 2.5 us whatever its size, and an
-LTC step is dozens of small ones (see :doc:`hardware`). :func:`ltc_step` runs all ODE
-unfolds of a semi-implicit LTC step in one C++ primitive with a hand-written backward
-pass. It is compiled on first use (:mod:`ncps_mlx.kernels.build`) and used only where it
-applies: the CPU, float32, the semi-implicit solver. Everywhere else, and whenever it
-cannot be built, the cells run the same computation as MLX operations, so results do not
-depend on it (the tests check the two against each other and against the reference).
+LTC or CfC step is dozens of small ones (see :doc:`hardware`). :func:`ltc_step` runs all
+ODE unfolds of a semi-implicit LTC step in one C++ primitive, :func:`cfc_step` a CfC
+cell's step or all layers of a wired CfC's, each with a hand-written backward pass. They
+are compiled on first use (:mod:`ncps_mlx.kernels.build`) and used only where they apply:
+the CPU and float32 (and for the LTC the semi-implicit solver). Everywhere else, and
+whenever they cannot be built, the cells run the same computation as MLX operations, so
+results do not depend on them (the tests check the two against each other and against
+the reference).
 
-Set ``NCPS_MLX_KERNELS=0`` to never use or build it.
+Set ``NCPS_MLX_KERNELS=0`` to never use or build them.
 """
 
 import contextlib
