@@ -293,10 +293,6 @@ int64_t cache_size(const std::vector<Unit>& chain, int batch) {
   return last.cache + int64_t(batch) * (int64_t(last.layers) * last.width + last.heads);
 }
 
-struct Shape {
-  int batch, width; // the state's (B, N)
-};
-
 // Writes h'_u (B, n) into out's columns, given the unit's heads (B, heads) dense.
 void solve(const Unit& u, int mode, const float* heads, const std::vector<mx::array>& in,
            float* out, int64_t ldo, int batch) {
