@@ -34,3 +34,28 @@ def layer_call(model, x, **kwargs):
 
     (_, (y, h)), grads = mx.value_and_grad(loss)(model.trainable_parameters(), x)
     return [y, h] + [g for _, g in tree_flatten(grads)]
+
+
+CALLS = ["plain", "initial-state", "timespans-bt", "timespans-scalar", "mask", "unbatched"]
+
+
+def check_layer_on_both_paths(layer, call):
+    """A fused layer's outputs and gradients for one calling convention (``CALLS``), on
+    input (3, 6, 4), against the MLX-operation path."""
+    mx.eval(layer.parameters())
+    assert layer.rnn_cell.runs_fused
+    x = mx.random.normal((3, 6, 4))
+    kwargs = {}
+    if call == "initial-state":
+        kwargs["hx"] = mx.random.normal((3, layer.state_size))
+    elif call == "timespans-bt":
+        kwargs["timespans"] = mx.random.uniform(0.2, 2.0, (3, 6))
+    elif call == "timespans-scalar":
+        kwargs["timespans"] = 0.5
+    elif call == "mask":
+        kwargs["mask"] = mx.array([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
+    elif call == "unbatched":
+        x = x[0]
+    fused, graph = both_paths(lambda: layer_call(layer, x, **kwargs))
+    for a, b in zip(fused, graph, strict=True):
+        close(a, b)

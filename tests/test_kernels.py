@@ -16,7 +16,13 @@ from ncps_mlx import LTC, LTCCell, kernels
 from ncps_mlx.kernels import build
 from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected
-from tests.kernel_checks import both_paths, close, layer_call, needs_kernels
+from tests.kernel_checks import (
+    CALLS,
+    both_paths,
+    check_layer_on_both_paths,
+    close,
+    needs_kernels,
+)
 
 
 @needs_kernels
@@ -137,29 +143,9 @@ WIRINGS = {
 
 @needs_kernels
 @pytest.mark.parametrize("wiring", WIRINGS)
-@pytest.mark.parametrize(
-    "call",
-    ["plain", "initial-state", "timespans-bt", "timespans-scalar", "mask", "unbatched"],
-)
+@pytest.mark.parametrize("call", CALLS)
 def test_layer_fused_matches_graph_path(wiring, call):
-    model = LTC(4, WIRINGS[wiring](), ode_unfolds=3)
-    mx.eval(model.parameters())
-    assert model.rnn_cell.runs_fused
-    x = mx.random.normal((3, 6, 4))
-    kwargs = {}
-    if call == "initial-state":
-        kwargs["hx"] = mx.random.normal((3, model.state_size))
-    elif call == "timespans-bt":
-        kwargs["timespans"] = mx.random.uniform(0.2, 2.0, (3, 6))
-    elif call == "timespans-scalar":
-        kwargs["timespans"] = 0.5
-    elif call == "mask":
-        kwargs["mask"] = mx.array([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
-    elif call == "unbatched":
-        x = x[0]
-    fused, graph = both_paths(lambda: layer_call(model, x, **kwargs))
-    for a, b in zip(fused, graph, strict=True):
-        close(a, b)
+    check_layer_on_both_paths(LTC(4, WIRINGS[wiring](), ode_unfolds=3), call)
 
 
 @needs_kernels

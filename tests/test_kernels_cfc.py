@@ -11,7 +11,13 @@ from mlx.utils import tree_flatten
 from ncps_mlx import CfC, CfCCell, WiredCfCCell, kernels
 from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected, Random
-from tests.kernel_checks import both_paths, close, layer_call, needs_kernels
+from tests.kernel_checks import (
+    CALLS,
+    both_paths,
+    check_layer_on_both_paths,
+    close,
+    needs_kernels,
+)
 
 pytestmark = needs_kernels
 
@@ -184,30 +190,10 @@ MODELS = {
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize(
-    "call",
-    ["plain", "initial-state", "timespans-bt", "timespans-scalar", "mask", "unbatched"],
-)
+@pytest.mark.parametrize("call", CALLS)
 def test_layer_fused_matches_graph_path(model, call):
     mx.random.seed(0)
-    layer = MODELS[model]()
-    mx.eval(layer.parameters())
-    assert layer.rnn_cell.runs_fused
-    x = mx.random.normal((3, 6, 4))
-    kwargs = {}
-    if call == "initial-state":
-        kwargs["hx"] = mx.random.normal((3, layer.state_size))
-    elif call == "timespans-bt":
-        kwargs["timespans"] = mx.random.uniform(0.2, 2.0, (3, 6))
-    elif call == "timespans-scalar":
-        kwargs["timespans"] = 0.5
-    elif call == "mask":
-        kwargs["mask"] = mx.array([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
-    elif call == "unbatched":
-        x = x[0]
-    fused, graph = both_paths(lambda: layer_call(layer, x, **kwargs))
-    for a, b in zip(fused, graph, strict=True):
-        close(a, b)
+    check_layer_on_both_paths(MODELS[model](), call)
 
 
 @pytest.mark.parametrize("wiring", [None, AutoNCP(10, 2, seed=2)], ids=["fc", "autoncp"])
