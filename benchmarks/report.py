@@ -47,6 +47,11 @@ COST_FIELDS = (
     ("graph_ops", "graph ops"),
 )
 MODE_NOTES = {
+    "step1": (
+        "\nncps_mlx runs `make_predict(model, frozen=True)`, the controller's call: it computes"
+        " what depends on the weights alone once, when built. The reference runs"
+        " `model(x, hx)` in evaluation mode under `torch.no_grad()`."
+    ),
     "step1_pinned": (
         "\nThe same calls as step1, with every thread of the process on one core, as a control"
         " loop is commonly run. MLX computes on a worker thread that each evaluation wakes and"

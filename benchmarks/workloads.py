@@ -203,9 +203,11 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
     if case.mode == "train":
         step = make_train_step(model, optim.Adam(learning_rate=LEARNING_RATE), nn.losses.mse_loss)
         return _mlx_call(lambda: step(x, y))
-    predict = make_predict(model)
     if case.mode == "inference":
+        predict = make_predict(model)
         return _mlx_call(lambda: predict(x))
+    # A controller runs trained weights: the frozen call derives them once, not per call.
+    predict = make_predict(model, frozen=True)
     zeros = mx.zeros((1, model.state_size))
     carried = {"hx": (zeros, zeros) if spec.mixed_memory else zeros}
 
