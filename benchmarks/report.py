@@ -21,6 +21,7 @@ MODE_TITLES = {
     "train": "Train step (forward + backward + Adam)",
     "inference": "Inference (whole sequence, no grad)",
     "step1": "One time step at batch 1, state carried (controller latency)",
+    "step1_pinned": "One time step at batch 1, every thread pinned to one core",
     MATMULS: "Matrix products of one train step alone (same shapes, forward and backward)",
 }
 MACHINE_FIELDS = (
@@ -45,9 +46,24 @@ COST_FIELDS = (
     ("bytes", "bytes moved"),
     ("graph_ops", "graph ops"),
 )
+MODE_NOTES = {
+    "step1": (
+        "\nncps_mlx runs `make_predict(model, frozen=True)`, the controller's call: it computes"
+        " what depends on the weights alone once, when built. The reference runs"
+        " `model(x, hx)` in evaluation mode under `torch.no_grad()`."
+    ),
+    "step1_pinned": (
+        "\nThe same calls as step1, with every thread of the process on one core, as a control"
+        " loop is commonly run. MLX computes on a worker thread that each evaluation wakes and"
+        " waits for; a wake across the cores of a virtual machine costs tens of microseconds,"
+        " on one core it is a context switch. The reference computes on the calling thread."
+    ),
+}
 MISSING = "-"
 # step_costs knows training and inference; a controller step is one inference step.
 COST_MODES = {"step1": "inference"}
+# Modes whose per-step costs are those of another mode's row (the same calls).
+SAME_COSTS = ("step1_pinned",)
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,8 @@ def mode_section(mode: str, rows: list[Row]) -> list[str]:
         cells.append(format_bytes(row.peak_memory_bytes))
         body.append(cells + [format_bytes(row.torch_saved_bytes)] * saved)
     lines = [f"## {MODE_TITLES.get(mode, mode)}", "", *table(header + SAVED * saved, body)]
-    return lines + ([SAVED_NOTE] if saved else []) + [""]
+    notes = [SAVED_NOTE] * saved + ([MODE_NOTES[mode]] if mode in MODE_NOTES else [])
+    return lines + notes + [""]
 
 
 SAVED = ["torch saved for backward"]
@@ -250,7 +267,11 @@ def cost_section(rows: list[Row]) -> list[str]:
         costs = importlib.import_module("ncps_mlx.costs")
     except ImportError as error:
         return [*title, f"Not available: `ncps_mlx.costs` cannot be imported ({error}).", ""]
-    measured = [row for row in rows if row.model in MODELS and row.mode in MODES]
+    measured = [
+        row
+        for row in rows
+        if row.model in MODELS and row.mode in MODES and row.mode not in SAME_COSTS
+    ]
     keys = sorted({(row.model, row.mode, row.batch) for row in measured})
     keys.sort(key=lambda key: _sort_key(Row(key[0], key[1], key[2], 0)))
     body, notes = [], []

@@ -6,7 +6,9 @@ run on one machine. A runner is a zero-argument callable that performs one timed
 mlx runners end in ``mx.eval`` because MLX is lazy.
 """
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +19,9 @@ INPUT_SIZE = 16
 BATCH = 32
 SEQ_LEN = 128
 LEARNING_RATE = 1e-3
-MODES = ("train", "inference", "step1")
+# step1_pinned is step1 with every thread of the process on one core (see `one_core`).
+STEP_MODES = ("step1", "step1_pinned")
+MODES = ("train", "inference", *STEP_MODES)
 # The matrix products of one train step alone, to split its time (see `matmul_shapes`).
 MATMULS = "matmuls"
 IMPLS = ("mlx", "torch")
@@ -79,15 +83,16 @@ class Case:
 
     def smoke(self) -> "Case":
         """The same case shrunk so that compiling and running it once takes seconds."""
-        if self.mode == "step1":
+        if self.mode in STEP_MODES:
             return self
         return replace(self, batch=max(1, self.batch // 8), seq_len=max(2, self.seq_len // 16))
 
 
 def core_cases() -> list[Case]:
-    """The issue's workloads: every model in every mode, step1 at batch 1 and one step."""
+    """The issue's workloads: every model in every mode, the step modes at batch 1 and one
+    step."""
     found = [Case(name, mode) for name in (*CORE_MODELS, *LARGE_MODELS) for mode in MODES]
-    return [replace(c, batch=1, seq_len=1) if c.mode == "step1" else c for c in found]
+    return [replace(c, batch=1, seq_len=1) if c.mode in STEP_MODES else c for c in found]
 
 
 def sweep_cases() -> list[Case]:
@@ -198,9 +203,11 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
     if case.mode == "train":
         step = make_train_step(model, optim.Adam(learning_rate=LEARNING_RATE), nn.losses.mse_loss)
         return _mlx_call(lambda: step(x, y))
-    predict = make_predict(model)
     if case.mode == "inference":
+        predict = make_predict(model)
         return _mlx_call(lambda: predict(x))
+    # A controller runs trained weights: the frozen call derives them once, not per call.
+    predict = make_predict(model, frozen=True)
     zeros = mx.zeros((1, model.state_size))
     carried = {"hx": (zeros, zeros) if spec.mixed_memory else zeros}
 
@@ -224,7 +231,7 @@ def _mlx_call(call: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def torch_runner(case: Case) -> Callable[[], Any]:
-    """One timed reference call of ``case``; inference and step1 run under no_grad."""
+    """One timed reference call of ``case``; inference and the step modes run under no_grad."""
     import torch
 
     spec = MODELS[case.model]
@@ -279,6 +286,35 @@ def torch_saved_bytes(case: Case) -> int:
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
         torch.nn.functional.mse_loss(model(x)[0], y)
     return sum(saved.values())
+
+
+@contextmanager
+def one_core() -> Iterator[int]:
+    """Run every thread of this process on one core, the lowest it may use, as a control
+    loop is commonly run; restore each thread's own set afterwards.
+
+    MLX computes on a worker thread: each evaluation wakes it and waits for it. On the
+    benchmark's virtual machine a wake across cores costs tens of microseconds, which a
+    one-step call pays twice; on one core it is a context switch. Threads started inside
+    inherit the pin. Linux only (macOS has no CPU affinity API): OSError elsewhere.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise OSError("CPU affinity is not available on this platform")
+    allowed = os.sched_getaffinity(0)
+    before = {tid: os.sched_getaffinity(tid) for tid in _threads()}
+    core = min(allowed)
+    for tid in before:
+        os.sched_setaffinity(tid, {core})
+    try:
+        yield core
+    finally:
+        for tid in _threads():
+            with suppress(ProcessLookupError):  # the thread has ended meanwhile
+                os.sched_setaffinity(tid, before.get(tid, allowed))
+
+
+def _threads() -> list[int]:
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
 
 
 def runner(case: Case, impl: str) -> Callable[[], Any]:

@@ -9,7 +9,7 @@ from mlx.utils import tree_flatten
 
 from . import _inputs, ops
 from .cells import CfCCell, LSTMCell, LTCCell, WiredCfCCell
-from .cells.base import Cell, check_positive_int
+from .cells.base import Cell, Consts, check_positive_int
 from .cells.cfc import CfCMode
 from .cells.ltc import Mapping
 from .wirings import FullyConnected, Wiring
@@ -138,15 +138,26 @@ class RNN(nn.Module):
         dt: mx.array | float,
         batched: bool = True,
         mask: mx.array | None = None,
+        consts: Consts | None = None,
     ) -> tuple[mx.array, State]:
-        """A call on checked arguments (see :meth:`check_call`); safe to compile."""
-        y, h, c = self.scan(x, h, c, dt, mask)
+        """A call on checked arguments (see :meth:`check_call`); safe to compile.
+        ``consts`` is what :meth:`derive` returned, if the caller keeps it across calls."""
+        y, h, c = self.scan(x, h, c, dt, mask, consts)
         if not batched:
             y, h = y[0], h[0]
             c = c[0] if c is not None else None
         elif self.return_sequences and not self.batch_first:
             y = y.swapaxes(0, 1)
         return y, ((h, c) if self.mixed_memory else h)
+
+    def derive(self) -> Consts:
+        """What a call computes from the weights alone before its time loop: each cell's
+        :meth:`~ncps_mlx.cells.Cell.derive` (masks folded in, products laid out).
+        ``make_predict(model, frozen=True)`` computes it once instead of on every call."""
+        consts = {"cell": self.rnn_cell.derive()}
+        if self.mixed_memory:
+            consts["lstm"] = self.lstm.derive()
+        return consts
 
     def scan(
         self,
@@ -155,9 +166,11 @@ class RNN(nn.Module):
         c: mx.array | None = None,
         dt: mx.array | float = 1.0,
         mask: mx.array | None = None,
+        consts: Consts | None = None,
     ) -> tuple[mx.array, mx.array, mx.array | None]:
         """The computation without checks: batch-first ``x`` (B, T, F), states (B, H) or
-        ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1).
+        ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1),
+        ``consts`` from :meth:`derive` (computed here when ``None``).
         Returns ``(y, h, c)``, ``y`` batch-first."""
         dtype = self.dtype
         x = x.astype(dtype)
@@ -167,10 +180,11 @@ class RNN(nn.Module):
             c = zeros if c is None else c.astype(dtype)
         if isinstance(dt, mx.array):
             dt = dt.astype(dtype)
-        consts = self.rnn_cell.derive()
+        derived = self.derive() if consts is None else consts
+        consts = derived["cell"]
         inputs = _steps(self.rnn_cell.project(consts, x))
         if self.mixed_memory:
-            lstm_consts = self.lstm.derive()
+            lstm_consts = derived["lstm"]
             lstm_inputs = ops.split_steps(self.lstm.project(lstm_consts, x))
         timed = isinstance(dt, mx.array)
         outputs = []

@@ -5,7 +5,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 
 from ncps_mlx import LTC, CfC
 from ncps_mlx.training import make_predict, make_train_step
@@ -84,6 +84,35 @@ def test_predict_equals_model_call(name):
     np.testing.assert_allclose(np.array(y), np.array(y_ref), rtol=1e-5, atol=1e-6)
     y1, _ = predict(x[:1, :1], hx=first_sample(state, model))
     assert y1.shape == (1, 1, model.output_size)
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "eager"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_frozen_predict_runs_the_weights_it_was_built_with(name, compile):
+    model = MODELS[name]()
+    x, _, ts = batch(model)
+    hx = first_sample(model(x)[1], model)
+    frozen = make_predict(model, compile=compile, frozen=True)
+    before = model(x[:1, :2], hx, ts[:1, :2])
+    # One step at a time with the state carried, as a controller calls it.
+    carried, outputs = hx, []
+    for t in range(2):
+        y, carried = frozen(x[:1, t : t + 1], carried, ts[:1, t : t + 1])
+        outputs.append(y)
+    close_trees((mx.concatenate(outputs, axis=1), carried), before)
+    # Changing the model's weights, by a new array or in place, leaves the copy alone.
+    model.update(tree_map(lambda w: w * 0.5, model.parameters()))
+    first = tree_flatten(model.parameters())[0][1]
+    first[...] = 0.0
+    close_trees(frozen(x[:1, :2], hx, ts[:1, :2]), before)
+    changed = make_predict(model, compile=compile, frozen=True)(x[:1, :2], hx, ts[:1, :2])
+    close_trees(changed, model(x[:1, :2], hx, ts[:1, :2]))
+    assert not np.allclose(np.array(changed[0]), np.array(before[0]))
+
+
+def close_trees(a, b):
+    for found, expected in zip(tree_flatten(a), tree_flatten(b), strict=True):
+        np.testing.assert_allclose(np.array(found[1]), np.array(expected[1]), rtol=1e-5, atol=1e-6)
 
 
 def first_sample(state, model):

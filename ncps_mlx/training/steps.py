@@ -7,6 +7,7 @@ Arguments are checked outside the compiled function, so bad input still gets a c
 error and nothing is traced on it.
 """
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -159,14 +160,37 @@ def make_eval_step(
     return evaluate
 
 
-def make_predict(model: RNN, *, compile: bool = True) -> Callable[..., tuple[mx.array, State]]:
+def make_predict(
+    model: RNN, *, compile: bool = True, frozen: bool = False
+) -> Callable[..., tuple[mx.array, State]]:
     """Build ``predict(x, hx=None, timespans=None, mask=None) -> (y, hx)``, a compiled model call.
 
     The model is switched to evaluation mode. Shapes are checked outside the compiled
     function; each new input shape compiles once.
+
+    Args:
+        model: The layer to call.
+        compile: Compile the call with ``mx.compile``. Default: ``True``.
+        frozen: Run a copy of the model taken now, with everything it computes from the
+            weights alone (:meth:`~ncps_mlx.RNN.derive`: masks folded in, products laid
+            out) computed once here instead of on every call. For a controller that calls
+            one step at a time with trained weights: it saves that work on every call
+            (about a third of a one-step call). Later changes to the model's weights are
+            not seen: build a new ``predict`` after them. Default: ``False``.
     """
     model.eval()
-    forward = mx.compile(model.forward, inputs=[model.state]) if compile else model.forward
+    if frozen:
+        model = copy.deepcopy(model)
+        consts = model.derive()
+        mx.eval(consts)
+
+        def forward(*call: Any) -> tuple[mx.array, State]:
+            return model.forward(*call, consts=consts)
+
+        # Without `inputs`: the copy's weights are constants of the compiled call.
+        forward = mx.compile(forward) if compile else forward
+    else:
+        forward = mx.compile(model.forward, inputs=[model.state]) if compile else model.forward
 
     def predict(
         x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
