@@ -310,7 +310,8 @@ void check_synapses(const mx::array* synapses, int sources, int targets) {
     const mx::array& a = synapses[k];
     const mx::Dtype dtype = k < 2 ? mx::int32 : mx::float32;
     if (a.ndim() != 1 || a.shape(0) != count || a.dtype() != dtype)
-      throw std::invalid_argument("[ltc_step] the synapses must be (S,) vectors, the indices int32");
+      throw std::invalid_argument(
+          "[ltc_step] the synapses must be (S,) vectors, the indices int32");
   }
   for (int k = 0; k < 2; ++k) {
     const int32_t* index = synapses[k].data<int32_t>();
@@ -340,13 +341,15 @@ void synapse_sums_direct(
     const std::vector<mx::array>& synapses,
     mx::array& numerator,
     mx::array& denominator) {
-  const int batch = x.ndim() == 2 ? x.shape(0) : 0, neurons = numerator.ndim() == 2 ? numerator.shape(1) : 0;
-  check_matrix("synapse_sums", x, "x", batch, x.shape(-1));
+  if (x.ndim() != 2 || numerator.ndim() != 2)
+    throw std::invalid_argument("[synapse_sums] 'x' (B, F) and the outputs (B, N) are matrices");
+  const int batch = x.shape(0), features = x.shape(1), neurons = numerator.shape(1);
+  check_matrix("synapse_sums", x, "x", batch, features);
   check_matrix("synapse_sums", numerator, "numerator", batch, neurons);
   check_matrix("synapse_sums", denominator, "denominator", batch, neurons);
   if (synapses.size() != 6)
     throw std::invalid_argument("[synapse_sums] needs pre, post, sigma, mu, w, w_erev");
-  check_synapses(synapses.data(), x.shape(1), neurons);
+  check_synapses(synapses.data(), features, neurons);
   const Synapses syn = load_synapses(synapses, 0);
   std::vector<float> num(size_t(neurons) * batch, 0.f), den(num.size(), 0.f),
       act(size_t(syn.count) * batch);

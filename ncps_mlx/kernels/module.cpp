@@ -119,7 +119,8 @@ NB_MODULE(_ncps_kernels, m) {
       "ncps_mlx.kernels.cfc_step.");
   m.def("cfc_step_direct", &cfc_direct, nb::arg("projected"), nb::arg("h"), nb::arg("dt"),
         nb::arg("weights"), nb::arg("layout"), nb::arg("mode"), nb::arg("activation"),
-        nb::arg("out").noconvert(), "cfc_step run now on NumPy arrays (the weights mx.arrays), into 'out'.");
+        nb::arg("out").noconvert(),
+        "cfc_step run now on NumPy arrays (the weights mx.arrays), into 'out'.");
   m.def("ltc_step_direct", &ltc_direct, nb::arg("per_neuron"), nb::arg("synapses"),
         nb::arg("unfolds"), nb::arg("out").noconvert(),
         "ltc_step run now: v, cm, numerator, denominator as NumPy arrays; pre, post, sigma, "
