@@ -10,7 +10,6 @@ import platform
 import subprocess
 import sys
 from collections.abc import Callable
-from contextlib import nullcontext
 from importlib import metadata
 from typing import Any
 
@@ -22,7 +21,6 @@ from benchmarks.workloads import (
     Case,
     case_info,
     mlx_peak_memory,
-    one_core,
     runner,
     torch_saved_bytes,
 )
@@ -45,22 +43,16 @@ def smoke(request: pytest.FixtureRequest) -> bool:
 def measure(benchmark: Any, smoke: bool) -> Callable[[Case, str], None]:
     """``measure(case, impl)`` warms up, records ``extra_info`` and times one call per round.
 
-    Torch cases skip when torch or ncps is missing, step1_pinned cases where threads
-    cannot be pinned. For mlx the peak memory of one call (after warm-up) is stored as
-    ``peak_memory_bytes``; for a torch train case, what its forward pass saves for backward
-    as ``saved_for_backward_bytes``.
+    Torch cases skip when torch or ncps is missing. For mlx the peak memory of one call
+    (after warm-up) is stored as ``peak_memory_bytes``; for a torch train case, what its
+    forward pass saves for backward as ``saved_for_backward_bytes``.
     """
 
     def _measure(case: Case, impl: str) -> None:
         if impl == "torch":
             pytest.importorskip("torch")
             pytest.importorskip("ncps")
-        if case.mode == "step1_pinned" and not hasattr(os, "sched_setaffinity"):
-            pytest.skip("step1_pinned needs CPU affinity (Linux)")
-        with one_core() if case.mode == "step1_pinned" else nullcontext():
-            _measure_here(case.smoke() if smoke else case, impl)
-
-    def _measure_here(case: Case, impl: str) -> None:
+        case = case.smoke() if smoke else case
         run = runner(case, impl)
         for _ in range(0 if smoke else WARMUP_CALLS):
             run()

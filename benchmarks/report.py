@@ -21,7 +21,7 @@ MODE_TITLES = {
     "train": "Train step (forward + backward + Adam)",
     "inference": "Inference (whole sequence, no grad)",
     "step1": "One time step at batch 1, state carried (controller latency)",
-    "step1_pinned": "One time step at batch 1, every thread pinned to one core",
+    "step1_graph": "One time step at batch 1 through MLX's graph",
     MATMULS: "Matrix products of one train step alone (same shapes, forward and backward)",
 }
 MACHINE_FIELDS = (
@@ -48,22 +48,23 @@ COST_FIELDS = (
 )
 MODE_NOTES = {
     "step1": (
-        "\nncps_mlx runs `make_predict(model, frozen=True)`, the controller's call: it computes"
-        " what depends on the weights alone once, when built. The reference runs"
-        " `model(x, hx)` in evaluation mode under `torch.no_grad()`."
+        "\nncps_mlx runs `ncps_mlx.Controller(model)`, the controller's call: NumPy in and out,"
+        " the fused kernels run directly on the calling thread, what depends on the weights"
+        " alone computed once when built. The reference runs `model(x, hx)` in evaluation"
+        " mode under `torch.no_grad()`."
     ),
-    "step1_pinned": (
-        "\nThe same calls as step1, with every thread of the process on one core, as a control"
-        " loop is commonly run. MLX computes on a worker thread that each evaluation wakes and"
-        " waits for; a wake across the cores of a virtual machine costs tens of microseconds,"
-        " on one core it is a context switch. The reference computes on the calling thread."
+    "step1_graph": (
+        "\nThe same steps through `make_predict(model, frozen=True)`: an MLX graph and its"
+        " evaluation, as on the GPU. MLX computes on a worker thread that each evaluation"
+        " wakes and waits for; a wake across the cores of a virtual machine costs tens of"
+        " microseconds. The reference computes on the calling thread."
     ),
 }
 MISSING = "-"
 # step_costs knows training and inference; a controller step is one inference step.
 COST_MODES = {"step1": "inference"}
 # Modes whose per-step costs are those of another mode's row (the same calls).
-SAME_COSTS = ("step1_pinned",)
+SAME_COSTS = ("step1_graph",)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,11 @@
 Every case exists twice, once per implementation: ``impl="mlx"`` runs ``ncps_mlx`` and
 ``impl="torch"`` runs the reference ``ncps==1.0.1`` on PyTorch, so speed-ups come from one
 run on one machine. A runner is a zero-argument callable that performs one timed call; the
-mlx runners end in ``mx.eval`` because MLX is lazy.
+mlx runners end in ``mx.eval`` because MLX is lazy (the controller's returns NumPy arrays,
+already computed).
 """
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,8 +18,9 @@ INPUT_SIZE = 16
 BATCH = 32
 SEQ_LEN = 128
 LEARNING_RATE = 1e-3
-# step1_pinned is step1 with every thread of the process on one core (see `one_core`).
-STEP_MODES = ("step1", "step1_pinned")
+# One step at batch 1: step1 through ncps_mlx.Controller (a controller's call), step1_graph
+# through make_predict(frozen=True) (MLX's graph and evaluation).
+STEP_MODES = ("step1", "step1_graph")
 MODES = ("train", "inference", *STEP_MODES)
 # The matrix products of one train step alone, to split its time (see `matmul_shapes`).
 MATMULS = "matmuls"
@@ -189,6 +189,7 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
     import mlx.nn as nn
     import mlx.optimizers as optim
 
+    from ncps_mlx import Controller
     from ncps_mlx.training import make_predict, make_train_step
 
     spec = MODELS[case.model]
@@ -206,16 +207,20 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
     if case.mode == "inference":
         predict = make_predict(model)
         return _mlx_call(lambda: predict(x))
-    # A controller runs trained weights: the frozen call derives them once, not per call.
+    if case.mode == "step1":
+        controller = Controller(model)
+        inputs = np.array(x[:, 0])
+        return lambda: controller(inputs)
+    # Trained weights: the frozen call derives them once, not per call.
     predict = make_predict(model, frozen=True)
     zeros = mx.zeros((1, model.state_size))
     carried = {"hx": (zeros, zeros) if spec.mixed_memory else zeros}
 
-    def step1() -> Any:
+    def step1_graph() -> Any:
         out, carried["hx"] = predict(x[:, :1], carried["hx"])
         return out, carried["hx"]
 
-    return _mlx_call(step1)
+    return _mlx_call(step1_graph)
 
 
 def _mlx_call(call: Callable[[], Any]) -> Callable[[], Any]:
@@ -286,35 +291,6 @@ def torch_saved_bytes(case: Case) -> int:
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
         torch.nn.functional.mse_loss(model(x)[0], y)
     return sum(saved.values())
-
-
-@contextmanager
-def one_core() -> Iterator[int]:
-    """Run every thread of this process on one core, the lowest it may use, as a control
-    loop is commonly run; restore each thread's own set afterwards.
-
-    MLX computes on a worker thread: each evaluation wakes it and waits for it. On the
-    benchmark's virtual machine a wake across cores costs tens of microseconds, which a
-    one-step call pays twice; on one core it is a context switch. Threads started inside
-    inherit the pin. Linux only (macOS has no CPU affinity API): OSError elsewhere.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        raise OSError("CPU affinity is not available on this platform")
-    allowed = os.sched_getaffinity(0)
-    before = {tid: os.sched_getaffinity(tid) for tid in _threads()}
-    core = min(allowed)
-    for tid in before:
-        os.sched_setaffinity(tid, {core})
-    try:
-        yield core
-    finally:
-        for tid in _threads():
-            with suppress(ProcessLookupError):  # the thread has ended meanwhile
-                os.sched_setaffinity(tid, before.get(tid, allowed))
-
-
-def _threads() -> list[int]:
-    return [int(tid) for tid in os.listdir("/proc/self/task")]
 
 
 def runner(case: Case, impl: str) -> Callable[[], Any]:

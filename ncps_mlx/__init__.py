@@ -7,6 +7,7 @@ from .cells import CfCCell as CfCCell
 from .cells import LSTMCell as LSTMCell
 from .cells import LTCCell as LTCCell
 from .cells import WiredCfCCell as WiredCfCCell
+from .controller import Controller as Controller
 from .errors import CheckpointError as CheckpointError
 from .errors import ConfigError as ConfigError
 from .errors import MemoryBudgetError as MemoryBudgetError

@@ -5,11 +5,12 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 from . import _inputs, ops
 from .cells import CfCCell, LSTMCell, LTCCell, WiredCfCCell
-from .cells.base import Cell, Consts, check_positive_int
+from .cells.base import Cell, Consts, check_positive_int, numpy_consts
 from .cells.cfc import CfCMode
 from .cells.ltc import Mapping
 from .wirings import FullyConnected, Wiring
@@ -158,6 +159,42 @@ class RNN(nn.Module):
         if self.mixed_memory:
             consts["lstm"] = self.lstm.derive()
         return consts
+
+    @property
+    def runs_direct(self) -> bool:
+        """Whether :meth:`direct_step` can run here and now: the cell's steps run fused
+        (see :mod:`ncps_mlx.kernels`) and the layer is in evaluation mode."""
+        return not self.training and self.rnn_cell.runs_fused
+
+    def direct_consts(self, consts: Consts) -> Consts:
+        """What :meth:`direct_step` reads, as NumPy arrays, from :meth:`derive`'s
+        ``consts`` (computed while :attr:`runs_direct`)."""
+        direct = {"cell": self.rnn_cell.direct_consts(consts["cell"])}
+        if self.mixed_memory:
+            direct["lstm"] = self.lstm.direct_consts(consts["lstm"])
+        if self.proj_size is not None:
+            direct["fc"] = numpy_consts({"w_t": self.fc.weight.T, "b": self.fc.bias})
+        return direct
+
+    def direct_step(
+        self,
+        consts: Consts,
+        x: np.ndarray,
+        h: np.ndarray,
+        c: np.ndarray | None,
+        dt: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One time step on float32 NumPy arrays, run at once on the calling thread
+        (:mod:`ncps_mlx.kernels.direct`): ``x`` (B, input_size), ``h`` and ``c``
+        (B, state_size; ``c`` ``None`` without mixed memory), ``dt`` (B, 1), ``consts``
+        from :meth:`direct_consts`. Returns ``(y, h, c)``. :class:`ncps_mlx.Controller`
+        calls it."""
+        if self.mixed_memory:
+            h, c = self.lstm.direct_step(consts["lstm"], x, h, c)
+        y, h = self.rnn_cell.direct_step(consts["cell"], x, h, dt)
+        if self.proj_size is not None:
+            y = y @ consts["fc"]["w_t"] + consts["fc"]["b"]
+        return y, h, c
 
     def scan(
         self,

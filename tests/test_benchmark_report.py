@@ -30,8 +30,8 @@ def result():
             _bench("ltc_ncp", "inference", "mlx", 8, 32, 0.004, peak_memory_bytes=2048),
             _bench("cfc_fc", "train", "torch", 32, 128, 0.05, torch_threads=3),
             _bench("cfc_fc", "step1", "torch", 1, 1, 64e-6),
-            _bench("cfc_fc", "step1_pinned", "torch", 1, 1, 60e-6),
-            _bench("cfc_fc", "step1_pinned", "mlx", 1, 1, 40e-6),
+            _bench("cfc_fc", "step1_graph", "torch", 1, 1, 60e-6),
+            _bench("cfc_fc", "step1_graph", "mlx", 1, 1, 40e-6),
             _bench("cfc_fc", "train", "mlx", 32, 128, 0.02, peak_memory_bytes=2**20),
             {"name": "test_unrelated", "extra_info": {}, "stats": {"median": 1.0}},
         ],
@@ -50,14 +50,14 @@ def test_rows_pair_implementations_and_sort(result):
         ("cfc_fc", "train"),
         ("ltc_ncp", "inference"),
         ("cfc_fc", "step1"),
-        ("cfc_fc", "step1_pinned"),
+        ("cfc_fc", "step1_graph"),
     ]
-    train, inference, step1, pinned = rows
+    train, inference, step1, graph = rows
     assert (train.mlx, train.torch, train.peak_memory_bytes) == (0.02, 0.05, 2**20)
     assert train.speedup == pytest.approx(2.5)
     assert inference.torch is None and inference.speedup is None
     assert step1.mlx is None and step1.speedup is None
-    assert pinned.speedup == pytest.approx(1.5)
+    assert graph.speedup == pytest.approx(1.5)
 
 
 def test_tables_show_medians_ratios_and_missing_counterparts(result, no_costs):
@@ -75,10 +75,10 @@ def test_tables_show_medians_ratios_and_missing_counterparts(result, no_costs):
         "## " + report.MODE_TITLES["train"],
         "## " + report.MODE_TITLES["inference"],
         "## " + report.MODE_TITLES["step1"],
-        "## " + report.MODE_TITLES["step1_pinned"],
+        "## " + report.MODE_TITLES["step1_graph"],
         "## Device-independent cost per time step",
     ]
-    assert report.MODE_NOTES["step1_pinned"] in text
+    assert report.MODE_NOTES["step1_graph"] in text
 
 
 def test_render_is_independent_of_result_order(result, no_costs):
@@ -104,8 +104,8 @@ def test_costs_table_uses_step_costs(result, monkeypatch):
     fake.step_costs = step_costs
     monkeypatch.setitem(sys.modules, "ncps_mlx.costs", fake)
     text = report.render(result)
-    # A controller step is costed as one inference step at batch 1, once: the pinned
-    # step is the same call.
+    # A controller step is costed as one inference step at batch 1, once: the graph
+    # step is the same computation.
     assert calls == [("CfC", 32, "train"), ("LTC", 8, "inference"), ("CfC", 1, "inference")]
     assert "| cfc_fc | train | 32 | 1,234,567 | 640 | 2.5e+06 | 42 |" in text
     assert "| cfc_fc | step1 | 1 | 1,234,567 | 640 | 2.5e+06 | 42 |" in text

@@ -22,6 +22,12 @@ def silu(x: mx.array) -> mx.array:
     return x * ops.sigmoid(x)
 
 
+# nn.relu and nn.gelu are compiled functions, which copy.deepcopy cannot copy: plain
+# functions around them keep a cell copyable (a frozen predict, a Controller copy it).
+def _relu(x: mx.array) -> mx.array:
+    return nn.relu(x)
+
+
 def _gelu(x: mx.array) -> mx.array:
     # torch.nn.GELU's default is the exact erf form, which nn.gelu is.
     return nn.gelu(x)
@@ -30,7 +36,7 @@ def _gelu(x: mx.array) -> mx.array:
 ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
     "lecun_tanh": lecun_tanh,
     "tanh": ops.tanh,
-    "relu": nn.relu,
+    "relu": _relu,
     "silu": silu,
     "gelu": _gelu,
 }

@@ -16,6 +16,8 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_map
 
 from ..errors import WiringError
 from ..wirings import Wiring
@@ -55,6 +57,27 @@ class Cell(nn.Module):
         """Advance ``h`` by one step of length ``dt`` given projected ``inputs``."""
         raise NotImplementedError
 
+    @property
+    def runs_fused(self) -> bool:
+        """Whether a step here and now runs as one fused kernel, and so whether
+        :meth:`direct_step` can run."""
+        return False
+
+    def direct_consts(self, consts: Consts) -> Consts:
+        """What :meth:`direct_step` reads, as NumPy arrays, from :meth:`derive`'s ``consts``
+        (computed while :attr:`runs_fused`): NumPy arrays for the arithmetic around the
+        kernels, evaluated ``mx.array`` for what the kernels read (:func:`kernel_consts`)."""
+        raise NotImplementedError(f"[{type(self).__name__}] has no direct step")
+
+    def direct_step(
+        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`project` and :meth:`step` on NumPy arrays, run at once on the calling
+        thread by the fused kernels (:mod:`ncps_mlx.kernels.direct`): float32 ``x``
+        (B, input_size), ``h`` (B, state_size), ``dt`` (B, 1) and
+        :meth:`direct_consts`. No gradients."""
+        raise NotImplementedError(f"[{type(self).__name__}] has no direct step")
+
     def __call__(
         self, x: mx.array, h: mx.array, dt: mx.array | float = 1.0
     ) -> tuple[mx.array, mx.array]:
@@ -65,6 +88,26 @@ class Cell(nn.Module):
         """
         consts = self.derive()
         return self.step(consts, self.project(consts, x), h, dt)
+
+
+def numpy_consts(consts: Any) -> Any:
+    """``consts`` with every ``mx.array`` as a C-ordered NumPy array (what the direct
+    kernels take); other values as they are."""
+    if isinstance(consts, mx.array):
+        return np.ascontiguousarray(np.array(consts))
+    if isinstance(consts, dict):
+        return {key: numpy_consts(value) for key, value in consts.items()}
+    if isinstance(consts, (list, tuple)):
+        return type(consts)(numpy_consts(value) for value in consts)
+    return consts
+
+
+def kernel_consts(arrays: Any) -> Any:
+    """A tree of ``mx.array`` made row-major and evaluated: the direct kernels read them
+    in place, on the calling thread."""
+    arrays = tree_map(mx.contiguous, arrays)
+    mx.eval(arrays)
+    return arrays
 
 
 def check_positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:

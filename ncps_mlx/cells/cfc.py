@@ -8,8 +8,9 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import kernels, ops
+from ..kernels import direct
 from .activations import get_activation
-from .base import Cell, Consts, check_choice, check_positive_int
+from .base import Cell, Consts, check_choice, check_positive_int, kernel_consts, numpy_consts
 
 CfCMode = Literal["default", "pure", "no_gate"]
 MODES = ("default", "pure", "no_gate")
@@ -237,6 +238,15 @@ class CfCCell(Cell):
         h_next = self._solution(z, dt)
         return h_next, h_next
 
+    def direct_consts(self, consts: Consts) -> Consts:
+        return chain_direct_consts(consts, consts["fused"])
+
+    def direct_step(
+        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        h_next = chain_direct_step(consts, x, h, dt, self.mode, self.backbone_activation)
+        return h_next, h_next
+
     def _regularize(self, z: mx.array) -> mx.array:
         return self.dropout(z) if "dropout" in self else z
 
@@ -277,3 +287,19 @@ def fused_step(
     return kernels.cfc_step(projected, state, dt, weights, layout, mode, activation).reshape(
         h.shape
     )
+
+
+def chain_direct_consts(first: Consts, chain: tuple[list[mx.array], list]) -> Consts:
+    """A chain's :meth:`~ncps_mlx.cells.Cell.direct_consts`: the first unit's input
+    projection and the fused step's weights and layout."""
+    weights, layout = chain
+    consts = numpy_consts({"wx_t": first["wx_t"], "b": first["b"]})
+    return {**consts, "weights": kernel_consts(weights), "layout": layout}
+
+
+def chain_direct_step(
+    consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray, mode: str, activation: str
+) -> np.ndarray:
+    """A chain's new state from :func:`ncps_mlx.kernels.direct.cfc_step`."""
+    projected = x @ consts["wx_t"] + consts["b"]
+    return direct.cfc_step(projected, h, dt, consts["weights"], consts["layout"], mode, activation)

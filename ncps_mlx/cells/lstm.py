@@ -2,9 +2,11 @@
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from .. import ops
-from .base import Consts
+from ..kernels import direct
+from .base import Consts, kernel_consts, numpy_consts
 from .cfc import xavier_uniform
 
 
@@ -48,6 +50,18 @@ class LSTMCell(nn.Module):
         i, ig, fg, og = mx.split(z, 4, axis=-1)
         c_next = c * ops.sigmoid(fg + 1.0) + ops.tanh(i) * ops.sigmoid(ig)
         return ops.tanh(c_next) * ops.sigmoid(og), c_next
+
+    def direct_consts(self, consts: Consts) -> Consts:
+        """What :meth:`direct_step` reads, as NumPy arrays."""
+        weights = numpy_consts({"wx_t": self.input_map.weight.T, "b": self.input_map.bias})
+        return {**weights, "wh_t": kernel_consts(consts["wh_t"])}
+
+    def direct_step(
+        self, consts: Consts, x: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`project` and :meth:`step` on float32 NumPy arrays, run at once by
+        :func:`ncps_mlx.kernels.direct.lstm_step`."""
+        return direct.lstm_step(x @ consts["wx_t"] + consts["b"], h, c, consts["wh_t"])
 
     def __call__(self, x: mx.array, state: tuple[mx.array, mx.array]) -> tuple[mx.array, mx.array]:
         """One step: ``(h, c) -> (h', c')`` for inputs ``x`` (B, input_size)."""

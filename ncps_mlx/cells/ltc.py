@@ -1,6 +1,6 @@
 """Liquid time-constant (LTC) cell."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -8,8 +8,16 @@ import numpy as np
 
 from .. import kernels, ops
 from ..errors import WiringError, see
+from ..kernels import direct
 from ..wirings import Wiring
-from .base import Consts, WiredCell, check_choice, check_positive_int
+from .base import (
+    Consts,
+    WiredCell,
+    check_choice,
+    check_positive_int,
+    kernel_consts,
+    numpy_consts,
+)
 from .solvers import FIELD_EVALUATIONS, SOLVERS
 
 Mapping = Literal["affine", "linear"] | None
@@ -72,6 +80,16 @@ def synapse_activation(
         return sums
     padding = [(0, 0)] * (v.ndim - 1) + [(post.start, size - post.stop)]
     return tuple(mx.pad(total, padding) for total in sums)
+
+
+def map_features(x: Any, mapping: Mapping, weights: Consts, side: str) -> Any:
+    """An input or output mapping (``side``) of ``x``: ``x * w + b``, ``x * w`` or ``x``.
+    Arithmetic only, so MLX and NumPy arrays alike (the direct step's)."""
+    if mapping is not None:
+        x = x * weights[f"{side}_w"]
+    if mapping == "affine":
+        x = x + weights[f"{side}_b"]
+    return x
 
 
 # Inside a step the potentials are neuron-major, (N, 1, B), and the synapse grid is
@@ -195,10 +213,12 @@ class LTCCell(WiredCell):
         self.sensory_erev = mx.array(sensory)
         self._sparsity_mask = mx.array(np.abs(adjacency))
         self._sensory_sparsity_mask = mx.array(np.abs(sensory))
-        pre, post = np.nonzero(adjacency)
-        self._synapse_pre = mx.array(pre.astype(np.int32))
-        self._synapse_post = mx.array(post.astype(np.int32))
-        self._synapse_flat = mx.array((pre * adjacency.shape[1] + post).astype(np.int32))
+        for prefix, matrix in (("", adjacency), ("sensory_", sensory)):
+            pre, post = np.nonzero(matrix)
+            setattr(self, f"_{prefix}synapse_pre", mx.array(pre.astype(np.int32)))
+            setattr(self, f"_{prefix}synapse_post", mx.array(post.astype(np.int32)))
+            flat = (pre * matrix.shape[1] + post).astype(np.int32)
+            setattr(self, f"_{prefix}synapse_flat", mx.array(flat))
         object.__setattr__(self, "_box", synapse_box(adjacency != 0))
         object.__setattr__(self, "_sensory_box", synapse_box(sensory != 0))
         if self.input_mapping is not None:
@@ -255,7 +275,7 @@ class LTCCell(WiredCell):
             "leak_current": gleak * self.vleak,
         }
         if self.runs_fused:
-            consts["fused"] = self._fused_synapses()
+            consts["fused"] = self.synapse_list()
             return consts
         # What `step` uses, in its neuron-major layout.
         consts["field"] = {k: consts[k][:, None, None] for k in ("cm", "gleak", "leak_current")}
@@ -263,16 +283,21 @@ class LTCCell(WiredCell):
             consts["field"].update(_field_weights(consts["synapses"]))
         return consts
 
-    def _fused_synapses(self) -> dict[str, mx.array]:
-        """The wiring's synapses as (S,) vectors for :func:`ncps_mlx.kernels.ltc_step`."""
+    def synapse_list(self, prefix: str = "") -> dict[str, mx.array]:
+        """The wiring's synapses (with ``prefix="sensory_"`` the sensory ones) as (S,)
+        vectors, as :func:`ncps_mlx.kernels.ltc_step` takes them: ``pre`` and ``post``
+        (int32), ``sigma``, ``mu``, ``w`` (positive) and ``w_erev``."""
 
-        def gather(values: mx.array) -> mx.array:
-            return mx.take(values.reshape(-1), self._synapse_flat)
+        def index(name: str) -> mx.array:
+            return getattr(self, f"_{prefix}synapse_{name}")
+
+        def gather(name: str) -> mx.array:
+            return mx.take(getattr(self, prefix + name).reshape(-1), index("flat"))
 
         # Gathered first: softplus (exp and log) only for the synapses that exist.
-        w = self._constrain(gather(self.w))
-        synapses = {"pre": self._synapse_pre, "post": self._synapse_post, "w": w}
-        synapses.update(sigma=gather(self.sigma), mu=gather(self.mu), w_erev=w * gather(self.erev))
+        w = self._constrain(gather("w"))
+        synapses = {"pre": index("pre"), "post": index("post"), "w": w}
+        synapses.update(sigma=gather("sigma"), mu=gather("mu"), w_erev=w * gather("erev"))
         return synapses
 
     def _boxed(self, prefix: str, mask: mx.array, box: Box) -> dict[str, mx.array]:
@@ -281,20 +306,17 @@ class LTCCell(WiredCell):
         parts = {"w": w, **{k: getattr(self, prefix + k) for k in ("sigma", "mu", "erev")}}
         return {key: value[box] for key, value in parts.items()}
 
+    def mappings(self) -> Consts:
+        """The input and output mappings' weights (those the mappings have)."""
+        names = [f"{side}_{kind}" for side in ("input", "output") for kind in ("w", "b")]
+        return {name: getattr(self, name) for name in names if name in self}
+
     def _map_inputs(self, x: mx.array) -> mx.array:
-        if self.input_mapping is not None:
-            x = x * self.input_w
-        if self.input_mapping == "affine":
-            x = x + self.input_b
-        return x
+        return map_features(x, self.input_mapping, self.mappings(), "input")
 
     def _map_outputs(self, v: mx.array) -> mx.array:
         y = v[..., : self.output_size]
-        if self.output_mapping is not None:
-            y = y * self.output_w
-        if self.output_mapping == "affine":
-            y = y + self.output_b
-        return y
+        return map_features(y, self.output_mapping, self.mappings(), "output")
 
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
         # Sensory synapses depend on the input only: evaluated for all steps at once, and
@@ -341,6 +363,19 @@ class LTCCell(WiredCell):
         v = mx.transpose(v, (2, 1, 0)).reshape(shape)  # (N, 1, B) -> (B, N)
         return self._map_outputs(v), v
 
+    def kernel_terms(
+        self, consts: Consts, sensory: tuple[Any, Any], dt: Any
+    ) -> tuple[Any, Any, Any]:
+        """``cm``, ``numerator`` and ``denominator`` of :func:`~ncps_mlx.kernels.ltc_step`
+        from the sensory sums and the timespan, not yet broadcast to (B, N). Arithmetic
+        only, so MLX and NumPy arrays alike (the direct step's)."""
+        numerator, denominator = sensory
+        return (
+            consts["cm"] / (dt / self.ode_unfolds),
+            consts["leak_current"] + numerator,
+            consts["gleak"] + denominator + self.epsilon,
+        )
+
     def _fused_step(
         self,
         consts: Consts,
@@ -349,12 +384,26 @@ class LTCCell(WiredCell):
         dt: mx.array | float,
     ) -> tuple[mx.array, mx.array]:
         """:meth:`step` as one primitive (:func:`ncps_mlx.kernels.ltc_step`), on (B, N)."""
-        sensory_numerator, sensory_denominator = inputs
         shape = (-1, self.state_size)
         v = h.reshape(shape)
-        cm = mx.broadcast_to(consts["cm"] / (dt / self.ode_unfolds), v.shape)
-        numerator = (consts["leak_current"] + sensory_numerator).reshape(shape)
-        denominator = (consts["gleak"] + sensory_denominator + self.epsilon).reshape(shape)
+        cm, numerator, denominator = self.kernel_terms(consts, inputs, dt)
+        cm = mx.broadcast_to(cm, v.shape)
+        numerator, denominator = numerator.reshape(shape), denominator.reshape(shape)
         v = kernels.ltc_step(v, cm, numerator, denominator, consts["fused"], self.ode_unfolds)
         v = v.reshape(h.shape)
         return self._map_outputs(v), v
+
+    def direct_consts(self, consts: Consts) -> Consts:
+        arrays = {key: consts[key] for key in ("cm", "gleak", "leak_current")}
+        synapses = {"synapses": consts["fused"], "sensory": self.synapse_list("sensory_")}
+        return {**numpy_consts({**arrays, **self.mappings()}), **kernel_consts(synapses)}
+
+    def direct_step(
+        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        x = map_features(x, self.input_mapping, consts, "input")
+        sensory = direct.synapse_sums(x, consts["sensory"], self.state_size)
+        cm, numerator, denominator = self.kernel_terms(consts, sensory, dt)
+        v = direct.ltc_step(h, cm, numerator, denominator, consts["synapses"], self.ode_unfolds)
+        y = map_features(v[:, : self.output_size], self.output_mapping, consts, "output")
+        return y, v

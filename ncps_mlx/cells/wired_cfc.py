@@ -6,7 +6,7 @@ import numpy as np
 from .. import kernels
 from ..wirings import Wiring
 from .base import Consts, WiredCell
-from .cfc import CfCCell, CfCMode, fused_step
+from .cfc import CfCCell, CfCMode, chain_direct_consts, chain_direct_step, fused_step
 
 
 def layer_connectivity(wiring: Wiring, layer: int, strict: bool) -> np.ndarray:
@@ -135,3 +135,12 @@ class WiredCfCCell(WiredCell):
             out, _ = layer.step(layer_consts, inputs, states[index], dt)
             new_states.append(out)
         return new_states[-1], mx.concatenate(new_states, axis=-1)
+
+    def direct_consts(self, consts: Consts) -> Consts:
+        return chain_direct_consts(consts["layers"][0], consts["fused"])
+
+    def direct_step(
+        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        h_next = chain_direct_step(consts, x, h, dt, self.mode, "lecun_tanh")
+        return h_next[:, -self.layer_sizes[-1] :], h_next

@@ -29,7 +29,8 @@ from . import build
 from .build import BuildError
 
 _SOURCES = tuple(
-    Path(__file__).with_name(name) for name in ("common.h", "ltc.cpp", "cfc.cpp", "module.cpp")
+    Path(__file__).with_name(name)
+    for name in ("common.h", "dense.h", "ltc.cpp", "cfc.cpp", "lstm.cpp", "module.cpp")
 )
 _MODULE = "_ncps_kernels"
 _module: ModuleType | None = None

@@ -23,66 +23,13 @@
 #include <typeinfo>
 
 #include "common.h"
+#include "dense.h"
 
 namespace ncps {
 namespace {
 
 enum Mode { kDefault = 0, kPure = 1, kNoGate = 2 };
 enum Activation { kLecunTanh = 0, kTanh = 1, kRelu = 2, kSilu = 3, kGelu = 4 };
-
-// A matrix in memory as rows of contiguous values `ld` apart (a broadcast has ld 0).
-struct Rows {
-  const float* data;
-  int64_t ld;
-  const float* operator[](int row) const {
-    return data + row * ld;
-  }
-};
-
-// An input as Rows: directly when its columns are contiguous, else copied to `buffer`.
-Rows rows(const mx::array& a, std::vector<float>& buffer) {
-  const int cols = a.shape(-1);
-  const int64_t col = a.strides().back();
-  const int64_t row = a.ndim() == 2 ? a.strides()[0] : 0;
-  if (col == 1)
-    return {a.data<float>(), row};
-  const int count = a.ndim() == 2 ? a.shape(0) : 1;
-  buffer.resize(size_t(count) * cols);
-  for (int i = 0; i < count; ++i)
-    for (int j = 0; j < cols; ++j)
-      buffer[size_t(i) * cols + j] = a.data<float>()[i * row + j * col];
-  return {buffer.data(), cols};
-}
-
-// out (B, n) += x (B, k) @ w (k, n), four rows of x at a time so each row of w is
-// loaded once per four.
-void matmul_add(float* out, int64_t ldo, Rows x, Rows w, int batch, int k, int n) {
-  int b = 0;
-  for (; b + 4 <= batch; b += 4) {
-    float *o0 = out + b * ldo, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
-    const float *x0 = x[b], *x1 = x[b + 1], *x2 = x[b + 2], *x3 = x[b + 3];
-    for (int i = 0; i < k; ++i) {
-      const float a0 = x0[i], a1 = x1[i], a2 = x2[i], a3 = x3[i];
-      const float* wi = w[i];
-      for (int j = 0; j < n; ++j) {
-        const float wij = wi[j];
-        o0[j] += a0 * wij;
-        o1[j] += a1 * wij;
-        o2[j] += a2 * wij;
-        o3[j] += a3 * wij;
-      }
-    }
-  }
-  for (; b < batch; ++b) {
-    float* o = out + b * ldo;
-    for (int i = 0; i < k; ++i) {
-      const float a = x[b][i];
-      const float* wi = w[i];
-      for (int j = 0; j < n; ++j)
-        o[j] += a * wi[j];
-    }
-  }
-}
 
 // out (k, n) += x^T (k, B) @ d (B, n): a weight's gradient, four samples at a time so
 // each row of `out` is loaded and stored once per four.
@@ -137,12 +84,6 @@ void column_sums_add(float* out, Rows d, int batch, int n) {
   for (int b = 0; b < batch; ++b)
     for (int j = 0; j < n; ++j)
       out[j] += d[b][j];
-}
-
-// Every row of out (B, n) set to the vector v.
-void fill_rows(float* out, int64_t ldo, Rows v, int batch, int n) {
-  for (int b = 0; b < batch; ++b)
-    std::copy(v[0], v[0] + n, out + b * ldo);
 }
 
 // y = act(x) over `count` values; the switch stays outside the vectorised loops.
@@ -558,9 +499,8 @@ class CfCStep : public Chain {
   }
 };
 
-} // namespace
-
-mx::array cfc_step(
+// The chain of a call, its arguments checked against it.
+std::vector<Unit> checked_chain(
     const mx::array& projected,
     const mx::array& h,
     const mx::array& dt,
@@ -571,31 +511,56 @@ mx::array cfc_step(
   if (mode < kDefault || mode > kNoGate || activation < kLecunTanh || activation > kGelu)
     throw std::invalid_argument("[cfc_step] unknown mode or activation");
   const int batch = h.ndim() == 2 ? h.shape(0) : -1;
-  const auto chain = units(layout, weights, mode, batch);
+  auto chain = units(layout, weights, mode, batch);
   int width = 0;
   for (const Unit& u : chain)
     width += u.n;
-  const auto check = [](const mx::array& a, const char* name, int rows, int cols) {
-    if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols || a.dtype() != mx::float32)
-      throw std::invalid_argument(
-          std::string("[cfc_step] '") + name + "' must be float32 of shape (" +
-          std::to_string(rows) + ", " + std::to_string(cols) + ")");
-  };
   if (batch < 1)
     throw std::invalid_argument("[cfc_step] 'h' must be (B, N) with B >= 1");
-  check(h, "h", batch, width);
-  check(projected, "projected", batch, chain.front().width);
-  check(dt, "dt", batch, 1);
+  check_matrix("cfc_step", h, "h", batch, width);
+  check_matrix("cfc_step", projected, "projected", batch, chain.front().width);
+  check_matrix("cfc_step", dt, "dt", batch, 1);
+  return chain;
+}
+
+} // namespace
+
+mx::array cfc_step(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation) {
+  const auto chain = checked_chain(projected, h, dt, weights, layout, mode, activation);
   std::vector<mx::array> inputs{projected, h, dt};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   const mx::Stream stream = mx::default_stream(mx::Device::cpu);
   const auto primitive = std::make_shared<CfCStep>(stream, layout, mode, activation);
   auto outputs = mx::array::make_arrays(
-      {h.shape(), {int(cache_size(chain, batch))}},
+      {h.shape(), {int(cache_size(chain, h.shape(0)))}},
       {mx::float32, mx::float32},
       primitive,
       inputs);
   return outputs[0];
+}
+
+void cfc_step_direct(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation,
+    mx::array& out) {
+  const auto chain = checked_chain(projected, h, dt, weights, layout, mode, activation);
+  check_matrix("cfc_step", out, "out", h.shape(0), h.shape(1));
+  std::vector<mx::array> inputs{projected, h, dt};
+  inputs.insert(inputs.end(), weights.begin(), weights.end());
+  std::vector<mx::array> outputs{out, allocated({int(cache_size(chain, h.shape(0)))})};
+  forward(inputs, outputs, chain, mode, activation);
 }
 
 } // namespace ncps

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "mlx/backend/cpu/encoder.h"
@@ -69,6 +70,22 @@ void dispatch(
   });
 }
 
+// An uninitialised float32 array in MLX memory, available at once (no graph).
+inline mx::array allocated(mx::Shape shape) {
+  size_t size = 1;
+  for (int d : shape)
+    size *= size_t(d);
+  return mx::array(mx::allocator::malloc(size * sizeof(float)), std::move(shape), mx::float32);
+}
+
+// Throws unless `a` is a float32 (rows, cols) matrix.
+inline void check_matrix(const char* op, const mx::array& a, const char* name, int rows, int cols) {
+  if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols || a.dtype() != mx::float32)
+    throw std::invalid_argument(
+        std::string("[") + op + "] '" + name + "' must be float32 of shape (" +
+        std::to_string(rows) + ", " + std::to_string(cols) + ")");
+}
+
 // A primitive with a CPU implementation only.
 class CPUPrimitive : public mx::Primitive {
  public:
@@ -100,5 +117,44 @@ mx::array cfc_step(
     const std::vector<int>& layout,
     int mode,
     int activation);
+
+// The direct forms run the same forward passes at once on the calling thread, without
+// MLX's lazy evaluation: no graph, no wake of the stream's worker thread (tens of
+// microseconds on a virtual machine, more than a controller's whole step). Their
+// inputs are available (evaluated) row-major arrays and they write into available
+// row-major outputs that alias no input.
+
+void cfc_step_direct(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation,
+    mx::array& out);
+
+// `inputs` as ltc_step takes them: v, cm, numerator, denominator, pre, post, sigma, mu,
+// w, w_erev.
+void ltc_step_direct(const std::vector<mx::array>& inputs, int unfolds, mx::array& out);
+
+// (sum_s w_erev_s a_s, sum_s w_s a_s) into each synapse's postsynaptic column, with
+// a_s = sigmoid(sigma_s (x_pre - mu_s)): an LTC's sensory synapses. `synapses` are pre,
+// post, sigma, mu, w, w_erev; the outputs (B, N) are overwritten.
+void synapse_sums_direct(
+    const mx::array& x,
+    const std::vector<mx::array>& synapses,
+    mx::array& numerator,
+    mx::array& denominator);
+
+// The mixed-memory LSTM step: gates = z + h @ wh_t, split (i, ig, fg, og);
+// c' = c sigmoid(fg + 1) + tanh(i) sigmoid(ig), h' = tanh(c') sigmoid(og).
+void lstm_step_direct(
+    const mx::array& z,
+    const mx::array& h,
+    const mx::array& c,
+    const mx::array& wh_t,
+    mx::array& h_out,
+    mx::array& c_out);
 
 } // namespace ncps

@@ -64,6 +64,25 @@ struct Step {
   std::vector<float> cm, n, d; // (N, B)
 };
 
+// Adds each synapse's w_erev a and w a to its postsynaptic `num` and `den` (N, B), for
+// presynaptic potentials `v` (pre, B); the activations a go to `act` (S, B).
+void add_synapses(
+    const Synapses& syn, const float* v, float* num, float* den, float* act, int b) {
+  for (int s = 0; s < syn.count; ++s) {
+    const float* vi = v + syn.pre[s] * b;
+    float* nj = num + syn.post[s] * b;
+    float* dj = den + syn.post[s] * b;
+    float* as = act + s * b;
+    const float sigma = syn.sigma[s], mu = syn.mu[s], w = syn.w[s], we = syn.w_erev[s];
+    for (int x = 0; x < b; ++x) {
+      const float a = sigmoid(sigma * (vi[x] - mu));
+      as[x] = a;
+      nj[x] += we * a;
+      dj[x] += w * a;
+    }
+  }
+}
+
 // One unfold: `v` (N, B) -> `next`. The synapse activations are left in `act` (S, B) and
 // the denominators in `den` (N, B), which the backward pass reuses.
 void unfold(
@@ -79,19 +98,7 @@ void unfold(
     num[k] = st.cm[k] * v[k] + st.n[k];
     den[k] = st.cm[k] + st.d[k];
   }
-  for (int s = 0; s < syn.count; ++s) {
-    const float* vi = v + syn.pre[s] * b;
-    float* nj = num + syn.post[s] * b;
-    float* dj = den + syn.post[s] * b;
-    float* as = act + s * b;
-    const float sigma = syn.sigma[s], mu = syn.mu[s], w = syn.w[s], we = syn.w_erev[s];
-    for (int x = 0; x < b; ++x) {
-      const float a = sigmoid(sigma * (vi[x] - mu));
-      as[x] = a;
-      nj[x] += we * a;
-      dj[x] += w * a;
-    }
-  }
+  add_synapses(syn, v, num, den, act, b);
   for (int k = 0; k < nb; ++k)
     next[k] = num[k] / den[k];
 }
@@ -101,10 +108,12 @@ Step load_step(const std::vector<mx::array>& in, int unfolds) {
           neuron_major(in[1]), neuron_major(in[2]), neuron_major(in[3])};
 }
 
-Synapses load_synapses(const std::vector<mx::array>& in) {
-  return {dense<int32_t>(in[4]), dense<int32_t>(in[5]), dense<float>(in[6]),
-          dense<float>(in[7]),   dense<float>(in[8]),   dense<float>(in[9]),
-          static_cast<int>(in[4].size())};
+// The synapses from `in[first]` on: pre, post, sigma, mu, w, w_erev.
+Synapses load_synapses(const std::vector<mx::array>& in, int first = 4) {
+  const auto* a = in.data() + first;
+  return {dense<int32_t>(a[0]), dense<int32_t>(a[1]), dense<float>(a[2]),
+          dense<float>(a[3]),   dense<float>(a[4]),   dense<float>(a[5]),
+          static_cast<int>(a[0].size())};
 }
 
 void forward(const std::vector<mx::array>& in, mx::array& out, int unfolds) {
@@ -288,6 +297,65 @@ mx::array ltc_step(
       mx::float32,
       std::make_shared<LTCStep>(stream, unfolds),
       {v, cm, numerator, denominator, pre, post, sigma, mu, w, w_erev});
+}
+
+namespace {
+
+// Throws unless `synapses` (pre, post, then four float32 values each) are (S,) vectors
+// whose indices lie within `sources` and `targets`: the direct forms are called with
+// arrays the package did not build.
+void check_synapses(const mx::array* synapses, int sources, int targets) {
+  const int count = synapses[0].ndim() == 1 ? synapses[0].shape(0) : -1;
+  for (int k = 0; k < 6; ++k) {
+    const mx::array& a = synapses[k];
+    const mx::Dtype dtype = k < 2 ? mx::int32 : mx::float32;
+    if (a.ndim() != 1 || a.shape(0) != count || a.dtype() != dtype)
+      throw std::invalid_argument(
+          "[ltc_step] the synapses must be (S,) vectors, the indices int32");
+  }
+  for (int k = 0; k < 2; ++k) {
+    const int32_t* index = synapses[k].data<int32_t>();
+    const int bound = k == 0 ? sources : targets;
+    for (int s = 0; s < count; ++s)
+      if (index[s] < 0 || index[s] >= bound)
+        throw std::invalid_argument("[ltc_step] a synapse index is out of range");
+  }
+}
+
+} // namespace
+
+void ltc_step_direct(const std::vector<mx::array>& inputs, int unfolds, mx::array& out) {
+  if (inputs.size() != 10 || unfolds < 1)
+    throw std::invalid_argument("[ltc_step] needs 10 inputs and unfolds >= 1");
+  const int batch = inputs[0].ndim() == 2 ? inputs[0].shape(0) : 0;
+  const int neurons = inputs[0].ndim() == 2 ? inputs[0].shape(1) : 0;
+  for (int k = 0; k < 4; ++k)
+    check_matrix("ltc_step", inputs[k], "v, cm, numerator, denominator", batch, neurons);
+  check_matrix("ltc_step", out, "out", batch, neurons);
+  check_synapses(inputs.data() + 4, neurons, neurons);
+  forward(inputs, out, unfolds);
+}
+
+void synapse_sums_direct(
+    const mx::array& x,
+    const std::vector<mx::array>& synapses,
+    mx::array& numerator,
+    mx::array& denominator) {
+  if (x.ndim() != 2 || numerator.ndim() != 2)
+    throw std::invalid_argument("[synapse_sums] 'x' (B, F) and the outputs (B, N) are matrices");
+  const int batch = x.shape(0), features = x.shape(1), neurons = numerator.shape(1);
+  check_matrix("synapse_sums", x, "x", batch, features);
+  check_matrix("synapse_sums", numerator, "numerator", batch, neurons);
+  check_matrix("synapse_sums", denominator, "denominator", batch, neurons);
+  if (synapses.size() != 6)
+    throw std::invalid_argument("[synapse_sums] needs pre, post, sigma, mu, w, w_erev");
+  check_synapses(synapses.data(), features, neurons);
+  const Synapses syn = load_synapses(synapses, 0);
+  std::vector<float> num(size_t(neurons) * batch, 0.f), den(num.size(), 0.f),
+      act(size_t(syn.count) * batch);
+  add_synapses(syn, neuron_major(x).data(), num.data(), den.data(), act.data(), batch);
+  batch_major(num, numerator);
+  batch_major(den, denominator);
 }
 
 } // namespace ncps

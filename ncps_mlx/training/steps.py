@@ -173,11 +173,11 @@ def make_predict(
         compile: Compile the call with ``mx.compile``. Default: ``True``.
         frozen: Run a copy of the model taken now, with everything it computes from the
             weights alone (:meth:`~ncps_mlx.RNN.derive`: masks folded in, products laid
-            out) computed once here instead of on every call. For a controller that calls
-            one step at a time with trained weights: it saves that work on every call, a
-            seventh to a half of a one-step call on the benchmark's models. Later changes
-            to the model's weights are not seen: build a new ``predict`` after them.
-            Default: ``False``.
+            out) computed once here instead of on every call: a seventh to a half of a
+            one-step call on the benchmark's models. Later changes to the model's weights
+            are not seen: build a new ``predict`` after them. A control loop stepping
+            one sample at a time uses :class:`ncps_mlx.Controller`, which builds on this
+            where it cannot run the kernels directly. Default: ``False``.
     """
     model.eval()
     if frozen:
