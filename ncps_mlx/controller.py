@@ -140,9 +140,8 @@ class Controller:
         return h, c
 
     def _as_float32(self, name: str, value: Any) -> np.ndarray:
-        array = np.asarray(value) if isinstance(value, (np.ndarray, mx.array)) else None
-        if array is None and isinstance(value, (list, tuple, int, float)):
-            array = np.asarray(value)
+        accepted = (np.ndarray, mx.array, list, tuple, int, float)
+        array = np.asarray(value) if isinstance(value, accepted) else None
         if array is None or not (
             np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
         ):
