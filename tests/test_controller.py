@@ -73,6 +73,8 @@ def test_direct_forms_reject_what_they_cannot_take():
     args = numpy(projected, h, dt)
     with pytest.raises(ValueError, match="'h' must be float32 of shape \\(2, 3\\)"):
         direct.cfc_step(args[0], args[1][:, :2], args[2], weights, [(3, 0)])
+    with pytest.raises(ValueError, match="unknown mode 'bad'; choose one of"):
+        direct.cfc_step(*args, weights, [(3, 0)], mode="bad")
     with pytest.raises(ValueError, match="need evaluated weights"):
         direct.cfc_step(*args, [weights[0] * 2], [(3, 0)])
     per_neuron, synapses = random_step(batch=2, neurons=7)

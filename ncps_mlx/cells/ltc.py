@@ -82,7 +82,7 @@ def synapse_activation(
     return tuple(mx.pad(total, padding) for total in sums)
 
 
-def map_features(x: Any, mapping: Mapping, weights: Consts, side: str) -> Any:
+def map_features(x: Any, mapping: Mapping, weights: dict[str, Any], side: str) -> Any:
     """An input or output mapping (``side``) of ``x``: ``x * w + b``, ``x * w`` or ``x``.
     Arithmetic only, so MLX and NumPy arrays alike (the direct step's)."""
     if mapping is not None:
@@ -312,11 +312,11 @@ class LTCCell(WiredCell):
         return {name: getattr(self, name) for name in names if name in self}
 
     def _map_inputs(self, x: mx.array) -> mx.array:
-        return map_features(x, self.input_mapping, self.mappings(), "input")
+        return map_features(x, self.input_mapping, self, "input")  # a module is a dict
 
     def _map_outputs(self, v: mx.array) -> mx.array:
         y = v[..., : self.output_size]
-        return map_features(y, self.output_mapping, self.mappings(), "output")
+        return map_features(y, self.output_mapping, self, "output")
 
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
         # Sensory synapses depend on the input only: evaluated for all steps at once, and

@@ -200,6 +200,14 @@ def cfc_step(
     reason = unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"[cfc_step] {reason}")
+    return _module.cfc_step(projected, h, dt, list(weights), *chain_codes(layout, mode, activation))
+
+
+def chain_codes(
+    layout: list[tuple[int, int]], mode: str, activation: str
+) -> tuple[list[int], int, int]:
+    """The C++ form of a chain's description: the layout flattened, the mode's and the
+    activation's indices. Raises ``ValueError`` for an unknown mode or activation."""
     for name, value, choices in (
         ("mode", mode, CFC_MODES),
         ("activation", activation, CFC_ACTIVATIONS),
@@ -207,12 +215,4 @@ def cfc_step(
         if value not in choices:
             raise ValueError(f"[cfc_step] unknown {name} {value!r}; choose one of {list(choices)}")
     flat = [int(value) for unit in layout for value in unit]
-    return _module.cfc_step(
-        projected,
-        h,
-        dt,
-        list(weights),
-        flat,
-        CFC_MODES.index(mode),
-        CFC_ACTIVATIONS.index(activation),
-    )
+    return flat, CFC_MODES.index(mode), CFC_ACTIVATIONS.index(activation)

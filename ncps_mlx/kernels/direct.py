@@ -19,7 +19,7 @@ from types import ModuleType
 import mlx.core as mx
 import numpy as np
 
-from . import CFC_ACTIVATIONS, CFC_MODES, unavailable_reason
+from . import chain_codes, unavailable_reason
 
 _SYNAPSE_FIELDS = ("pre", "post", "sigma", "mu", "w", "w_erev")
 
@@ -48,9 +48,8 @@ def cfc_step(
 ) -> np.ndarray:
     """:func:`ncps_mlx.kernels.cfc_step`'s new state, computed now."""
     out = np.empty(h.shape, np.float32)
-    flat = [int(value) for unit in layout for value in unit]
-    codes = CFC_MODES.index(mode), CFC_ACTIVATIONS.index(activation)
-    _kernels().cfc_step_direct(projected, h, dt, weights, flat, *codes, out)
+    codes = chain_codes(layout, mode, activation)
+    _kernels().cfc_step_direct(projected, h, dt, weights, *codes, out)
     return out
 
 
