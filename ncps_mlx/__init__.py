@@ -3,10 +3,13 @@
 __version__ = "0.1.0"
 
 from . import wirings as wirings
+from .cells import Cell as Cell
 from .cells import CfCCell as CfCCell
+from .cells import Footprint as Footprint
 from .cells import LSTMCell as LSTMCell
 from .cells import LTCCell as LTCCell
 from .cells import WiredCfCCell as WiredCfCCell
+from .cells import register_cell as register_cell
 from .controller import Controller as Controller
 from .errors import CheckpointError as CheckpointError
 from .errors import ConfigError as ConfigError

@@ -70,7 +70,21 @@ def check_state(
     return parts[0], (parts[1] if mixed else None)
 
 
+def readable(value: mx.array) -> bool:
+    """Whether ``value``'s contents can be read here: not inside a function transformation
+    (``mx.compile``, ``mx.vmap``), where reading would raise. Value checks skip there."""
+    try:
+        value.item() if value.size == 1 else value.reshape(-1)[0].item()
+    except ValueError as error:
+        if "function transformations" in str(error):
+            return False
+        raise
+    return True
+
+
 def _check_values(owner: str, values: mx.array, positive: bool) -> None:
+    if not readable(values):
+        return
     finite = mx.all(mx.isfinite(values)).item()
     low = mx.min(values).item() if finite else math.nan
     if not finite or low < 0 or (positive and low == 0):
@@ -99,9 +113,11 @@ def check_timespans(
     if timespans is None:
         return 1.0
     values = as_array(owner, "timespans", timespans)
-    if values.ndim == 0:
+    if values.ndim == 0 and readable(values):
         _check_values(owner, values, positive)
         return float(values.item())
+    if values.ndim == 0:  # a traced scalar: one per step, as an array
+        return mx.broadcast_to(values.reshape(1, 1, 1), (batch, steps, 1))
     layout = ((batch, steps) if batch_first else (steps, batch)) if batched else (steps,)
     if tuple(values.shape) not in (layout, layout + (1,)):
         raise ValueError(

@@ -6,6 +6,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from . import kernels
 from .errors import see
 from .rnn import RNN
 
@@ -18,11 +19,11 @@ class Controller:
     everything derived from the weights computed then: later changes to the model are
     not seen.
 
-    Where the fused kernels run (the CPU on Linux, float32 weights, the LTC's
-    semi-implicit solver; see :mod:`ncps_mlx.kernels`) each call runs them directly on
-    the calling thread (:meth:`~ncps_mlx.RNN.direct_step`): no MLX graph and no
-    evaluation, whose hand-over to MLX's worker thread costs more than the step itself
-    on a virtual machine. Elsewhere (a Mac, the GPU, other dtypes or solvers) it calls
+    Where the fused kernels run every part of the model (the CPU on Linux, float32
+    weights, the LTC's semi-implicit solver; see :mod:`ncps_mlx.kernels`) each call runs
+    them directly on the calling thread (:func:`ncps_mlx.kernels.direct_layer`): no MLX
+    graph and no evaluation, whose hand-over to MLX's worker thread costs more than the
+    step itself on a virtual machine. Elsewhere (a Mac, the GPU, other dtypes or solvers) it calls
     ``make_predict(model, frozen=True)`` with one-step sequences. :attr:`direct` says
     which; the results are the same (the tests compare both with the model's call).
 
@@ -35,7 +36,8 @@ class Controller:
         >>> controller.reset()                             # back to zeros
 
     Args:
-        model (RNN): A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC` (or any ``RNN``).
+        model (RNN): A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC`, or any ``RNN``
+            over a cell of its own.
     """
 
     def __init__(self, model: RNN):
@@ -47,11 +49,8 @@ class Controller:
         self._model.batch_first, self._model.return_sequences = True, False
         self._owner = f"Controller({type(model).__name__})"
         self._positive = self._model.rnn_cell.requires_positive_timespans
-        if self._model.runs_direct:
-            consts = self._model.derive()
-            mx.eval(consts)
-            self._consts = self._model.direct_consts(consts)
-        else:
+        self._direct = kernels.direct_layer(self._model)
+        if self._direct is None:
             from .training.steps import make_predict
 
             self._predict = make_predict(self._model, frozen=True)
@@ -61,7 +60,7 @@ class Controller:
     @property
     def direct(self) -> bool:
         """Whether calls run directly on the fused kernels (else through MLX's graph)."""
-        return hasattr(self, "_consts")
+        return self._direct is not None
 
     @property
     def state(self) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
@@ -112,8 +111,8 @@ class Controller:
         x, batched = self._check_input(x)
         dt = self._check_timespan(timespan, x.shape[0])
         h, c = self._start(x.shape[0])
-        if self.direct:
-            y, h, c = self._model.direct_step(self._consts, x, h, c, dt)
+        if self._direct is not None:
+            y, h, c = self._direct(x, h, c, dt)
         else:
             y, h, c = self._predicted(x, h, c, dt)
         self._state, self._batched = (h, c), batched

@@ -1,78 +1,61 @@
-"""Device-independent cost of one time step: FLOPs, transcendentals, bytes, kernels.
+"""Device-independent cost of a step: FLOPs, transcendentals, bytes, graph operations.
 
-Wall-clock times on one machine say little about another; these counts do. FLOPs and
-transcendental evaluations follow from the shapes the cells actually compute (dense
-matrix products with masks folded in, LTC synapses on their bounding box). ``bytes`` is
-an analytic lower bound of memory traffic: every parameter read once, plus the step's
-inputs, state and outputs. ``graph_ops`` counts the operations MLX's compiler leaves in
-the graph of one step (fused elementwise chains count once): on a GPU each is a kernel
-launch, which is what a small recurrent step pays for.
+Wall-clock times on one machine say little about another; these counts do. They are read
+from what the cells declare (:meth:`~ncps_mlx.cells.Cell.footprint`: their matrix
+products, element-wise work, transcendentals and the values they keep for the backward
+pass) and from the model's parameters, for any cell. A cell that declares nothing gets
+``None`` where its footprint is needed, never an error.
+
+``graph_ops`` counts the operations MLX's compiler leaves in the graph of one time step
+(fused elementwise chains count once): on a GPU each is a kernel launch, which is what a
+small recurrent step pays for. It is measured on the model itself, so it is known for
+every cell.
 """
 
 import contextlib
 import os
 import re
 import tempfile
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from . import kernels, ops
-from .cells import CfCCell, LTCCell, WiredCfCCell
-from .rnn import RNN
+from . import kernels, ops, scan
+from .cells.base import Footprint
 
 Mode = Literal["inference", "train"]
-# Activations evaluated with one transcendental per element (relu needs none).
-_TRANSCENDENTAL_ACTIVATIONS = ("lecun_tanh", "tanh", "silu", "gelu")
 
 
-def _cfc_costs(cell: CfCCell, batch: int) -> tuple[int, int]:
-    h = cell.hidden_size
-    heads = len(cell.head_names) * h
-    widths = [cell.input_size + h] + [cell.backbone_units] * len(cell.backbone) + [heads]
-    flops = sum(2 * batch * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    transcendental = 0
-    if cell.backbone_activation in _TRANSCENDENTAL_ACTIVATIONS:
-        transcendental += batch * cell.backbone_units * len(cell.backbone)
-    transcendental += batch * h * (1 if cell.mode == "pure" else 3)
-    return flops + 8 * batch * h, transcendental
+def parameter_count(model: nn.Module) -> int:
+    """Trainable parameters of the model."""
+    return sum(value.size for _, value in tree_flatten(model.trainable_parameters()))
 
 
-def _ltc_costs(cell: LTCCell, batch: int) -> tuple[int, int]:
-    synapses, sensory = cell.synapse_slots, cell.sensory_synapse_slots
-    n = cell.state_size
-    evaluations = cell.field_evaluations  # per time step (rk4: 4 per unfold)
-    # Per recurrent synapse slot: subtract mu, multiply by sigma, then a multiply-add into
-    # each of the two sums (one batched product with w * E and w). The sensory synapses
-    # (all steps at once) multiply by w and by E and reduce twice.
-    field = 6 * batch * synapses + 8 * batch * n
-    flops = 7 * batch * sensory + evaluations * field
-    return flops, batch * (sensory + evaluations * synapses)
-
-
-def _cell_costs(model: RNN, batch: int) -> tuple[int, int]:
-    cell = model.rnn_cell
-    if isinstance(cell, LTCCell):
-        flops, transcendental = _ltc_costs(cell, batch)
-    elif isinstance(cell, WiredCfCCell):
-        per_layer = [_cfc_costs(layer, batch) for layer in cell.layers]
-        flops, transcendental = (sum(counts) for counts in zip(*per_layer, strict=True))
-    else:
-        flops, transcendental = _cfc_costs(cell, batch)
-    if model.mixed_memory:
-        h = model.state_size
-        flops += 2 * batch * (model.input_size + h) * 4 * h + 10 * batch * h
-        transcendental += 5 * batch * h
-    if model.proj_size is not None:
-        flops += 2 * batch * model.rnn_cell.output_size * model.proj_size
-    return flops, transcendental
-
-
-def parameter_bytes(model: RNN) -> int:
+def parameter_bytes(model: nn.Module) -> int:
     """Bytes of the trainable parameters."""
-    return sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
+    return sum(value.nbytes for _, value in tree_flatten(model.trainable_parameters()))
+
+
+def layer_footprint(model: Any) -> Footprint | None:
+    """The work of one time step of a sequence layer, per sample: its cell's
+    :meth:`~ncps_mlx.cells.Cell.footprint`, the mixed-memory LSTM's and the output
+    projection; ``None`` when the cell declares none."""
+    footprint = model.rnn_cell.footprint()
+    if footprint is None:
+        return None
+    if model.mixed_memory:
+        footprint = footprint + model.lstm.footprint()
+    if model.proj_size is not None:
+        footprint = footprint + Footprint(
+            loop_products=((model.rnn_cell.output_size, model.proj_size),)
+        )
+    return footprint
+
+
+# -- compute per time step -----------------------------------------------------------------
 
 
 def _graph_size(outputs: object) -> int:
@@ -87,20 +70,19 @@ def _graph_size(outputs: object) -> int:
 
 
 def graph_ops_per_step(
-    model: RNN, batch: int = 1, mode: Mode = "inference", *, cpu: bool = False
+    model: Any, batch: int = 1, mode: Mode = "inference", *, cpu: bool = False
 ) -> int:
     """Operations per time step in the compiled graph (difference of 3 and 2 steps).
 
     By default the graph Metal runs: MLX's native sigmoid and tanh, no fused kernels.
-    With ``cpu=True``, the graph this CPU runs: the fused LTC step of
-    :mod:`ncps_mlx.kernels` and the rational transcendentals of :mod:`ncps_mlx.ops`
-    where they apply.
+    With ``cpu=True``, the graph this CPU runs: the fused steps of :mod:`ncps_mlx.kernels`
+    and the rational transcendentals of :mod:`ncps_mlx.ops` where they apply.
     """
     mx.eval(model.parameters())
     size = model.input_size
 
-    def output(model: RNN, x: mx.array) -> mx.array:
-        return model.forward(x, None, None, 1.0)[0].sum()
+    def output(model: Any, x: mx.array) -> mx.array:
+        return scan.scan(model, x)[0].sum()
 
     if mode == "inference":
         traced = mx.compile(lambda x: output(model, x), inputs=[model.state])
@@ -122,26 +104,106 @@ def graph_ops_per_step(
     return counts[1] - counts[0]
 
 
-def step_costs(model: RNN, batch: int = 1, mode: Mode = "inference") -> dict[str, int]:
+def step_costs(model: Any, batch: int = 1, mode: Mode = "inference") -> dict[str, int | None]:
     """Cost of one time step at ``batch``; ``train`` counts forward and backward.
 
     Returns:
-        ``flops``, ``transcendentals`` (sigmoid/tanh/exp evaluations), ``bytes`` (analytic
-        lower bound of memory traffic) and ``graph_ops`` (compiled graph operations).
+        ``flops``, ``transcendentals`` (sigmoid/tanh/exp evaluations), ``bytes`` (an
+        analytic lower bound of memory traffic: every parameter read once, plus the step's
+        inputs, state and outputs) and ``graph_ops`` (compiled graph operations).
+        ``flops`` and ``transcendentals`` are ``None`` for a cell that declares no
+        :meth:`~ncps_mlx.cells.Cell.footprint`.
+
+    Raises:
+        ValueError: An unknown ``mode``.
     """
     if mode not in ("inference", "train"):
         raise ValueError(f"[step_costs] unknown mode {mode!r}; choose 'inference' or 'train'")
-    flops, transcendentals = _cell_costs(model, batch)
+    footprint = layer_footprint(model)
+    flops = None if footprint is None else batch * footprint.flops
+    transcendentals = None if footprint is None else batch * footprint.transcendentals
     state = model.state_size * (2 if model.mixed_memory else 1)
     activations = 4 * batch * (model.input_size + 2 * state + model.output_size)
     traffic = parameter_bytes(model) + activations
     if mode == "train":
         # Backward is about twice the forward's arithmetic; it re-reads the parameters
         # and the saved activations and writes a gradient of every parameter.
-        flops, traffic = 3 * flops, 3 * traffic
+        flops = None if flops is None else 3 * flops
+        traffic = 3 * traffic
     return {
-        "flops": int(flops),
-        "transcendentals": int(transcendentals),
+        "flops": flops,
+        "transcendentals": transcendentals,
         "bytes": int(traffic),
         "graph_ops": graph_ops_per_step(model, batch, mode),
     }
+
+
+# -- memory traffic of a whole step ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes one step moves, by kind; :attr:`total` is their sum."""
+
+    parameters: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    inputs: int
+
+    @property
+    def total(self) -> int:
+        return (
+            self.parameters + self.gradients + self.optimizer_state + self.activations + self.inputs
+        )
+
+
+def step_traffic(
+    model: Any,
+    batch_size: int,
+    seq_len: int,
+    *,
+    train: bool = True,
+    optimizer_slots: int = 2,
+) -> Traffic | None:
+    """Bytes a step over ``batch_size`` sequences of ``seq_len`` steps must move.
+
+    Counts what any implementation has to read or write at least once per step: the
+    parameters (read in the forward and backward passes, written by the update), their
+    gradients (written, then read by the optimizer), the optimizer's state (read and
+    written), the values kept for the backward pass (the footprint's ``saved_values``,
+    written then read) and the inputs and targets. Caches and recomputation change what a
+    real device moves, so the figure is an estimate (the monitor's ``est_`` keys), best
+    read as a floor.
+
+    Args:
+        model: The layer.
+        batch_size: Sequences per step.
+        seq_len: Time steps per sequence.
+        train: A training step (forward, backward, update); else inference.
+        optimizer_slots: Arrays the optimizer keeps per parameter (Adam 2, SGD with
+            momentum 1, plain SGD 0).
+
+    Returns:
+        The :class:`Traffic`, or ``None`` for a training step of a cell that declares no
+        :meth:`~ncps_mlx.cells.Cell.footprint`.
+    """
+    itemsize = model.dtype.size
+    parameters = parameter_count(model) * itemsize
+    tokens = batch_size * seq_len
+    x = tokens * model.input_size * itemsize
+    if not train:
+        outputs = (tokens * model.output_size + batch_size * model.state_size) * itemsize
+        return Traffic(parameters, 0, 0, outputs, x)
+    footprint = layer_footprint(model)
+    if footprint is None:
+        return None
+    saved = footprint.saved_values + model.output_size
+    targets = (tokens if model.return_sequences else batch_size) * model.output_size * itemsize
+    return Traffic(
+        parameters=3 * parameters,
+        gradients=2 * parameters,
+        optimizer_state=2 * optimizer_slots * parameters,
+        activations=2 * tokens * saved * itemsize,
+        inputs=x + targets,
+    )

@@ -77,11 +77,11 @@ def _ncps_masks(model: RNN) -> dict[str, np.ndarray]:
                 f"and connects each layer densely to itself\n{see('state-dict-mismatch')}"
             )
         return {
-            f"rnn_cell.layer_{i}.sparsity_mask": np.array(layer._head_masks["ff1"])
+            f"rnn_cell.layer_{i}.sparsity_mask": np.array(layer.head_masks["ff1"])
             for i, layer in enumerate(cell.layers)
         }
-    if "ff1" in cell._head_masks:
-        return {"rnn_cell.sparsity_mask": np.array(cell._head_masks["ff1"])}
+    if "ff1" in cell.head_masks:
+        return {"rnn_cell.sparsity_mask": np.array(cell.head_masks["ff1"])}
     return {}
 
 

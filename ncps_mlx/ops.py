@@ -1,4 +1,11 @@
-"""Sigmoid and tanh that stay fast on every MLX backend, and a cheap split into time steps.
+"""The op set the cells write their math with, on MLX: sigmoid and tanh that stay fast on
+every backend, the other activations, ``exp`` and :func:`chunks`; and a cheap split into
+time steps.
+
+Math shared with the Core ML export (an activation, the CfC solution, the LSTM update, the
+LTC synaptic sums) is written once as a function of an op set ``o``:
+:mod:`ncps_mlx.export.mil` has the same functions on Core ML tensors, so
+``lecun_tanh(ops, x)`` is an MLX computation and ``lecun_tanh(mil, x)`` a MIL graph.
 
 On Metal, ``mx.sigmoid`` and ``mx.tanh`` are native GPU instructions. MLX's CPU backend
 evaluates them with scalar libm calls (15-20 ns per element on x86), which dominates
@@ -22,6 +29,7 @@ import contextlib
 from collections.abc import Iterator
 
 import mlx.core as mx
+import mlx.nn as nn
 
 # Beyond +-7.9053 tanh rounds to +-1 in float32: the rational form is fitted inside.
 _CLAMP = 7.90531110763549805
@@ -115,6 +123,31 @@ def sigmoid(x: mx.array) -> mx.array:
 def tanh(x: mx.array) -> mx.array:
     """The hyperbolic tangent."""
     return _fast_tanh(x) if _use_rational(x) else mx.tanh(x)
+
+
+exp = mx.exp
+
+
+def relu(x: mx.array) -> mx.array:
+    """``max(x, 0)``."""
+    # nn.relu and nn.gelu are compiled functions, which copy.deepcopy cannot copy: plain
+    # functions around them keep a module that stores one copyable.
+    return nn.relu(x)
+
+
+def gelu(x: mx.array) -> mx.array:
+    """The exact (erf) GELU, torch.nn.GELU's default."""
+    return nn.gelu(x)
+
+
+def silu(x: mx.array) -> mx.array:
+    """``x * sigmoid(x)``."""
+    return x * sigmoid(x)
+
+
+def chunks(x: mx.array, count: int) -> list[mx.array]:
+    """``x`` cut into ``count`` equal parts along its feature (last) axis."""
+    return mx.split(x, count, axis=-1)
 
 
 @mx.custom_function

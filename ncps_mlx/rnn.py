@@ -1,32 +1,20 @@
-"""Sequence layers: one time scan shared by every cell."""
+"""Sequence layers: a cell run over time by the shared scan (:mod:`ncps_mlx.scan`)."""
 
 import copy
-from typing import Any, NamedTuple
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 from mlx.utils import tree_flatten
 
-from . import _inputs, ops
+from . import scan
+from ._checks import check_int
 from .cells import CfCCell, LSTMCell, LTCCell, WiredCfCCell
-from .cells.base import Cell, Consts, check_positive_int, numpy_consts
+from .cells.base import Cell, cell_config, cell_from_config
 from .cells.cfc import CfCMode
 from .cells.ltc import Mapping
+from .scan import State
 from .wirings import FullyConnected, Wiring
-
-State = mx.array | tuple[mx.array, mx.array]
-
-
-class Call(NamedTuple):
-    """Checked, batch-first arguments of a sequence layer call."""
-
-    x: mx.array
-    h: mx.array | None
-    c: mx.array | None
-    dt: mx.array | float
-    batched: bool
-    mask: mx.array | None = None
 
 
 class RNN(nn.Module):
@@ -60,6 +48,7 @@ class RNN(nn.Module):
         proj_size: int | None = None,
     ):
         super().__init__()
+        _check_cell(cell)
         self.rnn_cell = cell
         self.return_sequences = bool(return_sequences)
         self.batch_first = bool(batch_first)
@@ -68,7 +57,7 @@ class RNN(nn.Module):
         if self.mixed_memory:
             self.lstm = LSTMCell(cell.input_size, cell.state_size)
         if proj_size is not None:
-            check_positive_int(type(self).__name__, "proj_size", proj_size)
+            check_int(type(self).__name__, "proj_size", proj_size)
             self.fc = nn.Linear(cell.output_size, proj_size)
 
     @property
@@ -86,7 +75,20 @@ class RNN(nn.Module):
     @property
     def dtype(self) -> mx.Dtype:
         """The dtype of the parameters, in which the layer computes."""
-        return tree_flatten(self.rnn_cell.parameters())[0][1].dtype
+        leaves = tree_flatten(self.rnn_cell.parameters()) or tree_flatten(self.parameters())
+        return leaves[0][1].dtype if leaves else mx.float32
+
+    def apply_weight_constraints(self) -> None:
+        """Apply the cell's constraints after an update, if it has any (an LTC with
+        ``implicit_param_constraints=False`` clips its positive parameters)."""
+        constrain = getattr(self.rnn_cell, "apply_weight_constraints", None)
+        if constrain is not None:
+            constrain()
+
+    @property
+    def wiring(self) -> Wiring | None:
+        """The cell's wiring, if it has one."""
+        return getattr(self.rnn_cell, "wiring", None)
 
     def __call__(
         self, x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
@@ -106,148 +108,14 @@ class RNN(nn.Module):
                 output without ``return_sequences`` are those of each sample's last real
                 step. Default: every step is real.
 
+        Every MLX transformation applies: inside ``mx.compile`` or ``mx.vmap`` the checks
+        that need values (finite, positive timespans) are skipped, the shape checks run.
+
         Returns:
             ``(y, hx)``: outputs (B, T, output_size), or (B, output_size) without
             ``return_sequences``, in the input's layout; and the final state.
         """
-        return self.forward(*self.check_call(x, hx, timespans, mask))
-
-    def check_call(
-        self, x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
-    ) -> Call:
-        """Validate the arguments of a call and bring them to batch-first arrays.
-
-        Raises:
-            ValueError: Naming the argument, its value and what is accepted.
-        """
-        owner = type(self).__name__
-        x, batched = _inputs.check_sequence(owner, x, self.input_size, self.batch_first)
-        batch, steps = x.shape[0], x.shape[1]
-        h, c = _inputs.check_state(owner, hx, self.mixed_memory, self.state_size, batch, batched)
-        mask = _inputs.check_mask(owner, mask, batch, steps, batched, self.batch_first)
-        positive = self.rnn_cell.requires_positive_timespans
-        dt = _inputs.check_timespans(
-            owner, timespans, batch, steps, batched, self.batch_first, positive, mask
-        )
-        return Call(x, h, c, dt, batched, mask)
-
-    def forward(
-        self,
-        x: mx.array,
-        h: mx.array | None,
-        c: mx.array | None,
-        dt: mx.array | float,
-        batched: bool = True,
-        mask: mx.array | None = None,
-        consts: Consts | None = None,
-    ) -> tuple[mx.array, State]:
-        """A call on checked arguments (see :meth:`check_call`); safe to compile.
-        ``consts`` is what :meth:`derive` returned, if the caller keeps it across calls."""
-        y, h, c = self.scan(x, h, c, dt, mask, consts)
-        if not batched:
-            y, h = y[0], h[0]
-            c = c[0] if c is not None else None
-        elif self.return_sequences and not self.batch_first:
-            y = y.swapaxes(0, 1)
-        return y, ((h, c) if self.mixed_memory else h)
-
-    def derive(self) -> Consts:
-        """What a call computes from the weights alone before its time loop: each cell's
-        :meth:`~ncps_mlx.cells.Cell.derive` (masks folded in, products laid out).
-        ``make_predict(model, frozen=True)`` computes it once instead of on every call."""
-        consts = {"cell": self.rnn_cell.derive()}
-        if self.mixed_memory:
-            consts["lstm"] = self.lstm.derive()
-        return consts
-
-    @property
-    def runs_direct(self) -> bool:
-        """Whether :meth:`direct_step` can run here and now: the cell's steps run fused
-        (see :mod:`ncps_mlx.kernels`) and the layer is in evaluation mode."""
-        return not self.training and self.rnn_cell.runs_fused
-
-    def direct_consts(self, consts: Consts) -> Consts:
-        """What :meth:`direct_step` reads, as NumPy arrays, from :meth:`derive`'s
-        ``consts`` (computed while :attr:`runs_direct`)."""
-        direct = {"cell": self.rnn_cell.direct_consts(consts["cell"])}
-        if self.mixed_memory:
-            direct["lstm"] = self.lstm.direct_consts(consts["lstm"])
-        if self.proj_size is not None:
-            direct["fc"] = numpy_consts({"w_t": self.fc.weight.T, "b": self.fc.bias})
-        return direct
-
-    def direct_step(
-        self,
-        consts: Consts,
-        x: np.ndarray,
-        h: np.ndarray,
-        c: np.ndarray | None,
-        dt: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """One time step on float32 NumPy arrays, run at once on the calling thread
-        (:mod:`ncps_mlx.kernels.direct`): ``x`` (B, input_size), ``h`` and ``c``
-        (B, state_size; ``c`` ``None`` without mixed memory), ``dt`` (B, 1), ``consts``
-        from :meth:`direct_consts`. Returns ``(y, h, c)``. :class:`ncps_mlx.Controller`
-        calls it."""
-        if self.mixed_memory:
-            h, c = self.lstm.direct_step(consts["lstm"], x, h, c)
-        y, h = self.rnn_cell.direct_step(consts["cell"], x, h, dt)
-        if self.proj_size is not None:
-            y = y @ consts["fc"]["w_t"] + consts["fc"]["b"]
-        return y, h, c
-
-    def scan(
-        self,
-        x: mx.array,
-        h: mx.array | None = None,
-        c: mx.array | None = None,
-        dt: mx.array | float = 1.0,
-        mask: mx.array | None = None,
-        consts: Consts | None = None,
-    ) -> tuple[mx.array, mx.array, mx.array | None]:
-        """The computation without checks: batch-first ``x`` (B, T, F), states (B, H) or
-        ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1),
-        ``consts`` from :meth:`derive` (computed here when ``None``).
-        Returns ``(y, h, c)``, ``y`` batch-first."""
-        dtype = self.dtype
-        x = x.astype(dtype)
-        zeros = mx.zeros((x.shape[0], self.state_size), dtype=dtype)
-        h = zeros if h is None else h.astype(dtype)
-        if self.mixed_memory:
-            c = zeros if c is None else c.astype(dtype)
-        if isinstance(dt, mx.array):
-            dt = dt.astype(dtype)
-        derived = self.derive() if consts is None else consts
-        consts = derived["cell"]
-        inputs = _steps(self.rnn_cell.project(consts, x))
-        if self.mixed_memory:
-            lstm_consts = derived["lstm"]
-            lstm_inputs = ops.split_steps(self.lstm.project(lstm_consts, x))
-        timed = isinstance(dt, mx.array)
-        outputs = []
-        last = None
-        for t in range(x.shape[1]):
-            h_before, c_before = h, c
-            if self.mixed_memory:
-                h, c = self.lstm.step(lstm_consts, lstm_inputs[t], h, c)
-            y, h = self.rnn_cell.step(consts, inputs[t], h, dt[:, t] if timed else dt)
-            if mask is not None:
-                # A masked step leaves the state as it was; only real steps move it.
-                real = mask[:, t]
-                h = mx.where(real, h, h_before)
-                c = mx.where(real, c, c_before) if self.mixed_memory else c
-                last = y if last is None else mx.where(real, y, last)
-            if self.return_sequences:
-                outputs.append(y)
-        if self.return_sequences:
-            y = mx.stack(outputs, axis=1)
-        elif last is not None:
-            y = last  # the output of each sample's last real step
-        if self.proj_size is not None:
-            y = self.fc(y)
-        if mask is not None and self.return_sequences:
-            y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
-        return y, h, c
+        return scan.run(self, scan.check_call(self, x, hx, timespans, mask))
 
     def _set_config(self, **arguments: Any) -> None:
         # Kept outside the module's dict so it is neither a parameter nor compiled state.
@@ -261,14 +129,36 @@ class RNN(nn.Module):
         object.__setattr__(self, "_config", config)
 
     def get_config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-serialisable) that rebuild this layer."""
-        if not hasattr(self, "_config"):
-            raise NotImplementedError(
-                f"[{type(self).__name__}] a plain RNN over a cell has no config, so it cannot "
-                "be saved with ncps_mlx.save: save its weights with model.save_weights(path), "
-                "or use CfC or LTC"
-            )
-        return copy.deepcopy(self._config)
+        """Constructor arguments (JSON-serialisable) that rebuild this layer; for a plain
+        ``RNN``, its cell's registered class and config (see
+        :func:`~ncps_mlx.register_cell`).
+
+        Raises:
+            NotImplementedError: The cell's class is not registered or has no config.
+        """
+        if hasattr(self, "_config"):
+            return copy.deepcopy(self._config)
+        return {
+            "class_name": "RNN",
+            "cell": cell_config(self.rnn_cell),
+            "return_sequences": self.return_sequences,
+            "batch_first": self.batch_first,
+            "mixed_memory": self.mixed_memory,
+            "proj_size": self.proj_size,
+        }
+
+
+_PROTOCOL = ("input_size", "state_size", "output_size", "derive", "project", "step")
+
+
+def _check_cell(cell: Any) -> None:
+    missing = [name for name in _PROTOCOL if not hasattr(type(cell), name)]
+    if not isinstance(cell, nn.Module) or missing:
+        lacking = f" (it lacks {', '.join(missing)})" if missing else ""
+        raise ValueError(
+            "[RNN] 'cell' must be an ncps_mlx.Cell: an mlx.nn.Module with input_size, "
+            f"state_size, output_size, derive, project and step, but got {cell!r}{lacking}"
+        )
 
 
 def _units_config(units: int | Wiring) -> Any:
@@ -364,10 +254,6 @@ class CfC(RNN):
             strict_wiring=strict_wiring,
         )
 
-    @property
-    def wiring(self) -> Wiring | None:
-        return getattr(self.rnn_cell, "wiring", None)
-
 
 class LTC(RNN):
     """A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_ RNN.
@@ -445,30 +331,18 @@ class LTC(RNN):
             solver=solver,
         )
 
-    @property
-    def wiring(self) -> Wiring:
-        return self.rnn_cell.wiring
-
-    def apply_weight_constraints(self) -> None:
-        """Clip the positive parameters (only needed with explicit constraints)."""
-        self.rnn_cell.apply_weight_constraints()
-
 
 MODELS = {"CfC": CfC, "LTC": LTC}
 
 
 def model_from_config(config: dict[str, Any]) -> RNN:
-    """Rebuild a :class:`CfC` or :class:`LTC` from its :meth:`get_config`."""
+    """Rebuild a :class:`CfC`, an :class:`LTC` or an :class:`RNN` over a registered cell
+    from its :meth:`~RNN.get_config`."""
     config = dict(config)
     name = config.pop("class_name", None)
+    if name == "RNN":
+        return RNN(cell_from_config(config.pop("cell")), **config)
     if name not in MODELS:
-        raise ValueError(f"unknown model class {name!r}; expected one of {list(MODELS)}")
+        raise ValueError(f"unknown model class {name!r}; expected one of {[*MODELS, 'RNN']}")
     config["units"] = _units_from_config(config["units"])
     return MODELS[name](**config)
-
-
-def _steps(projected: mx.array | tuple[mx.array, ...]) -> list:
-    """A cell's projected inputs (time along axis 1) as one entry per time step."""
-    if isinstance(projected, mx.array):
-        return ops.split_steps(projected)
-    return list(zip(*(ops.split_steps(part) for part in projected), strict=True))

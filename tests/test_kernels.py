@@ -13,7 +13,7 @@ import tomllib
 from mlx.utils import tree_flatten
 
 from ncps_mlx import LTC, LTCCell, kernels
-from ncps_mlx.kernels import build
+from ncps_mlx.kernels import build, library
 from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected
 from tests.kernel_checks import (
@@ -187,17 +187,17 @@ def float16_cell():
 )
 def test_fused_step_only_where_it_applies(make, why):
     cell = make()
-    assert not cell.runs_fused, why
-    assert "fused" not in cell.derive()
+    assert kernels.graph_stepper(cell) is None, why
+    assert kernels.direct_stepper(cell) is None, why
 
 
 def test_disabled_and_environment_switch_the_kernels_off(monkeypatch):
     cell = LTCCell(FullyConnected(4), 3)
     with kernels.disabled():
-        assert not cell.runs_fused
+        assert kernels.graph_stepper(cell) is None
     monkeypatch.setenv("NCPS_MLX_KERNELS", "0")
     assert kernels.unavailable_reason() == "disabled by NCPS_MLX_KERNELS=0"
-    assert not cell.runs_fused
+    assert kernels.graph_stepper(cell) is None
 
 
 # --- the build ---------------------------------------------------------------------
@@ -206,8 +206,8 @@ def test_disabled_and_environment_switch_the_kernels_off(monkeypatch):
 @pytest.fixture
 def fresh_kernels(monkeypatch, tmp_path):
     """No module loaded and an empty cache, so the next use builds."""
-    monkeypatch.setattr(kernels, "_module", None)
-    monkeypatch.setattr(kernels, "_failure", None)
+    monkeypatch.setattr(library, "_library", None)
+    monkeypatch.setattr(library, "_failure", None)
     monkeypatch.setenv("NCPS_MLX_CACHE", str(tmp_path))
     return tmp_path
 
@@ -220,7 +220,7 @@ def test_a_failed_build_warns_once_and_the_cells_fall_back(fresh_kernels, monkey
         assert "compiling _ncps_kernels failed" in kernels.unavailable_reason()
     assert kernels.unavailable_reason().startswith("could not build")  # no second warning
     model = LTC(3, FullyConnected(4))
-    assert not model.rnn_cell.runs_fused
+    assert kernels.graph_stepper(model.rnn_cell) is None
     y, _ = model(mx.ones((2, 5, 3)))
     assert y.shape == (2, 5, 4)
     # Nothing half-written is left in the cache.
@@ -239,12 +239,12 @@ def test_no_compiler_is_a_build_error(monkeypatch):
 
 @needs_kernels
 def test_the_build_is_cached_per_source_and_versions(fresh_kernels, monkeypatch):
-    first = build.build(kernels._SOURCES, kernels._MODULE)
+    first = build.build(library._SOURCES, library._NAME)
     assert first.is_relative_to(fresh_kernels / "kernels")
     modified = first.stat().st_mtime_ns
     calls = []
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: calls.append(a))
-    assert build.build(kernels._SOURCES, kernels._MODULE) == first
+    assert build.build(library._SOURCES, library._NAME) == first
     assert first.stat().st_mtime_ns == modified and not calls
     assert kernels.unavailable_reason() is None  # loads the cached module
 
@@ -255,6 +255,6 @@ def test_every_kernel_source_ships_with_the_package():
     root = Path(__file__).parents[1]
     with open(root / "pyproject.toml", "rb") as file:
         shipped = tomllib.load(file)["tool"]["setuptools"]["package-data"]["ncps_mlx"]
-    for source in kernels._SOURCES:
+    for source in library._SOURCES:
         name = source.relative_to(root / "ncps_mlx").as_posix()
         assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), name

@@ -226,25 +226,16 @@ def test_cell_call_one_step_matches_graph_path(make):
             close(a, b)
 
 
-def test_a_timespan_per_unit_takes_the_graph_path():
-    # The kernel takes one timespan per sample; anything else keeps MLX's broadcasting.
-    cell = CfCCell(3, 5, backbone_units=6)
-    x, h, dt = mx.random.normal((2, 3)), mx.random.normal((2, 5)), mx.random.uniform(0, 1, (2, 5))
-    fused, graph = both_paths(lambda: cell(x, h, dt))
-    close(fused[0], graph[0])
-
-
 def test_dropout_in_training_takes_the_graph_path():
     cell = CfCCell(3, 5, backbone_units=6, backbone_dropout=0.3)
-    assert not cell.runs_fused  # modules start in training mode
-    assert "fused" not in cell.derive()
+    assert kernels.graph_stepper(cell) is None  # modules start in training mode
     cell.eval()
-    assert cell.runs_fused
+    assert kernels.graph_stepper(cell) is not None
 
 
 def test_float16_takes_the_graph_path():
     cell = WiredCfCCell(3, AutoNCP(8, 2, seed=0))
     cell.set_dtype(mx.float16)
-    assert not cell.runs_fused
+    assert kernels.graph_stepper(cell) is None
     with kernels.disabled():
-        assert not CfCCell(3, 5).runs_fused
+        assert kernels.graph_stepper(CfCCell(3, 5)) is None

@@ -6,8 +6,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from ncps_mlx import LTC, RNN, CfC, WiringError, model_from_config, save
-from ncps_mlx.cells import CfCCell
+from ncps_mlx import LTC, RNN, CfC, WiringError, load, model_from_config, save
+from ncps_mlx.cells import CfCCell, LTCCell
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected, Random, Wiring
 
 
@@ -179,9 +179,25 @@ def test_ltc_needs_the_motor_neurons_of_a_hand_made_wiring():
     assert LTC(3, wiring)(mx.zeros((1, 2, 3)))[0].shape == (1, 2, 1)
 
 
-def test_a_plain_rnn_says_why_it_cannot_be_saved(tmp_path):
-    with pytest.raises(NotImplementedError, match=r"no config.*save_weights"):
-        save(RNN(CfCCell(3, 4)), tmp_path / "model.safetensors")
+@pytest.mark.parametrize(
+    "cell",
+    [lambda: CfCCell(3, 4, backbone_layers=2), lambda: LTCCell(AutoNCP(8, 2), 3, solver="rk4")],
+    ids=["cfc", "ltc"],
+)
+def test_a_plain_rnn_over_a_package_cell_saves_and_loads(tmp_path, cell):
+    model = RNN(cell(), return_sequences=False, proj_size=2)
+    loaded = load(save(model, tmp_path / "model.safetensors"))
+    x = mx.random.normal((2, 5, 3))
+    assert type(loaded.rnn_cell) is type(model.rnn_cell)
+    assert mx.array_equal(loaded(x)[0], model(x)[0])
+
+
+def test_a_plain_rnn_over_an_unregistered_cell_says_why_it_cannot_be_saved(tmp_path):
+    class Unregistered(CfCCell):
+        pass
+
+    with pytest.raises(NotImplementedError, match=r"register_cell"):
+        save(RNN(Unregistered(3, 4)), tmp_path / "model.safetensors")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -203,8 +219,8 @@ def test_ltc_ignores_timespans_at_padded_steps():
     [
         (lambda: CfC(5, 8, mode="fast"), r"\[CfCCell\] unknown mode 'fast'.*'no_gate'"),
         (lambda: CfC(5, 8, activation="swish"), r"unknown activation 'swish'.*'gelu'"),
-        (lambda: CfC(5, 8, backbone_dropout=1.0), r"'backbone_dropout' must be in \[0, 1\)"),
-        (lambda: CfC(5, 0), r"'hidden_size' must be an integer >= 1 but got 0"),
+        (lambda: CfC(5, 8, backbone_dropout=1.0), r"'backbone_dropout' must be a number in \[0, 1\)"),
+        (lambda: CfC(5, 0), r"'hidden_size' must be an int >= 1 but got 0"),
         (lambda: CfC(5, 8, backbone_layers=-1), "'backbone_layers'"),
         (lambda: CfC(5, 8, proj_size=0), "'proj_size'"),
         (lambda: CfC(5, AutoNCP(10, 2), backbone_units=4), "'backbone_units' cannot be used"),
@@ -280,7 +296,7 @@ def test_strict_wiring_gradients_vanish_off_the_wiring():
     x = mx.random.normal((2, 4, 5))
     grads = nn.value_and_grad(model, lambda m, x: m(x)[0].sum())(model, x)[1]
     for index, layer in enumerate(model.rnn_cell.layers):
-        mask = np.array(layer._head_masks["time_a"]) != 0
+        mask = np.array(layer.head_masks["time_a"]) != 0
         grad = np.array(grads["rnn_cell"][f"layer_{index}"]["time_a"]["weight"])
         assert np.all(grad[~mask] == 0) and np.any(grad[mask] != 0)
 

@@ -12,12 +12,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import pytest
 
-from ncps_mlx import LTC, CfC, cli
+from ncps_mlx import CfC, cli
 from ncps_mlx.monitor import Chip, Monitor, Run, step_traffic
 from ncps_mlx.monitor.backends import Backend, RateCounter, create
 from ncps_mlx.monitor.backends.nvml import NVMLBackend
 from ncps_mlx.monitor.chips import detect_chip, parse_brand, parse_gpu_cores, peak_bandwidth
-from ncps_mlx.monitor.traffic import activation_elements, parameter_count
 from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import AutoNCP
 
@@ -312,44 +311,6 @@ def test_detect_chip_from_recorded_command_output():
     chip = detect_chip(run=run, system=lambda: "Darwin")
     assert chip == Chip("M4 Max", 40, 546e9)
     assert detect_chip(run=run, system=lambda: "Linux") is None
-
-
-# -- the traffic model against hand counts -------------------------------------------
-def test_traffic_of_a_small_cfc_by_hand():
-    # CfC(2, 3), one backbone layer of 4: backbone 5x4+4 = 24, heads 4 x (4x3+3) = 60.
-    model = CfC(2, 3, backbone_units=4, backbone_layers=1)
-    assert parameter_count(model) == 84
-    # Per sample and step: backbone pre/post 2x4, heads 4x3, tanh x2 + gate + h' 4x3, y 3.
-    assert activation_elements(model) == 8 + 12 + 12 + 3
-    t = step_traffic(model, batch_size=2, seq_len=5)  # float32, Adam
-    assert t.parameters == 3 * 84 * 4
-    assert t.gradients == 2 * 84 * 4
-    assert t.optimizer_state == 2 * 2 * 84 * 4
-    assert t.activations == 2 * (2 * 5) * 35 * 4
-    assert t.inputs == (2 * 5 * 2 + 2 * 5 * 3) * 4
-    assert t.total == 1008 + 672 + 1344 + 2800 + 200
-    inference = step_traffic(model, 2, 5, train=False)
-    assert inference.total == 84 * 4 + (2 * 5 * 2) * 4 + (2 * 5 * 3 + 2 * 3) * 4
-
-
-def test_traffic_of_a_small_ltc_by_hand():
-    model = LTC(2, AutoNCP(5, 1), ode_unfolds=3, mixed_memory=True)
-    cell = model.rnn_cell
-    s, ss, n = cell.synapse_count, cell.sensory_synapse_count, 5
-    # Sensory conductances + their two sums, then per unfold the conductances, the two
-    # sums and the potential; the LSTM's 7 x n; the output.
-    per_step = (ss + 2 * n) + 3 * (s + 2 * n + n) + 7 * n + 1
-    assert activation_elements(model) == per_step
-    t = step_traffic(model, batch_size=3, seq_len=4, optimizer_slots=0)
-    assert t.optimizer_state == 0
-    assert t.activations == 2 * 12 * per_step * 4
-
-
-def test_traffic_of_wired_cfc_sums_its_layers():
-    model = CfC(3, AutoNCP(10, 2), mode="pure")
-    layers = model.rnn_cell.layer_sizes
-    # Pure mode per layer of n: one head n, decay and h' 2n; plus the output.
-    assert activation_elements(model) == sum(3 * n for n in layers) + 2
 
 
 # -- command line --------------------------------------------------------------------

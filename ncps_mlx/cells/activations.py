@@ -1,52 +1,49 @@
-"""Activation functions the CfC backbone accepts, by name."""
+"""Activation functions the CfC backbone accepts, by name, over an op set.
+
+Each takes the op set ``o`` first (:mod:`ncps_mlx.ops` for MLX, :mod:`ncps_mlx.export.mil`
+for Core ML), so the table serves the cells and the exporter alike; the fused kernels
+check at load time that they know the same names.
+"""
 
 from collections.abc import Callable
-
-import mlx.core as mx
-import mlx.nn as nn
-
-from .. import ops
+from types import ModuleType
+from typing import Any
 
 
-def lecun_tanh(x: mx.array) -> mx.array:
+def lecun_tanh(o: ModuleType, x: Any) -> Any:
     """LeCun's scaled tanh, ``1.7159 * tanh(0.666 * x)``.
 
     The reference uses 0.666, not 2/3; the constant is kept so weights trained with it
     give the same function.
     """
-    return 1.7159 * ops.tanh(0.666 * x)
+    return 1.7159 * o.tanh(0.666 * x)
 
 
-def silu(x: mx.array) -> mx.array:
+def tanh(o: ModuleType, x: Any) -> Any:
+    """The hyperbolic tangent."""
+    return o.tanh(x)
+
+
+def relu(o: ModuleType, x: Any) -> Any:
+    """``max(x, 0)``."""
+    return o.relu(x)
+
+
+def silu(o: ModuleType, x: Any) -> Any:
     """``x * sigmoid(x)``."""
-    return x * ops.sigmoid(x)
+    return o.silu(x)
 
 
-# nn.relu and nn.gelu are compiled functions, which copy.deepcopy cannot copy: plain
-# functions around them keep a cell copyable (a frozen predict, a Controller copy it).
-def _relu(x: mx.array) -> mx.array:
-    return nn.relu(x)
+def gelu(o: ModuleType, x: Any) -> Any:
+    """The exact (erf) GELU, torch.nn.GELU's default."""
+    return o.gelu(x)
 
 
-def _gelu(x: mx.array) -> mx.array:
-    # torch.nn.GELU's default is the exact erf form, which nn.gelu is.
-    return nn.gelu(x)
-
-
-ACTIVATIONS: dict[str, Callable[[mx.array], mx.array]] = {
+#: The backbone activations by name; the order is the fused kernels' numbering.
+ACTIVATIONS: dict[str, Callable[[ModuleType, Any], Any]] = {
     "lecun_tanh": lecun_tanh,
-    "tanh": ops.tanh,
-    "relu": _relu,
+    "tanh": tanh,
+    "relu": relu,
     "silu": silu,
-    "gelu": _gelu,
+    "gelu": gelu,
 }
-
-
-def get_activation(name: str, owner: str) -> Callable[[mx.array], mx.array]:
-    """Look up an activation by name, raising a ValueError that lists the choices."""
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"[{owner}] unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
-        ) from None

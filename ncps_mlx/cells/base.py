@@ -1,4 +1,4 @@
-"""The interface every recurrent cell of the package implements.
+"""The cell protocol: what a recurrent cell computes, and what it declares about it.
 
 A cell computes ONE time step. To let a sequence layer move work out of its time loop,
 the step is split in three parts:
@@ -9,74 +9,127 @@ the step is split in three parts:
   leading axes at once (a whole sequence in one large operation);
 * :meth:`Cell.step` advances the state by one step from a projected input.
 
-Calling the cell runs the three in order for a single step.
+Calling the cell runs the three in order for a single step. A cell is pure MLX math: it
+knows nothing of sequences, kernels, devices or cost models. What other parts need to
+know about it, it declares: its sizes, :meth:`Cell.footprint` (the work of a step, for
+the cost and traffic estimates) and :meth:`Cell.get_config` (to be saved and rebuilt,
+with :func:`register_cell`). See the guide "Writing your own cell".
 """
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
-from mlx.utils import tree_map
 
-from ..errors import WiringError
+from ..errors import WiringError, see
 from ..wirings import Wiring
 
-Consts = dict[str, Any]
+Consts = Any
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The work of one time step of a cell, per sample.
+
+    Attributes:
+        hoisted_products: ``(inputs, outputs)`` of each matrix product on the input alone,
+            which :meth:`Cell.project` does for every step before the time loop.
+        loop_products: ``(inputs, outputs)`` of each matrix product inside the time loop.
+        elementwise: Other arithmetic operations (additions, multiplications, ...).
+        transcendentals: Sigmoid, tanh and exp evaluations.
+        synapse_slots: Synapse conductances evaluated (included in the counts above).
+        saved_values: Values a training step keeps for the backward pass.
+    """
+
+    hoisted_products: tuple[tuple[int, int], ...] = ()
+    loop_products: tuple[tuple[int, int], ...] = ()
+    elementwise: int = 0
+    transcendentals: int = 0
+    synapse_slots: int = 0
+    saved_values: int = 0
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations: two per multiply-add of the products, plus the rest."""
+        products = self.hoisted_products + self.loop_products
+        return 2 * sum(a * b for a, b in products) + self.elementwise
+
+    def __add__(self, other: "Footprint") -> "Footprint":
+        """The footprint of both steps, one after the other."""
+        return Footprint(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(Footprint))
+        )
 
 
 class Cell(nn.Module):
-    """Base class of the cells: one step ``(x_t, h_t, dt_t) -> (y_t, h_{t+1})``."""
+    """Base class of the cells: one step ``(x_t, h_t, dt_t) -> (y_t, h_{t+1})``.
+
+    A subclass implements :attr:`input_size`, :attr:`state_size`, :attr:`output_size` and
+    :meth:`step`; :meth:`derive` and :meth:`project` default to nothing and the identity.
+    :meth:`footprint` and :meth:`get_config` are optional: without them the cost
+    estimates leave the cell out, and a model holding it cannot be saved with
+    :func:`ncps_mlx.save` (its weights still can, with ``model.save_weights``).
+
+    Steps must be written with MLX operations (``mlx.core``, ``mlx.nn`` or
+    :mod:`ncps_mlx.ops`) so that gradients, ``mx.compile`` and every device work.
+    """
 
     #: Whether a zero timespan is meaningless for this cell (LTC divides by it).
     requires_positive_timespans: bool = False
 
     @property
     def input_size(self) -> int:
-        raise NotImplementedError
+        """Features of the input ``x``."""
+        raise NotImplementedError(f"[{type(self).__name__}] define the input_size property")
 
     @property
     def state_size(self) -> int:
-        raise NotImplementedError
+        """Size of the state ``h``."""
+        raise NotImplementedError(f"[{type(self).__name__}] define the state_size property")
 
     @property
     def output_size(self) -> int:
-        raise NotImplementedError
+        """Size of the output ``y``."""
+        raise NotImplementedError(f"[{type(self).__name__}] define the output_size property")
 
     def derive(self) -> Consts:
         """Arrays derived from the parameters that every step of a call reuses."""
-        raise NotImplementedError
+        return {}
 
     def project(self, consts: Consts, x: mx.array) -> Any:
-        """The input-only part of a step, for inputs of shape ``(..., input_size)``."""
-        raise NotImplementedError
+        """The input-only part of a step, for inputs of shape ``(..., input_size)``.
+
+        A sequence layer passes ``(B, T, input_size)`` and gives :meth:`step` the slice
+        of each array in the result along axis 1 (time). Default: ``x`` itself.
+        """
+        return x
 
     def step(
         self, consts: Consts, inputs: Any, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
-        """Advance ``h`` by one step of length ``dt`` given projected ``inputs``."""
-        raise NotImplementedError
+        """Advance ``h`` (B, state_size) by one step of length ``dt`` (a float or
+        (B, 1)) given projected ``inputs``. Returns ``(y, h_next)``."""
+        raise NotImplementedError(f"[{type(self).__name__}] define step()")
 
-    @property
-    def runs_fused(self) -> bool:
-        """Whether a step here and now runs as one fused kernel, and so whether
-        :meth:`direct_step` can run."""
-        return False
+    def footprint(self) -> Footprint | None:
+        """The work of a step, for :func:`ncps_mlx.costs.step_costs` and the monitor's
+        traffic estimate; ``None`` (the default) when not declared."""
+        return None
 
-    def direct_consts(self, consts: Consts) -> Consts:
-        """What :meth:`direct_step` reads, as NumPy arrays, from :meth:`derive`'s ``consts``
-        (computed while :attr:`runs_fused`): NumPy arrays for the arithmetic around the
-        kernels, evaluated ``mx.array`` for what the kernels read (:func:`kernel_consts`)."""
-        raise NotImplementedError(f"[{type(self).__name__}] has no direct step")
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable) that rebuild this cell."""
+        raise NotImplementedError(
+            f"[{type(self).__name__}] define get_config() returning the constructor "
+            "arguments (and decorate the class with @ncps_mlx.register_cell) to save models "
+            "holding it with ncps_mlx.save; or save the weights only with "
+            f"model.save_weights(path)\n{see('custom-cell')}"
+        )
 
-    def direct_step(
-        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`project` and :meth:`step` on NumPy arrays, run at once on the calling
-        thread by the fused kernels (:mod:`ncps_mlx.kernels.direct`): float32 ``x``
-        (B, input_size), ``h`` (B, state_size), ``dt`` (B, 1) and
-        :meth:`direct_consts`. No gradients."""
-        raise NotImplementedError(f"[{type(self).__name__}] has no direct step")
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Cell":
+        """The cell :meth:`get_config` describes: ``cls(**config)`` by default."""
+        return cls(**config)
 
     def __call__(
         self, x: mx.array, h: mx.array, dt: mx.array | float = 1.0
@@ -90,36 +143,54 @@ class Cell(nn.Module):
         return self.step(consts, self.project(consts, x), h, dt)
 
 
-def numpy_consts(consts: Any) -> Any:
-    """``consts`` with every ``mx.array`` as a C-ordered NumPy array (what the direct
-    kernels take); other values as they are."""
-    if isinstance(consts, mx.array):
-        return np.ascontiguousarray(np.array(consts))
-    if isinstance(consts, dict):
-        return {key: numpy_consts(value) for key, value in consts.items()}
-    if isinstance(consts, (list, tuple)):
-        return type(consts)(numpy_consts(value) for value in consts)
-    return consts
+#: Cell classes a saved model may name, by class name (see :func:`register_cell`).
+CELLS: dict[str, type[Cell]] = {}
 
 
-def kernel_consts(arrays: Any) -> Any:
-    """A tree of ``mx.array`` made row-major and evaluated: the direct kernels read them
-    in place, on the calling thread."""
-    arrays = tree_map(mx.contiguous, arrays)
-    mx.eval(arrays)
-    return arrays
+def register_cell(cls: type[Cell]) -> type[Cell]:
+    """Let models holding cells of class ``cls`` be saved and loaded by name.
+
+    Use it as a class decorator. The class must define :meth:`Cell.get_config`; a
+    checkpoint then stores the cell's class name and config, and :func:`ncps_mlx.load`
+    rebuilds the cell with ``cls(**config)`` (in a process that has registered it).
+
+    Raises:
+        ValueError: ``cls`` is not a :class:`Cell` subclass, or another class is
+            registered under its name.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Cell)):
+        raise ValueError(f"[register_cell] expected a Cell subclass but got {cls!r}")
+    known = CELLS.get(cls.__name__)
+    if known is not None and known is not cls:
+        raise ValueError(
+            f"[register_cell] another class named {cls.__name__!r} is registered "
+            f"({known.__module__}); give the cell a unique class name"
+        )
+    CELLS[cls.__name__] = cls
+    return cls
 
 
-def check_positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> None:
-    """Raise a ValueError unless ``value`` is an int no smaller than ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"[{owner}] {name!r} must be an integer >= {minimum} but got {value!r}")
+def cell_config(cell: Cell) -> dict[str, Any]:
+    """What a checkpoint stores of ``cell``: its registered class name and config."""
+    name = type(cell).__name__
+    if CELLS.get(name) is not type(cell):
+        raise NotImplementedError(
+            f"[{name}] cell classes must be registered to be saved: decorate the class "
+            f"with @ncps_mlx.register_cell\n{see('custom-cell')}"
+        )
+    return {"class_name": name, "config": cell.get_config()}
 
 
-def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
-    """Raise a ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"[{owner}] unknown {name} {value!r}; choose one of {list(choices)}")
+def cell_from_config(config: dict[str, Any]) -> Cell:
+    """Rebuild a cell from :func:`cell_config`'s result."""
+    name = config.get("class_name")
+    if name not in CELLS:
+        raise ValueError(
+            f"unknown cell class {name!r}: import the module that defines it, whose class "
+            f"is decorated with @ncps_mlx.register_cell (registered: {sorted(CELLS)})\n"
+            + see("custom-cell")
+        )
+    return CELLS[name].from_config(config.get("config", {}))
 
 
 class WiredCell(Cell):
@@ -138,8 +209,13 @@ class WiredCell(Cell):
             )
         self._wiring = wiring
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Cell:
+        return cls(**{**config, "wiring": Wiring.from_config(config["wiring"])})
+
     @property
     def wiring(self) -> Wiring:
+        """The wiring, built."""
         return self._wiring
 
     @property

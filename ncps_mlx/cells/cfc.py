@@ -1,18 +1,20 @@
 """Closed-form continuous-time (CfC) cell."""
 
 import math
-from typing import Literal
+from types import ModuleType
+from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import kernels, ops
-from ..kernels import direct
-from .activations import get_activation
-from .base import Cell, Consts, check_choice, check_positive_int, kernel_consts, numpy_consts
+from .. import ops
+from .._checks import check_choice, check_int, check_number
+from .activations import ACTIVATIONS
+from .base import Cell, Consts, Footprint
 
 CfCMode = Literal["default", "pure", "no_gate"]
+#: The CfC modes; the order is the fused kernels' numbering.
 MODES = ("default", "pure", "no_gate")
 
 
@@ -20,6 +22,24 @@ def xavier_uniform(shape: tuple[int, int]) -> mx.array:
     """Glorot/Xavier uniform samples with torch's fan convention for a (out, in) array."""
     limit = math.sqrt(6.0 / (shape[0] + shape[1]))
     return mx.random.uniform(-limit, limit, shape)
+
+
+def cfc_solution(
+    o: ModuleType, mode: str, heads: Any, dt: Any, tau: Any = None, amplitude: Any = None
+) -> Any:
+    """The new state from a CfC cell's ``heads`` over an op set ``o`` (see :mod:`ncps_mlx.ops`).
+
+    ``heads`` holds ``ff1, ff2, time_a, time_b`` side by side (``ff1`` alone in ``pure``
+    mode, with ``tau = |w_tau|`` and ``amplitude = A``).
+    """
+    if mode == "pure":
+        return -amplitude * o.exp(-dt * (tau + abs(heads))) * heads + amplitude
+    ff1, ff2, t_a, t_b = o.chunks(heads, 4)
+    ff1, ff2 = o.tanh(ff1), o.tanh(ff2)
+    gate = o.sigmoid(t_a * dt + t_b)
+    if mode == "no_gate":
+        return ff1 + gate * ff2
+    return ff1 * (1.0 - gate) + gate * ff2
 
 
 class CfCCell(Cell):
@@ -70,23 +90,19 @@ class CfCCell(Cell):
     ):
         super().__init__()
         name = type(self).__name__
-        check_positive_int(name, "input_size", input_size)
-        check_positive_int(name, "hidden_size", hidden_size)
-        check_choice(name, "mode", mode, MODES)
-        check_positive_int(name, "backbone_layers", backbone_layers, minimum=0)
+        self._input_size = check_int(name, "input_size", input_size)
+        self.hidden_size = check_int(name, "hidden_size", hidden_size)
+        self.mode = check_choice(name, "mode", mode, MODES)
+        self.backbone_activation = check_choice(
+            name, "activation", backbone_activation, ACTIVATIONS
+        )
+        backbone_layers = check_int(name, "backbone_layers", backbone_layers, low=0)
         if backbone_layers > 0:
-            check_positive_int(name, "backbone_units", backbone_units)
-        if not (isinstance(backbone_dropout, (int, float)) and 0.0 <= backbone_dropout < 1.0):
-            raise ValueError(
-                f"[{name}] 'backbone_dropout' must be in [0, 1) but got {backbone_dropout!r}"
-            )
-        self._input_size = input_size
-        self.hidden_size = hidden_size
-        self.mode = mode
-        self.backbone_activation = backbone_activation
-        self._activation = get_activation(backbone_activation, name)
+            check_int(name, "backbone_units", backbone_units)
+        self.backbone_dropout = check_number(
+            name, "backbone_dropout", backbone_dropout, low=0.0, below=1.0
+        )
         self.backbone_units = backbone_units if backbone_layers > 0 else 0
-        self.backbone_dropout = float(backbone_dropout)
         cat = input_size + hidden_size
         widths = [cat] + [backbone_units] * backbone_layers
         self.backbone = [nn.Linear(widths[i], widths[i + 1]) for i in range(backbone_layers)]
@@ -127,6 +143,11 @@ class CfCCell(Cell):
         self._head_masks = dict(masks)
         self._signed_heads = frozenset(signed)
 
+    @property
+    def head_masks(self) -> dict[str, mx.array]:
+        """The (hidden, inputs) mask of each masked head, by head name."""
+        return dict(self._head_masks)
+
     def _init_weights(self) -> None:
         # Like the reference: Xavier on every 2-D parameter (pure mode's w_tau and A too),
         # biases keep the Linear default U(+-1/sqrt(fan_in)).
@@ -152,7 +173,14 @@ class CfCCell(Cell):
 
     @property
     def head_names(self) -> tuple[str, ...]:
+        """The heads in the order they are fused: ``ff1`` (pure mode), or ``ff1``,
+        ``ff2``, ``time_a``, ``time_b``."""
         return ("ff1",) if self.mode == "pure" else ("ff1", "ff2", "time_a", "time_b")
+
+    @property
+    def applies_dropout(self) -> bool:
+        """Whether a step applies dropout now (a dropout rate, in training mode)."""
+        return "dropout" in self and self.training
 
     def head_weights(self) -> tuple[mx.array, mx.array]:
         """The heads as one (n_heads * hidden, inputs) weight and bias, masks folded in."""
@@ -171,24 +199,15 @@ class CfCCell(Cell):
         bias = mx.concatenate([getattr(self, name).bias for name in self.head_names])
         return weights, bias
 
-    @property
-    def runs_fused(self) -> bool:
-        """Whether :meth:`step` runs as one primitive (:func:`ncps_mlx.kernels.cfc_step`:
-        CPU, float32, no dropout being applied)."""
-        dropping = "dropout" in self and self.training
-        return not dropping and kernels.usable(self.ff1.weight.dtype)
-
     def derive(self) -> Consts:
-        consts = self.derive_products()
-        if self.runs_fused:
-            weights, unit = self.fused_unit(consts, first=True)
-            consts["fused"] = (weights, [unit])
-        return consts
+        """The step's products as ``x @ W`` takes them, and pure mode's ``|w_tau|``.
 
-    def derive_products(self) -> Consts:
-        """The matrices and biases of the step's products, as the MLX operations take them."""
+        ``wx_t``, ``wh_t`` (rows of the first layer's transposed weight for the input and
+        the state) and ``b``; with a backbone, ``heads_w_t`` (inputs, heads) and
+        ``heads_b``; in pure mode ``tau``.
+        """
         # The heads as one (inputs, heads) matrix: the layout `z @ W` reads without a
-        # transposed view (the fused step would copy one on every step).
+        # transposed view.
         weights, heads_b = self._masked_heads()
         heads_w_t = mx.concatenate([w.T for w in weights], axis=1)
         if self.backbone:
@@ -201,22 +220,9 @@ class CfCCell(Cell):
         consts = {"wx_t": first_w_t[:n_in], "wh_t": first_w_t[n_in:], "b": first_b}
         if self.backbone:
             consts.update(heads_w_t=heads_w_t, heads_b=heads_b)
-        return consts
-
-    def fused_unit(self, consts: Consts, first: bool) -> tuple[list[mx.array], tuple[int, int]]:
-        """This cell as a unit of :func:`ncps_mlx.kernels.cfc_step`: its weights in the
-        kernel's order and its ``(units, backbone layers)``. The first unit of a chain
-        takes its input share projected (:meth:`project`), the others read the previous
-        unit's state through ``Wx``."""
-        weights = [] if first else [consts["wx_t"], consts["b"]]
-        weights.append(consts["wh_t"])
-        if self.backbone:
-            for layer in self.backbone[1:]:
-                weights += [mx.contiguous(layer.weight.T), layer.bias]
-            weights += [consts["heads_w_t"], consts["heads_b"]]
         if self.mode == "pure":
-            weights += [self.w_tau, self.A]
-        return weights, (self.hidden_size, len(self.backbone))
+            consts["tau"] = mx.abs(self.w_tau)
+        return consts
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
         # The input's share of the first layer: hoisted out of the time loop.
@@ -225,81 +231,45 @@ class CfCCell(Cell):
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
-        if "fused" in consts:
-            fused = fused_step(consts["fused"], inputs, h, dt, self.mode, self.backbone_activation)
-            if fused is not None:
-                return fused, fused
         z = inputs + h @ consts["wh_t"]
         if self.backbone:
-            z = self._regularize(self._activation(z))
+            z = self._activate(z)
             for layer in self.backbone[1:]:
-                z = self._regularize(self._activation(layer(z)))
+                z = self._activate(layer(z))
             z = mx.addmm(consts["heads_b"], z, consts["heads_w_t"])
-        h_next = self._solution(z, dt)
+        h_next = cfc_solution(ops, self.mode, z, dt, consts.get("tau"), getattr(self, "A", None))
         return h_next, h_next
 
-    def direct_consts(self, consts: Consts) -> Consts:
-        return chain_direct_consts(consts, consts["fused"])
-
-    def direct_step(
-        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        h_next = chain_direct_step(consts, x, h, dt, self.mode, self.backbone_activation)
-        return h_next, h_next
-
-    def _regularize(self, z: mx.array) -> mx.array:
+    def _activate(self, z: mx.array) -> mx.array:
+        z = ACTIVATIONS[self.backbone_activation](ops, z)
         return self.dropout(z) if "dropout" in self else z
 
-    def _solution(self, heads: mx.array, dt: mx.array | float) -> mx.array:
-        if self.mode == "pure":
-            decay = mx.exp(-dt * (mx.abs(self.w_tau) + mx.abs(heads)))
-            return -self.A * decay * heads + self.A
-        ff1, ff2, t_a, t_b = mx.split(heads, 4, axis=-1)
-        ff1, ff2 = ops.tanh(ff1), ops.tanh(ff2)
-        gate = ops.sigmoid(t_a * dt + t_b)
-        if self.mode == "no_gate":
-            return ff1 + gate * ff2
-        return ff1 * (1.0 - gate) + gate * ff2
+    def footprint(self) -> Footprint:
+        h, units, layers = self.hidden_size, self.backbone_units, len(self.backbone)
+        heads = len(self.head_names) * h
+        first = units if layers else heads
+        loop = [(h, first)] + [(units, units)] * max(layers - 1, 0)
+        loop += [(units, heads)] if layers else []
+        activations = units * layers if self.backbone_activation != "relu" else 0
+        gates = 1 if self.mode == "pure" else 3
+        solution = 2 * h if self.mode == "pure" else 4 * h  # (decay, h') or (2 tanh, gate, h')
+        return Footprint(
+            hoisted_products=((self.input_size, first),),
+            loop_products=tuple(loop),
+            elementwise=8 * h,
+            transcendentals=activations + gates * h,
+            saved_values=2 * units * layers + heads + solution,
+        )
 
-
-def fused_step(
-    chain: tuple[list[mx.array], list[tuple[int, int]]],
-    inputs: mx.array,
-    h: mx.array,
-    dt: mx.array | float,
-    mode: str,
-    activation: str,
-) -> mx.array | None:
-    """The new state from :func:`ncps_mlx.kernels.cfc_step`, or ``None`` for a ``dt`` it
-    does not take (anything but a scalar or one value per sample): the caller then runs
-    the MLX operations, whose broadcasting it keeps."""
-    weights, layout = chain
-    state = h.reshape(-1, h.shape[-1])
-    batch = state.shape[0]
-    if not isinstance(dt, mx.array):
-        dt = mx.array(dt, dtype=state.dtype)
-    if dt.size == 1:
-        dt = dt.reshape(1, 1)
-    if dt.shape not in ((1, 1), (batch, 1)):
-        return None
-    dt = mx.broadcast_to(dt.astype(state.dtype), (batch, 1))
-    projected = inputs.reshape(batch, -1)
-    return kernels.cfc_step(projected, state, dt, weights, layout, mode, activation).reshape(
-        h.shape
-    )
-
-
-def chain_direct_consts(first: Consts, chain: tuple[list[mx.array], list]) -> Consts:
-    """A chain's :meth:`~ncps_mlx.cells.Cell.direct_consts`: the first unit's input
-    projection and the fused step's weights and layout."""
-    weights, layout = chain
-    consts = numpy_consts({"wx_t": first["wx_t"], "b": first["b"]})
-    return {**consts, "weights": kernel_consts(weights), "layout": layout}
-
-
-def chain_direct_step(
-    consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray, mode: str, activation: str
-) -> np.ndarray:
-    """A chain's new state from :func:`ncps_mlx.kernels.direct.cfc_step`."""
-    projected = x @ consts["wx_t"] + consts["b"]
-    return direct.cfc_step(projected, h, dt, consts["weights"], consts["layout"], mode, activation)
+    def get_config(self) -> dict[str, Any]:
+        mask = self._head_masks.get("ff1")
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "mode": self.mode,
+            "backbone_activation": self.backbone_activation,
+            "backbone_units": self.backbone_units or 128,
+            "backbone_layers": len(self.backbone),
+            "backbone_dropout": self.backbone_dropout,
+            "sparsity_mask": None if mask is None else np.array(mask).T.tolist(),
+        }

@@ -1,13 +1,22 @@
 """The LSTM memory cell that ``mixed_memory=True`` runs before the main cell."""
 
+from types import ModuleType
+from typing import Any
+
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
 from .. import ops
-from ..kernels import direct
-from .base import Consts, kernel_consts, numpy_consts
+from .base import Consts, Footprint
 from .cfc import xavier_uniform
+
+
+def lstm_update(o: ModuleType, z: Any, c: Any) -> tuple[Any, Any]:
+    """``(h', c')`` from the gate pre-activations ``z = [i, g_i, g_f, g_o]`` and the
+    memory ``c``, over an op set ``o`` (see :mod:`ncps_mlx.ops`)."""
+    i, input_gate, forget_gate, output_gate = o.chunks(z, 4)
+    c_next = c * o.sigmoid(forget_gate + 1.0) + o.tanh(i) * o.sigmoid(input_gate)
+    return o.tanh(c_next) * o.sigmoid(output_gate), c_next
 
 
 class LSTMCell(nn.Module):
@@ -38,6 +47,7 @@ class LSTMCell(nn.Module):
         self.recurrent_map.weight = nn.init.orthogonal()(self.recurrent_map.weight)
 
     def derive(self) -> Consts:
+        """``wh_t``: the recurrent weight as ``h @ W`` takes it."""
         return {"wh_t": self.recurrent_map.weight.T}
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
@@ -46,22 +56,18 @@ class LSTMCell(nn.Module):
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, c: mx.array
     ) -> tuple[mx.array, mx.array]:
-        z = inputs + h @ consts["wh_t"]
-        i, ig, fg, og = mx.split(z, 4, axis=-1)
-        c_next = c * ops.sigmoid(fg + 1.0) + ops.tanh(i) * ops.sigmoid(ig)
-        return ops.tanh(c_next) * ops.sigmoid(og), c_next
+        return lstm_update(ops, inputs + h @ consts["wh_t"], c)
 
-    def direct_consts(self, consts: Consts) -> Consts:
-        """What :meth:`direct_step` reads, as NumPy arrays."""
-        weights = numpy_consts({"wx_t": self.input_map.weight.T, "b": self.input_map.bias})
-        return {**weights, "wh_t": kernel_consts(consts["wh_t"])}
-
-    def direct_step(
-        self, consts: Consts, x: np.ndarray, h: np.ndarray, c: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`project` and :meth:`step` on float32 NumPy arrays, run at once by
-        :func:`ncps_mlx.kernels.direct.lstm_step`."""
-        return direct.lstm_step(x @ consts["wx_t"] + consts["b"], h, c, consts["wh_t"])
+    def footprint(self) -> Footprint:
+        """The work of a step (see :class:`~ncps_mlx.cells.base.Footprint`)."""
+        h = self.hidden_size
+        return Footprint(
+            hoisted_products=((self.input_size, 4 * h),),
+            loop_products=((h, 4 * h),),
+            elementwise=10 * h,
+            transcendentals=5 * h,
+            saved_values=7 * h,  # 4 gates, c', tanh(c'), h'
+        )
 
     def __call__(self, x: mx.array, state: tuple[mx.array, mx.array]) -> tuple[mx.array, mx.array]:
         """One step: ``(h, c) -> (h', c')`` for inputs ``x`` (B, input_size)."""

@@ -1,23 +1,17 @@
 """Liquid time-constant (LTC) cell."""
 
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any, Literal, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .. import kernels, ops
+from .. import ops
+from .._checks import check_choice, check_int, check_number
 from ..errors import WiringError, see
-from ..kernels import direct
 from ..wirings import Wiring
-from .base import (
-    Consts,
-    WiredCell,
-    check_choice,
-    check_positive_int,
-    kernel_consts,
-    numpy_consts,
-)
+from .base import Consts, Footprint, WiredCell
 from .solvers import FIELD_EVALUATIONS, SOLVERS
 
 Mapping = Literal["affine", "linear"] | None
@@ -60,31 +54,65 @@ def synapse_box(mask: np.ndarray) -> Box:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def synapse_activation(
-    v: mx.array, synapses: dict[str, mx.array], box: Box, size: int
-) -> tuple[mx.array, mx.array]:
-    """Conductance-weighted sums over presynaptic neurons for potentials ``v`` (..., pre).
+def synaptic_sums(o: ModuleType, synapses: Any, v: Any) -> tuple[Any, Any]:
+    r"""``(sum_i w_ij E_ij a_ij, sum_i w_ij a_ij)`` for presynaptic potentials ``v``, with
+    :math:`a_{ij} = \sigma(\sigma_{ij} (v_i - \mu_{ij}))`, over an op set ``o``.
 
-    Returns ``(sum_i A_ij E_ij, sum_i A_ij)`` of length ``size`` with
-    ``A_ij = w_ij * sigmoid(sigma_ij * (v_i - mu_ij))``, evaluated on the ``box`` that
-    holds the synapses (``synapses`` are cut to it; ``w`` carries the wiring mask).
+    ``synapses`` lays the population out for its backend: ``gates(v)`` gives every
+    ``sigma_ij (v_i - mu_ij)`` and ``sums(a)`` the two weighted sums into the
+    postsynaptic neurons (:class:`SynapseGrid` for MLX, a pair of convolutions for Core
+    ML, :class:`ncps_mlx.export.graphs.Synapses`).
     """
-    pre, post = box
-    shape = v.shape[:-1] + (size,)
-    if pre.stop == pre.start:
-        return mx.zeros(shape, v.dtype), mx.zeros(shape, v.dtype)
-    x = synapses["sigma"] * (v[..., pre, None] - synapses["mu"])
-    activation = synapses["w"] * ops.sigmoid(x)
-    sums = (activation * synapses["erev"]).sum(axis=-2), activation.sum(axis=-2)
-    if post.stop - post.start == size:
-        return sums
-    padding = [(0, 0)] * (v.ndim - 1) + [(post.start, size - post.stop)]
-    return tuple(mx.pad(total, padding) for total in sums)
+    return synapses.sums(o.sigmoid(synapses.gates(v)))
 
 
-def map_features(x: Any, mapping: Mapping, weights: dict[str, Any], side: str) -> Any:
+class SynapseGrid(NamedTuple):
+    """A synapse population for MLX: the box of its synapses, neuron-major.
+
+    Potentials are ``(pre, B)``: the grid is ``(post, pre, B)`` and both sums come out of
+    one batched product, ``weights (post, 2, pre) @ a (post, pre, B)``, already in the
+    state's layout (a batch-major state would pay transposes and two reductions).
+    """
+
+    sigma: mx.array  # (post, pre, 1)
+    mu: mx.array  # (post, pre, 1)
+    weights: mx.array  # (post, 2, pre): w * E and w
+    box: Box
+    size: int  # postsynaptic neurons in all
+
+    def gates(self, v: mx.array) -> mx.array:
+        pre = self.box[0]
+        if pre.stop - pre.start != v.shape[0]:
+            v = v[pre]
+        return self.sigma * (v - self.mu)
+
+    def sums(self, activation: mx.array) -> tuple[mx.array, mx.array]:
+        sums = self.weights @ activation
+        post = self.box[1]
+        if post.stop - post.start != self.size:
+            sums = mx.pad(sums, [(post.start, self.size - post.stop), (0, 0), (0, 0)])
+        return sums[:, 0], sums[:, 1]
+
+
+class SynapseList(NamedTuple):
+    """The synapses that exist, one entry each (int32 indices, parameters).
+
+    ``w`` has the positivity constraint applied; ``pre`` indexes the inputs (sensory
+    synapses) or the neurons, ``post`` the neurons.
+    """
+
+    pre: mx.array
+    post: mx.array
+    sigma: mx.array
+    mu: mx.array
+    w: mx.array
+    erev: mx.array
+
+
+def map_features(x: Any, mapping: Mapping, weights: Any, side: str) -> Any:
     """An input or output mapping (``side``) of ``x``: ``x * w + b``, ``x * w`` or ``x``.
-    Arithmetic only, so MLX and NumPy arrays alike (the direct step's)."""
+    Arithmetic only, so MLX and NumPy arrays alike; ``weights`` is anything indexed by
+    ``"input_w"`` and the like (a cell is)."""
     if mapping is not None:
         x = x * weights[f"{side}_w"]
     if mapping == "affine":
@@ -92,43 +120,9 @@ def map_features(x: Any, mapping: Mapping, weights: dict[str, Any], side: str) -
     return x
 
 
-# Inside a step the potentials are neuron-major, (N, 1, B), and the synapse grid is
-# (post, pre, B): the sums over presynaptic neurons then come out of one batched matrix
-# product, weights (post, 2, pre) @ sigmoids (post, pre, B) -> (post, 2, B), already in
-# the state's layout. A (B, N) state would pay a transpose per ODE unfold (the grid needs
-# the potentials along pre, the sums come out along post), two separate reductions and a
-# squeeze each, and, on a wiring's box, two pads. See `LTCCell.step`.
-
-
-def neuron_major(a: mx.array) -> mx.array:
-    """``(B, ..., N)`` -> ``(N, ..., 1, B)`` (a ``(N,)`` vector is one sample)."""
-    if a.ndim < 2:
-        a = a[None]
-    axes = [a.ndim - 1, *range(1, a.ndim - 1), 0]
-    return mx.expand_dims(mx.transpose(a, axes), -2)
-
-
-def _field_weights(synapses: dict[str, mx.array]) -> dict[str, mx.array]:
-    """The boxed synapses laid out for :func:`_synaptic_sums` (computed once per call)."""
-    w = synapses["w"]
-    return {
-        "sigma": synapses["sigma"].T[..., None],  # (post, pre, 1)
-        "mu": synapses["mu"].T[..., None],
-        "weights": mx.stack([(w * synapses["erev"]).T, w.T], axis=1),  # (post, 2, pre)
-    }
-
-
-def _synaptic_sums(v: mx.array, field: dict[str, mx.array], box: Box) -> mx.array:
-    """``(sum_i A_ij E_ij, sum_i A_ij)`` as (N, 2, B) for neuron-major ``v`` (N, 1, B)."""
-    pre, post = box
-    size, batch = v.shape[0], v.shape[-1]
-    if pre.stop - pre.start != size:
-        v = v[pre]
-    v = v.reshape(pre.stop - pre.start, batch)
-    sums = field["weights"] @ ops.sigmoid(field["sigma"] * (v - field["mu"]))
-    if post.stop - post.start == size:
-        return sums
-    return mx.pad(sums, [(post.start, size - post.stop), (0, 0), (0, 0)])
+def _neuron_major(a: mx.array) -> mx.array:
+    """A state (B, N) as (N, B); an unbatched (N,) as (N, 1)."""
+    return a.T if a.ndim == 2 else a[:, None]
 
 
 class LTCCell(WiredCell):
@@ -182,10 +176,9 @@ class LTCCell(WiredCell):
         super().__init__()
         check_choice("LTCCell", "input_mapping", input_mapping, MAPPINGS)
         check_choice("LTCCell", "output_mapping", output_mapping, MAPPINGS)
-        check_positive_int("LTCCell", "ode_unfolds", ode_unfolds)
-        check_choice("LTCCell", "solver", solver, tuple(SOLVERS))
-        if not isinstance(epsilon, (int, float)) or not epsilon >= 0:
-            raise ValueError(f"[LTCCell] 'epsilon' must be a number >= 0 but got {epsilon!r}")
+        check_int("LTCCell", "ode_unfolds", ode_unfolds)
+        check_choice("LTCCell", "solver", solver, SOLVERS)
+        check_number("LTCCell", "epsilon", epsilon, low=0.0)
         self._attach_wiring(wiring, in_features)
         if wiring.output_dim is None:  # the outputs are the motor neurons' potentials
             raise WiringError(
@@ -237,12 +230,6 @@ class LTCCell(WiredCell):
         return self.ode_unfolds * FIELD_EVALUATIONS[self.solver]
 
     @property
-    def runs_fused(self) -> bool:
-        """Whether a call here and now runs each step as one primitive
-        (:func:`ncps_mlx.kernels.ltc_step`: CPU, float32, semi-implicit solver)."""
-        return self.solver == "semi_implicit" and kernels.usable(self.sigma.dtype)
-
-    @property
     def synapse_slots(self) -> int:
         """Recurrent synapse sigmoids evaluated per sample and field evaluation (the
         bounding box of the synapses, see :func:`synapse_box`)."""
@@ -253,11 +240,13 @@ class LTCCell(WiredCell):
         """Sensory synapse sigmoids evaluated per sample and time step."""
         return box_size(self._sensory_box)
 
-    def _positive(self, name: str) -> mx.array:
-        return self._constrain(getattr(self, name))
-
-    def _constrain(self, value: mx.array) -> mx.array:
+    def constrain(self, value: mx.array) -> mx.array:
+        """The positivity constraint of ``w``, ``sensory_w``, ``cm`` and ``gleak``:
+        softplus with ``implicit_param_constraints``, else the identity."""
         return nn.softplus(value) if self.implicit_param_constraints else value
+
+    def _positive(self, name: str) -> mx.array:
+        return self.constrain(getattr(self, name))
 
     def apply_weight_constraints(self) -> None:
         """Clip the positive parameters at zero (only with explicit constraints)."""
@@ -266,27 +255,31 @@ class LTCCell(WiredCell):
                 setattr(self, name, mx.maximum(getattr(self, name), 0))
 
     def derive(self) -> Consts:
+        """The synapse populations as :class:`SynapseGrid` (``None`` without synapses),
+        and ``cm``, ``gleak`` and ``leak_current = gleak * vleak`` as (N, 1) columns."""
         gleak = self._positive("gleak")
-        consts = {
-            "synapses": self._boxed("", self._sparsity_mask, self._box),
-            "sensory": self._boxed("sensory_", self._sensory_sparsity_mask, self._sensory_box),
-            "cm": self._positive("cm"),
-            "gleak": gleak,
-            "leak_current": gleak * self.vleak,
+        return {
+            "synapses": self._grid("", self._sparsity_mask, self._box),
+            "sensory": self._grid("sensory_", self._sensory_sparsity_mask, self._sensory_box),
+            "cm": self._positive("cm")[:, None],
+            "gleak": gleak[:, None],
+            "leak_current": (gleak * self.vleak)[:, None],
         }
-        if self.runs_fused:
-            consts["fused"] = self.synapse_list()
-            return consts
-        # What `step` uses, in its neuron-major layout.
-        consts["field"] = {k: consts[k][:, None, None] for k in ("cm", "gleak", "leak_current")}
-        if box_size(self._box):
-            consts["field"].update(_field_weights(consts["synapses"]))
-        return consts
 
-    def synapse_list(self, prefix: str = "") -> dict[str, mx.array]:
-        """The wiring's synapses (with ``prefix="sensory_"`` the sensory ones) as (S,)
-        vectors, as :func:`ncps_mlx.kernels.ltc_step` takes them: ``pre`` and ``post``
-        (int32), ``sigma``, ``mu``, ``w`` (positive) and ``w_erev``."""
+    def _grid(self, prefix: str, mask: mx.array, box: Box) -> SynapseGrid | None:
+        if box_size(box) == 0:
+            return None
+        # The masks are 0/1, so folding them into w first changes no rounding.
+        w = (self._positive(prefix + "w") * mask.astype(self.sigma.dtype))[box]
+        erev = getattr(self, prefix + "erev")[box]
+        sigma, mu = (getattr(self, prefix + name)[box].T[..., None] for name in ("sigma", "mu"))
+        weights = mx.stack([(w * erev).T, w.T], axis=1)
+        return SynapseGrid(sigma, mu, weights, box, self.state_size)
+
+    def synapses(self, sensory: bool = False) -> SynapseList:
+        """The recurrent (or, with ``sensory=True``, the sensory) synapses that exist,
+        one entry each."""
+        prefix = "sensory_" if sensory else ""
 
         def index(name: str) -> mx.array:
             return getattr(self, f"_{prefix}synapse_{name}")
@@ -295,38 +288,28 @@ class LTCCell(WiredCell):
             return mx.take(getattr(self, prefix + name).reshape(-1), index("flat"))
 
         # Gathered first: softplus (exp and log) only for the synapses that exist.
-        w = self._constrain(gather("w"))
-        synapses = {"pre": index("pre"), "post": index("post"), "w": w}
-        synapses.update(sigma=gather("sigma"), mu=gather("mu"), w_erev=w * gather("erev"))
-        return synapses
+        w = self.constrain(gather("w"))
+        sigma, mu, erev = gather("sigma"), gather("mu"), gather("erev")
+        return SynapseList(index("pre"), index("post"), sigma, mu, w, erev)
 
-    def _boxed(self, prefix: str, mask: mx.array, box: Box) -> dict[str, mx.array]:
-        # The masks are 0/1, so folding them into w first changes no rounding.
-        w = self._positive(prefix + "w") * mask.astype(self.sigma.dtype)
-        parts = {"w": w, **{k: getattr(self, prefix + k) for k in ("sigma", "mu", "erev")}}
-        return {key: value[box] for key, value in parts.items()}
-
-    def mappings(self) -> Consts:
-        """The input and output mappings' weights (those the mappings have)."""
-        names = [f"{side}_{kind}" for side in ("input", "output") for kind in ("w", "b")]
-        return {name: getattr(self, name) for name in names if name in self}
-
-    def _map_inputs(self, x: mx.array) -> mx.array:
+    def map_inputs(self, x: Any) -> Any:
+        """The input mapping of ``x`` (MLX or NumPy)."""
         return map_features(x, self.input_mapping, self, "input")  # a module is a dict
 
-    def _map_outputs(self, v: mx.array) -> mx.array:
-        y = v[..., : self.output_size]
-        return map_features(y, self.output_mapping, self, "output")
+    def map_outputs(self, v: Any) -> Any:
+        """The outputs for potentials ``v`` (..., N): the motor neurons, mapped."""
+        return map_features(v[..., : self.output_size], self.output_mapping, self, "output")
 
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
-        # Sensory synapses depend on the input only: evaluated for all steps at once, and
-        # returned as `step` takes them: neuron-major, (N, T, 1, B) for x (B, T, F), or
-        # (B, T, N) for the fused step.
-        x = self._map_inputs(x)
-        sums = synapse_activation(x, consts["sensory"], self._sensory_box, self.state_size)
-        if "fused" in consts:
-            return sums
-        return tuple(neuron_major(total) for total in sums)
+        """The sensory synapses' sums, which depend on the input only: for ``x``
+        (..., F), two neuron-major arrays (N, ...) with the leading axes reversed (for a
+        sequence (B, T, F): (N, T, B), a step (N, B) each)."""
+        v = mx.transpose(self.map_inputs(x))
+        shape = (self.state_size, *v.shape[1:])
+        if consts["sensory"] is None:
+            return mx.zeros(shape, v.dtype), mx.zeros(shape, v.dtype)
+        sums = synaptic_sums(ops, consts["sensory"], v.reshape(v.shape[0], -1))
+        return tuple(total.reshape(shape) for total in sums)
 
     def step(
         self,
@@ -335,75 +318,46 @@ class LTCCell(WiredCell):
         h: mx.array,
         dt: mx.array | float,
     ) -> tuple[mx.array, mx.array]:
-        if "fused" in consts:
-            return self._fused_step(consts, inputs, h, dt)
-        sensory_numerator, sensory_denominator = inputs  # (N, 1, B), see `project`
-        field_consts = consts["field"]
-        shape = h.shape  # (B, N) or (N,)
-        v = h.T[:, None] if h.ndim == 2 else neuron_major(h)
-        if isinstance(dt, mx.array) and dt.ndim > 0:
-            if dt.ndim == 2 and dt.shape[-1] == 1:  # (B, 1): one timespan per sample
-                dt = dt.reshape(1, 1, -1)
-            else:
-                dt = neuron_major(mx.broadcast_to(dt, shape))
+        sensory_numerator, sensory_denominator = inputs  # (N, B), see `project`
+        synapses = consts["synapses"]
+        if isinstance(dt, mx.array) and dt.ndim > 0:  # (B, 1), (B, N) or (N,) as for h
+            dt = _neuron_major(dt)
 
         def field(v: mx.array) -> tuple[mx.array, mx.array]:
             numerator, denominator = sensory_numerator, sensory_denominator
-            if "weights" in field_consts:  # else no synapses between the neurons
-                sums = _synaptic_sums(v, field_consts, self._box)
-                numerator = sums[:, 0:1] + numerator
-                denominator = sums[:, 1:2] + denominator
-            return (
-                field_consts["leak_current"] + numerator,
-                field_consts["gleak"] + denominator,
-            )
+            if synapses is not None:
+                numerator_sum, denominator_sum = synaptic_sums(ops, synapses, v)
+                numerator = numerator_sum + numerator
+                denominator = denominator_sum + denominator
+            return consts["leak_current"] + numerator, consts["gleak"] + denominator
 
         solve = SOLVERS[self.solver]
-        v = solve(field, v, field_consts["cm"], dt, self.ode_unfolds, self.epsilon)
-        v = mx.transpose(v, (2, 1, 0)).reshape(shape)  # (N, 1, B) -> (B, N)
-        return self._map_outputs(v), v
+        v = solve(field, _neuron_major(h), consts["cm"], dt, self.ode_unfolds, self.epsilon)
+        v = v.T if h.ndim == 2 else v[:, 0]
+        return self.map_outputs(v), v
 
-    def kernel_terms(
-        self, consts: Consts, sensory: tuple[Any, Any], dt: Any
-    ) -> tuple[Any, Any, Any]:
-        """``cm``, ``numerator`` and ``denominator`` of :func:`~ncps_mlx.kernels.ltc_step`
-        from the sensory sums and the timespan, not yet broadcast to (B, N). Arithmetic
-        only, so MLX and NumPy arrays alike (the direct step's)."""
-        numerator, denominator = sensory
-        return (
-            consts["cm"] / (dt / self.ode_unfolds),
-            consts["leak_current"] + numerator,
-            consts["gleak"] + denominator + self.epsilon,
+    def footprint(self) -> Footprint:
+        n, slots, sensory = self.state_size, self.synapse_slots, self.sensory_synapse_slots
+        evaluations = self.field_evaluations  # per time step (rk4: 4 per unfold)
+        # Per recurrent synapse slot: subtract mu, multiply by sigma, then a multiply-add
+        # into each of the two sums. The sensory synapses (all steps at once) multiply by w
+        # and by E and reduce twice. Saved for backward: one conductance per synapse, and
+        # the numerator, denominator and potential of every neuron at every unfold.
+        field_values = FIELD_EVALUATIONS[self.solver] * (self.synapse_count + 2 * n) + n
+        return Footprint(
+            elementwise=7 * sensory + evaluations * (6 * slots + 8 * n),
+            transcendentals=sensory + evaluations * slots,
+            synapse_slots=sensory + evaluations * slots,
+            saved_values=self.sensory_synapse_count + 2 * n + self.ode_unfolds * field_values,
         )
 
-    def _fused_step(
-        self,
-        consts: Consts,
-        inputs: tuple[mx.array, mx.array],
-        h: mx.array,
-        dt: mx.array | float,
-    ) -> tuple[mx.array, mx.array]:
-        """:meth:`step` as one primitive (:func:`ncps_mlx.kernels.ltc_step`), on (B, N)."""
-        shape = (-1, self.state_size)
-        v = h.reshape(shape)
-        cm, numerator, denominator = self.kernel_terms(consts, inputs, dt)
-        cm = mx.broadcast_to(cm, v.shape)
-        numerator, denominator = numerator.reshape(shape), denominator.reshape(shape)
-        v = kernels.ltc_step(v, cm, numerator, denominator, consts["fused"], self.ode_unfolds)
-        v = v.reshape(h.shape)
-        return self._map_outputs(v), v
-
-    def direct_consts(self, consts: Consts) -> Consts:
-        arrays = {key: consts[key] for key in ("cm", "gleak", "leak_current")}
-        synapses = {"synapses": consts["fused"], "sensory": self.synapse_list("sensory_")}
-        return {**numpy_consts({**arrays, **self.mappings()}), **kernel_consts(synapses)}
-
-    def direct_step(
-        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        x = map_features(x, self.input_mapping, consts, "input")
-        sensory = direct.synapse_sums(x, consts["sensory"], self.state_size)
-        cm, numerator, denominator = self.kernel_terms(consts, sensory, dt)
-        v = direct.ltc_step(h, cm, numerator, denominator, consts["synapses"], self.ode_unfolds)
-        y = map_features(v[:, : self.output_size], self.output_mapping, consts, "output")
-        return y, v
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "wiring": self._wiring.get_config(),
+            "input_mapping": self.input_mapping,
+            "output_mapping": self.output_mapping,
+            "ode_unfolds": self.ode_unfolds,
+            "epsilon": self.epsilon,
+            "implicit_param_constraints": self.implicit_param_constraints,
+            "solver": self.solver,
+        }

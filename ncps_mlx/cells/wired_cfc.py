@@ -1,12 +1,13 @@
 """CfC cells stacked along the layers of a wiring (an NCP)."""
 
+from typing import Any
+
 import mlx.core as mx
 import numpy as np
 
-from .. import kernels
 from ..wirings import Wiring
-from .base import Consts, WiredCell
-from .cfc import CfCCell, CfCMode, chain_direct_consts, chain_direct_step, fused_step
+from .base import Consts, Footprint, WiredCell
+from .cfc import CfCCell, CfCMode
 
 
 def layer_connectivity(wiring: Wiring, layer: int, strict: bool) -> np.ndarray:
@@ -96,51 +97,47 @@ class WiredCfCCell(WiredCell):
     def layer_sizes(self) -> list[int]:
         return [len(self._wiring.get_neurons_of_layer(i)) for i in range(self._wiring.num_layers)]
 
-    @property
-    def runs_fused(self) -> bool:
-        """Whether :meth:`step` runs as one primitive, all layers in one
-        (:func:`ncps_mlx.kernels.cfc_step`: CPU, float32)."""
-        return kernels.usable(self.layer_0.ff1.weight.dtype)
-
     def derive(self) -> Consts:
-        # Each layer's products only: the fused step, if any, is the whole chain's.
-        consts = {"layers": [layer.derive_products() for layer in self.layers]}
-        if self.runs_fused:
-            layers = zip(self.layers, consts["layers"], strict=True)
-            units = [
-                layer.fused_unit(layer_consts, first=index == 0)
-                for index, (layer, layer_consts) in enumerate(layers)
-            ]
-            weights = [w for unit_weights, _ in units for w in unit_weights]
-            consts["fused"] = (weights, [unit for _, unit in units])
-        return consts
+        """Each layer's :meth:`CfCCell.derive`, in layer order."""
+        return [layer.derive() for layer in self.layers]
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
-        return self.layers[0].project(consts["layers"][0], x)
+        return self.layers[0].project(consts[0], x)
 
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
-        if "fused" in consts:
-            h_next = fused_step(consts["fused"], inputs, h, dt, self.mode, "lecun_tanh")
-            if h_next is not None:
-                return h_next[..., -self.layer_sizes[-1] :], h_next
         splits = np.cumsum(self.layer_sizes)[:-1].tolist()
         states = mx.split(h, splits, axis=-1)
         new_states = []
         for index, layer in enumerate(self.layers):
-            layer_consts = consts["layers"][index]
+            layer_consts = consts[index]
             if index > 0:
                 inputs = layer.project(layer_consts, new_states[-1])
             out, _ = layer.step(layer_consts, inputs, states[index], dt)
             new_states.append(out)
         return new_states[-1], mx.concatenate(new_states, axis=-1)
 
-    def direct_consts(self, consts: Consts) -> Consts:
-        return chain_direct_consts(consts["layers"][0], consts["fused"])
+    def footprint(self) -> Footprint:
+        # The first layer's input share is hoisted; the others read the previous layer's
+        # new state inside the loop.
+        total = Footprint()
+        for index, layer in enumerate(self.layers):
+            part = layer.footprint()
+            if index > 0:
+                part = Footprint(
+                    loop_products=part.hoisted_products + part.loop_products,
+                    elementwise=part.elementwise,
+                    transcendentals=part.transcendentals,
+                    saved_values=part.saved_values,
+                )
+            total = total + part
+        return total
 
-    def direct_step(
-        self, consts: Consts, x: np.ndarray, h: np.ndarray, dt: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        h_next = chain_direct_step(consts, x, h, dt, self.mode, "lecun_tanh")
-        return h_next[:, -self.layer_sizes[-1] :], h_next
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "input_size": None,
+            "wiring": self._wiring.get_config(),
+            "mode": self.mode,
+            "strict_wiring": self.strict_wiring,
+        }

@@ -9,8 +9,8 @@ import mlx.core as mx
 import numpy as np
 
 from .. import io
+from ..costs import parameter_count
 from ..datasets import SequenceData
-from ..monitor.traffic import parameter_count
 from ..rnn import CfC
 from ..training import History
 from .task import (

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..cells.base import check_choice, check_positive_int
+from .._checks import check_choice, check_int
 from ..errors import see
 from ..rnn import RNN
 
@@ -35,6 +35,14 @@ ALLOWED_OPS = frozenset(
 #: In float16 exports the elapsed time is clamped to these ranges before use: ``time_a *
 #: t`` (CfC) and ``cm / (t / unfolds)`` (LTC) must stay far below float16's 65504.
 FP16_TIMESPAN_RANGE = {"CfC": (0.0, 1000.0), "LTC": (0.01, 1000.0)}
+
+
+def timespan_range(model: RNN) -> tuple[float, float]:
+    """The float16 clamp of a model's elapsed time: the LTC's for a cell that divides by
+    it (:attr:`~ncps_mlx.cells.Cell.requires_positive_timespans`), else the CfC's."""
+    return FP16_TIMESPAN_RANGE["LTC" if model.rnn_cell.requires_positive_timespans else "CfC"]
+
+
 #: Key of the package's user metadata that holds the interface and model description.
 METADATA_KEY = "ncps_mlx"
 # Earliest targets: float16 inputs need iOS 16 / macOS 13; Core ML state needs 18 / 15.
@@ -106,9 +114,9 @@ def _check_arguments(
     check_choice(owner, "kind", kind, KINDS)
     check_choice(owner, "precision", precision, PRECISIONS)
     check_choice(owner, "compute_units", compute_units, tuple(COMPUTE_UNITS))
-    check_positive_int(owner, "batch_size", batch_size)
+    check_int(owner, "batch_size", batch_size)
     if kind == "sequence":
-        check_positive_int(owner, "seq_len", seq_len)
+        check_int(owner, "seq_len", seq_len)
     elif seq_len is not None:
         raise ValueError(f"[{owner}] 'seq_len' is only for kind='sequence', got {seq_len!r}")
     if kind == "stateful" and precision != "float16":
@@ -182,7 +190,7 @@ def _build_program(model: RNN, spec: Interface, precision: str, opset: Any) -> A
         if "dt" in inputs:
             dt = mil.Tensor(mb.reshape(x=inputs["dt"].var, shape=[batch, 1, 1, steps]))
             if precision == "float16":
-                dt = mil.clip(dt, *FP16_TIMESPAN_RANGE[type(model).__name__])
+                dt = mil.clip(dt, *timespan_range(model))
         recurrent = {}
         for name in ("h", "c"):
             if name in spec.states:
@@ -220,9 +228,7 @@ def _describe(
         "inputs": spec.inputs,
         "states": spec.states,
         "outputs": spec.outputs,
-        "timespan_range": FP16_TIMESPAN_RANGE[type(model).__name__]
-        if precision == "float16"
-        else None,
+        "timespan_range": timespan_range(model) if precision == "float16" else None,
         "model": model.get_config(),
         "ncps_mlx_version": __version__,
     }

@@ -17,7 +17,12 @@ import mlx.core as mx
 import numpy as np
 
 from ..cells import CfCCell, LSTMCell, LTCCell, WiredCfCCell
+from ..cells.activations import ACTIVATIONS
+from ..cells.cfc import cfc_solution
+from ..cells.lstm import lstm_update
+from ..cells.ltc import SynapseList, synaptic_sums
 from ..cells.solvers import SOLVERS
+from ..errors import see
 from ..rnn import RNN
 from . import mil
 from .mil import Tensor
@@ -27,15 +32,6 @@ Inputs = Any  # a Tensor, or a tuple of Tensors for LTC
 
 def _numpy(array: mx.array) -> np.ndarray:
     return np.array(array.astype(mx.float32), dtype=np.float32)
-
-
-ACTIVATIONS = {
-    "lecun_tanh": lambda x: 1.7159 * mil.tanh(0.666 * x),
-    "tanh": mil.tanh,
-    "relu": mil.relu,
-    "silu": mil.silu,
-    "gelu": mil.gelu,
-}
 
 
 class CfCGraph:
@@ -52,10 +48,10 @@ class CfCGraph:
         self.heads = None
         if cell.backbone:
             self.heads = (_numpy(consts["heads_w_t"]).T, _numpy(consts["heads_b"]))
+        self.tau = self.A = None
         if cell.mode == "pure":
-            self.w_tau = mil.channels(np.abs(_numpy(cell.w_tau)))
+            self.tau = mil.channels(_numpy(consts["tau"]))
             self.A = mil.channels(_numpy(cell.A))
-        self.hidden_size = cell.hidden_size
 
     def project(self, x: Tensor) -> Tensor:
         return mil.dense(x, self.input_weight, self.bias)
@@ -63,23 +59,12 @@ class CfCGraph:
     def step(self, inputs: Tensor, h: Tensor, dt: Tensor | float) -> tuple[Tensor, Tensor]:
         z = inputs + mil.dense(h, self.recurrent_weight)
         if self.heads is not None:
-            z = self.activation(z)
+            z = self.activation(mil, z)
             for weight, bias in self.backbone:
-                z = self.activation(mil.dense(z, weight, bias))
+                z = self.activation(mil, mil.dense(z, weight, bias))
             z = mil.dense(z, *self.heads)
-        h_next = self._solution(z, dt)
+        h_next = cfc_solution(mil, self.mode, z, dt, self.tau, self.A)
         return h_next, h_next
-
-    def _solution(self, heads: Tensor, dt: Tensor | float) -> Tensor:
-        if self.mode == "pure":
-            decay = mil.exp(-dt * (self.w_tau + abs(heads)))
-            return -self.A * decay * heads + self.A
-        ff1, ff2, t_a, t_b = mil.split(heads, [self.hidden_size] * 4)
-        ff1, ff2 = mil.tanh(ff1), mil.tanh(ff2)
-        gate = mil.sigmoid(t_a * dt + t_b)
-        if self.mode == "no_gate":
-            return ff1 + gate * ff2
-        return ff1 * (1.0 - gate) + gate * ff2
 
 
 class WiredCfCGraph:
@@ -104,36 +89,36 @@ class WiredCfCGraph:
 
 
 class Synapses:
-    """One synapse population as two 1x1 convolutions (see the module docstring)."""
+    """One synapse population, as :func:`~ncps_mlx.cells.ltc.synaptic_sums` takes it:
+    two 1x1 convolutions (see the module docstring)."""
 
-    def __init__(
-        self, consts: dict[str, mx.array], adjacency: np.ndarray, box: tuple[slice, slice]
-    ):
-        pre, post = box
-        sources, targets = adjacency.shape
-        w, sigma, mu, erev = (_numpy(consts[key]) for key in ("w", "sigma", "mu", "erev"))
-        rows, cols = np.nonzero(adjacency[box])
-        self.count = rows.size
+    def __init__(self, synapses: SynapseList, sources: int, targets: int):
+        pre, post = np.array(synapses.pre), np.array(synapses.post)
+        sigma, mu, w, erev = (_numpy(v) for v in synapses[2:])
+        self.count = pre.size
         # sigma * (v_pre - mu) as one convolution: the one-hot gather scaled by sigma, with
         # bias -sigma * mu. (Left to coremltools' conv/sub/mul fusion, a mu shared by
         # several unfolds came out with the wrong sign in coremltools 9.0.)
-        sigma, mu = sigma[rows, cols], mu[rows, cols]
         self.gather = np.zeros((self.count, sources), np.float32)
-        self.gather[np.arange(self.count), rows + pre.start] = sigma
+        self.gather[np.arange(self.count), pre] = sigma
         self.gather_bias = -sigma * mu
-        scatter = np.zeros((2 * targets, self.count), np.float32)
-        scatter[cols + post.start, np.arange(self.count)] = (w * erev)[rows, cols]
-        scatter[targets + cols + post.start, np.arange(self.count)] = w[rows, cols]
-        self.scatter = scatter
+        self.scatter = np.zeros((2 * targets, self.count), np.float32)
+        self.scatter[post, np.arange(self.count)] = w * erev
+        self.scatter[targets + post, np.arange(self.count)] = w
         self.targets = targets
+
+    def gates(self, v: Tensor) -> Tensor:
+        return mil.dense(v, self.gather, self.gather_bias)
+
+    def sums(self, activation: Tensor) -> tuple[Tensor, Tensor]:
+        numerator, denominator = mil.split(mil.dense(activation, self.scatter), [self.targets] * 2)
+        return numerator, denominator
 
     def __call__(self, v: Tensor) -> tuple[Tensor | float, Tensor | float]:
         """``(sum_i A_ij E_ij, sum_i A_ij)`` for presynaptic potentials ``v``."""
         if self.count == 0:
             return 0.0, 0.0
-        activation = mil.sigmoid(mil.dense(v, self.gather, self.gather_bias))
-        numerator, denominator = mil.split(mil.dense(activation, self.scatter), [self.targets] * 2)
-        return numerator, denominator
+        return synaptic_sums(mil, self, v)
 
 
 class LTCGraph:
@@ -142,11 +127,8 @@ class LTCGraph:
     def __init__(self, cell: LTCCell):
         consts = cell.derive()
         n, m = cell.state_size, cell.output_size
-        wiring = cell.wiring
-        self.synapses = Synapses(consts["synapses"], wiring.adjacency_matrix, cell._box)
-        self.sensory = Synapses(
-            consts["sensory"], wiring.sensory_adjacency_matrix, cell._sensory_box
-        )
+        self.synapses = Synapses(cell.synapses(), n, n)
+        self.sensory = Synapses(cell.synapses(sensory=True), cell.input_size, n)
         self.cm = mil.channels(_numpy(consts["cm"]))
         self.gleak = mil.channels(_numpy(consts["gleak"]))
         self.leak_current = mil.channels(_numpy(consts["leak_current"]))
@@ -192,19 +174,42 @@ class LSTMGraph:
         self.input_weight = _numpy(cell.input_map.weight)
         self.input_bias = _numpy(cell.input_map.bias)
         self.recurrent_weight = _numpy(cell.recurrent_map.weight)
-        self.hidden_size = cell.hidden_size
 
     def project(self, x: Tensor) -> Tensor:
         return mil.dense(x, self.input_weight, self.input_bias)
 
     def step(self, inputs: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        z = inputs + mil.dense(h, self.recurrent_weight)
-        i, input_gate, forget_gate, output_gate = mil.split(z, [self.hidden_size] * 4)
-        c_next = c * mil.sigmoid(forget_gate + 1.0) + mil.tanh(i) * mil.sigmoid(input_gate)
-        return mil.tanh(c_next) * mil.sigmoid(output_gate), c_next
+        return lstm_update(mil, inputs + mil.dense(h, self.recurrent_weight), c)
 
 
-CELL_GRAPHS = {CfCCell: CfCGraph, WiredCfCCell: WiredCfCGraph, LTCCell: LTCGraph}
+#: The graph class of each exportable cell type (see :func:`register_graph`).
+CELL_GRAPHS: dict[type, type] = {}
+
+
+def register_graph(cell_type: type, graph: type) -> None:
+    """Export cells of exactly ``cell_type`` with ``graph``: a class built from the cell
+    whose ``project(x)`` and ``step(inputs, h, dt) -> (y, h')`` build MIL ops on
+    :class:`~ncps_mlx.export.mil.Tensor` values in the ``(B, C, 1, S)`` layout."""
+    CELL_GRAPHS[cell_type] = graph
+
+
+for _cell_type, _graph in ((CfCCell, CfCGraph), (WiredCfCCell, WiredCfCGraph), (LTCCell, LTCGraph)):
+    register_graph(_cell_type, _graph)
+
+
+def cell_graph(cell: Any) -> Any:
+    """The registered graph of ``cell``, or a ValueError saying what an export needs."""
+    graph = CELL_GRAPHS.get(type(cell))
+    if graph is None:
+        known = ", ".join(t.__name__ for t in CELL_GRAPHS)
+        raise ValueError(
+            f"[to_coreml] no Core ML graph for a {type(cell).__name__}: the export knows "
+            f"{known}. A cell type is exported by a graph class registered with "
+            "ncps_mlx.export.register_graph(cell_type, graph), whose project(x) and "
+            "step(inputs, h, dt) write the cell's math with the MIL ops of "
+            f"ncps_mlx.export.mil\n{see('export-arguments')}"
+        )
+    return graph(cell)
 
 
 def _at_step(inputs: Inputs, t: int) -> Inputs:
@@ -217,7 +222,7 @@ class ModelGraph:
     """A :class:`~ncps_mlx.rnn.RNN` (CfC or LTC layer) as a MIL graph; mirrors ``RNN.scan``."""
 
     def __init__(self, model: RNN):
-        self.cell = CELL_GRAPHS[type(model.rnn_cell)](model.rnn_cell)
+        self.cell = cell_graph(model.rnn_cell)
         self.lstm = LSTMGraph(model.lstm) if model.mixed_memory else None
         self.projection = None
         if model.proj_size is not None:

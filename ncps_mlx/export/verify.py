@@ -17,6 +17,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from .. import scan
 from ..rnn import RNN
 from .coreml import evaluation_mode, program_metadata, require_coremltools
 
@@ -183,7 +184,8 @@ def _reference(model: RNN, arrays: dict[str, np.ndarray], per_step: bool) -> dic
     chunks = [slice(t, t + 1) for t in range(x.shape[1])] if per_step else [slice(None)]
     ys = []
     for chunk in chunks:
-        y, h, c = model.scan(x[:, chunk], h, c, dt[:, chunk] if isinstance(dt, mx.array) else dt)
+        step_dt = dt[:, chunk] if isinstance(dt, mx.array) else dt
+        y, h, c = scan.scan(model, x[:, chunk], h, c, step_dt)
         ys.append(y[:, 0] if per_step and y.ndim == 3 else y)
     result = {"y": np.array(mx.stack(ys, axis=1) if per_step else ys[0]), "h_out": np.array(h)}
     if c is not None:

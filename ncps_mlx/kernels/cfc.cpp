@@ -28,6 +28,8 @@
 namespace ncps {
 namespace {
 
+// The codes of the modes and activations; their names, in this order, are
+// cfc_mode_names() and cfc_activation_names() (checked against the cells' at load time).
 enum Mode { kDefault = 0, kPure = 1, kNoGate = 2 };
 enum Activation { kLecunTanh = 0, kTanh = 1, kRelu = 2, kSilu = 3, kGelu = 4 };
 
@@ -524,6 +526,14 @@ std::vector<Unit> checked_chain(
 }
 
 } // namespace
+
+std::vector<std::string> cfc_mode_names() {
+  return {"default", "pure", "no_gate"};
+}
+
+std::vector<std::string> cfc_activation_names() {
+  return {"lecun_tanh", "tanh", "relu", "silu", "gelu"};
+}
 
 mx::array cfc_step(
     const mx::array& projected,

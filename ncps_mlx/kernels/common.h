@@ -109,6 +109,10 @@ mx::array ltc_step(
     const mx::array& w_erev,
     int unfolds);
 
+// The names of cfc_step's modes and activations, indexed by their codes.
+std::vector<std::string> cfc_mode_names();
+std::vector<std::string> cfc_activation_names();
+
 mx::array cfc_step(
     const mx::array& projected,
     const mx::array& h,

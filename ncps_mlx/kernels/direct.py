@@ -10,27 +10,32 @@ compute no gradients.
 
 A step's arrays are float32 NumPy arrays (others are converted), laid out as the graph
 forms take them; the weights are evaluated ``mx.array`` (read in place, see
-:func:`ncps_mlx.cells.base.kernel_consts`). Each function returns new NumPy arrays.
+:func:`evaluated`). Each function returns new NumPy arrays.
 Shapes and synapse indices are checked in C++ (``ValueError``).
 """
 
-from types import ModuleType
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_map
 
-from . import chain_codes, unavailable_reason
+from .library import library
+from .primitives import chain_codes
 
 _SYNAPSE_FIELDS = ("pre", "post", "sigma", "mu", "w", "w_erev")
 
 
-def _kernels() -> ModuleType:
-    reason = unavailable_reason()
-    if reason is not None:
-        raise RuntimeError(f"[kernels.direct] {reason}")
-    from . import _module
+def evaluated(arrays: Any) -> Any:
+    """A tree of ``mx.array`` made row-major and evaluated: the direct forms read weights
+    in place, on the calling thread."""
+    arrays = tree_map(mx.contiguous, arrays)
+    mx.eval(arrays)
+    return arrays
 
-    return _module
+
+def _library() -> Any:
+    return library("kernels.direct")
 
 
 def _synapse_vectors(synapses: dict[str, mx.array]) -> list[mx.array]:
@@ -49,7 +54,7 @@ def cfc_step(
     """:func:`ncps_mlx.kernels.cfc_step`'s new state, computed now."""
     out = np.empty(h.shape, np.float32)
     codes = chain_codes(layout, mode, activation)
-    _kernels().cfc_step_direct(projected, h, dt, weights, *codes, out)
+    _library().cfc_step_direct(projected, h, dt, weights, *codes, out)
     return out
 
 
@@ -64,7 +69,7 @@ def ltc_step(
     """:func:`ncps_mlx.kernels.ltc_step`'s new potentials, computed now."""
     out = np.empty(v.shape, np.float32)
     per_neuron = [v, cm, numerator, denominator]
-    _kernels().ltc_step_direct(per_neuron, _synapse_vectors(synapses), unfolds, out)
+    _library().ltc_step_direct(per_neuron, _synapse_vectors(synapses), unfolds, out)
     return out
 
 
@@ -76,7 +81,7 @@ def synapse_sums(
     (B, F). ``synapses`` as :func:`ltc_step` takes them, ``pre`` indexing ``x``'s columns."""
     numerator = np.empty((x.shape[0], neurons), np.float32)
     denominator = np.empty_like(numerator)
-    _kernels().synapse_sums_direct(x, _synapse_vectors(synapses), numerator, denominator)
+    _library().synapse_sums_direct(x, _synapse_vectors(synapses), numerator, denominator)
     return numerator, denominator
 
 
@@ -86,5 +91,5 @@ def lstm_step(
     """The mixed-memory LSTM's ``(h', c')`` (:class:`~ncps_mlx.cells.LSTMCell`) from its
     projected input ``z`` (B, 4N), state ``h``, ``c`` (B, N) and recurrent ``wh_t`` (N, 4N)."""
     h_next, c_next = np.empty(h.shape, np.float32), np.empty(c.shape, np.float32)
-    _kernels().lstm_step_direct(z, h, c, wh_t, h_next, c_next)
+    _library().lstm_step_direct(z, h, c, wh_t, h_next, c_next)
     return h_next, c_next

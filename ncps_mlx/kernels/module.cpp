@@ -2,6 +2,7 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "common.h"
@@ -117,6 +118,9 @@ NB_MODULE(_ncps_kernels, m) {
       nb::arg("activation"),
       "One step of a chain of CfC units (a CfC cell, or a wiring's CfC layers): see "
       "ncps_mlx.kernels.cfc_step.");
+  m.def("cfc_mode_names", &ncps::cfc_mode_names, "cfc_step's modes, by code.");
+  m.def("cfc_activation_names", &ncps::cfc_activation_names,
+        "cfc_step's backbone activations, by code.");
   m.def("cfc_step_direct", &cfc_direct, nb::arg("projected"), nb::arg("h"), nb::arg("dt"),
         nb::arg("weights"), nb::arg("layout"), nb::arg("mode"), nb::arg("activation"),
         nb::arg("out").noconvert(),

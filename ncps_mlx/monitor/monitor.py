@@ -9,6 +9,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from ..costs import step_traffic
 from ..errors import see
 from ..rnn import RNN
 from . import backends as backend_registry
@@ -16,7 +17,6 @@ from .backends import Backend
 from .chips import Chip, detect_chip
 from .health import HealthWatch
 from .report import Run
-from .traffic import step_traffic
 
 
 class StepHandle:
@@ -46,7 +46,8 @@ class Monitor:
         backends: ``"auto"`` (every sudoless source this machine has) or a list of
             backend names / :class:`~ncps_mlx.monitor.backends.Backend` instances.
         model: The model being trained; with ``seq_len`` it gives each step's estimated
-            bytes (:func:`~ncps_mlx.monitor.traffic.step_traffic`).
+            bytes (:func:`~ncps_mlx.costs.step_traffic`; left out for a cell that declares
+            no footprint).
         seq_len: Time steps per training sequence.
         train: Whether the steps are training steps (else inference). Default: ``True``.
         optimizer_slots: Arrays the optimizer keeps per parameter. Default: ``2`` (Adam).
@@ -84,7 +85,7 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
-        self._traffic_cache: dict[int, int] = {}
+        self._traffic_cache: dict[int, int | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "Monitor":
@@ -193,7 +194,7 @@ class Monitor:
             return None
         if samples not in self._traffic_cache:
             traffic = step_traffic(model, samples, seq_len, train=train, optimizer_slots=slots)
-            self._traffic_cache[samples] = traffic.total
+            self._traffic_cache[samples] = traffic.total if traffic is not None else None
         return self._traffic_cache[samples]
 
     def log_validation(self, val_loss: Any, train_loss: Any = None) -> None:

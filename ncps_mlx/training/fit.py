@@ -20,6 +20,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
+from .. import scan
 from ..datasets import SequenceData
 from ..errors import TrainingDivergedError, see
 from ..monitor.monitor import StepHandle
@@ -115,7 +116,7 @@ def check_data(model: RNN, data: SequenceData, loss: str | LossFn, role: str) ->
             "[fit] data is batch-first: build the model with batch_first=True\n" + see("fit-data")
         )
     try:  # all of it: a bad value in a late batch would otherwise stop the run midway
-        call = model.check_call(data.x, None, data.timespans, data.mask)
+        call = scan.check_call(model, data.x, None, data.timespans, data.mask)
         check_target(model, call, data.y)
     except ValueError as error:
         raise ValueError(f"[fit] {role} data does not fit the model: {error}") from error

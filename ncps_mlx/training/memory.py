@@ -49,10 +49,10 @@ import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
+from .._checks import check_int as check_positive_int
 from ..cells import CfCCell, LTCCell, WiredCfCCell
-from ..cells.base import check_positive_int
+from ..costs import layer_footprint, parameter_count
 from ..errors import MemoryBudgetError, see
-from ..monitor.traffic import activation_elements, parameter_count
 from ..rnn import RNN, model_from_config
 from .losses import LossFn
 from .steps import make_train_step
@@ -179,7 +179,7 @@ def _synapse_grid(model: RNN) -> tuple[int, int]:
     if not isinstance(cell, LTCCell):
         return 0, 0
     # A fused step keeps no grid: its backward pass recomputes the unfolds.
-    recurrent = 0 if cell.runs_fused else cell.field_evaluations * cell.synapse_slots
+    recurrent = 0 if _runs_fused(cell) else cell.field_evaluations * cell.synapse_slots
     return cell.sensory_synapse_slots, recurrent
 
 
@@ -297,12 +297,22 @@ def _terms(model: RNN, batch: int, seq_len: int, train: bool, slots: int) -> dic
     }
 
 
+def activation_elements(model: RNN) -> int:  # temporary: replaced by a measurement
+    return layer_footprint(model).saved_values + model.output_size
+
+
+def _runs_fused(cell) -> bool:  # temporary: replaced by a measurement
+    from .. import kernels
+
+    return kernels.graph_stepper(cell) is not None
+
+
 def _step_values(model: RNN) -> float:
     """Values per sample and time step a compiled training step holds at its peak."""
     sensory, recurrent = _synapse_grid(model)
     values = activation_elements(model) - _synapse_values(model) + _hoisted_width(model)
     cell = model.rnn_cell
-    if isinstance(cell, LTCCell) and cell.runs_fused:
+    if isinstance(cell, LTCCell) and _runs_fused(cell):
         grids = _FUSED_SENSORY_VALUES_PER_SLOT * sensory
     else:
         grids = _GRID_VALUES_PER_SLOT * (sensory + recurrent)

@@ -16,9 +16,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_map
 
+from .. import scan
 from .._inputs import as_array
 from ..errors import see
-from ..rnn import RNN, Call, State
+from ..rnn import RNN
+from ..scan import Call, State
 from .losses import LossFn, masked_sum
 
 
@@ -101,10 +103,10 @@ def make_train_step(
         raise ValueError(f"[make_train_step] clip_norm must be > 0 or None, got {clip_norm}")
     if group is not None and group.size() == 1:
         group = None
-    constrain = getattr(model, "apply_weight_constraints", lambda: None)
+    constrain = model.apply_weight_constraints
 
     def loss_of(model: RNN, x: mx.array, y: mx.array, dt: Any, mask: Any) -> mx.array:
-        prediction, _, _ = model.scan(x, None, None, dt, mask)
+        prediction, _, _ = scan.scan(model, x, None, None, dt, mask)
         total, count = masked_sum(loss_fn(prediction, y), mask if model.return_sequences else None)
         # Dividing by the whole group's count makes the summed gradients the full batch's.
         return total / _sum_over_group(mx.stop_gradient(count), group)
@@ -125,7 +127,7 @@ def make_train_step(
         update = mx.compile(update, inputs=state, outputs=state)
 
     def step(x: Any, y: Any, timespans: Any = None, mask: Any = None) -> mx.array:
-        call = model.check_call(x, None, timespans, mask)
+        call = scan.check_call(model, x, None, timespans, mask)
         loss = update(call.x, check_target(model, call, y), call.dt, call.mask)
         mx.eval(loss, state)
         return loss
@@ -143,7 +145,7 @@ def make_eval_step(
     """
 
     def sums(x: mx.array, y: mx.array, dt: Any, mask: Any) -> dict[str, tuple[mx.array, mx.array]]:
-        prediction, _, _ = model.scan(x, None, None, dt, mask)
+        prediction, _, _ = scan.scan(model, x, None, None, dt, mask)
         weights = mask if model.return_sequences else None
         functions = {"loss": loss_fn, **metrics}
         return {name: masked_sum(f(prediction, y), weights) for name, f in functions.items()}
@@ -152,7 +154,7 @@ def make_eval_step(
         sums = mx.compile(sums, inputs=[model.state])
 
     def evaluate(x: Any, y: Any, timespans: Any = None, mask: Any = None) -> dict:
-        call = model.check_call(x, None, timespans, mask)
+        call = scan.check_call(model, x, None, timespans, mask)
         result = sums(call.x, check_target(model, call, y), call.dt, call.mask)
         mx.eval(result)
         return result
@@ -172,7 +174,7 @@ def make_predict(
         model: The layer to call.
         compile: Compile the call with ``mx.compile``. Default: ``True``.
         frozen: Run a copy of the model taken now, with everything it computes from the
-            weights alone (:meth:`~ncps_mlx.RNN.derive`: masks folded in, products laid
+            weights alone (:func:`ncps_mlx.scan.plan`: masks folded in, products laid
             out) computed once here instead of on every call: a seventh to a half of a
             one-step call on the benchmark's models. Later changes to the model's weights
             are not seen: build a new ``predict`` after them. A control loop stepping
@@ -180,22 +182,22 @@ def make_predict(
             where it cannot run the kernels directly. Default: ``False``.
     """
     model.eval()
+    planned = None
     if frozen:
         model = copy.deepcopy(model)
-        consts = model.derive()
-        mx.eval(consts)
+        planned = scan.plan(model)
+        mx.eval(planned.consts, planned.lstm_consts)
 
-        def forward(*call: Any) -> tuple[mx.array, State]:
-            return model.forward(*call, consts=consts)
+    def forward(*call: Any) -> tuple[mx.array, State]:
+        return scan.run(model, Call(*call), planned)
 
-        # Without `inputs`: the copy's weights are constants of the compiled call.
-        forward = mx.compile(forward) if compile else forward
-    else:
-        forward = mx.compile(model.forward, inputs=[model.state]) if compile else model.forward
+    if compile:
+        # Frozen, without `inputs`: the copy's weights are constants of the compiled call.
+        forward = mx.compile(forward) if frozen else mx.compile(forward, inputs=[model.state])
 
     def predict(
         x: Any, hx: State | None = None, timespans: Any = None, mask: Any = None
     ) -> tuple[mx.array, State]:
-        return forward(*model.check_call(x, hx, timespans, mask))
+        return forward(*scan.check_call(model, x, hx, timespans, mask))
 
     return predict

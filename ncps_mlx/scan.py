@@ -1,0 +1,134 @@
+"""The time scan every sequence layer shares, and the checks of a layer's call.
+
+:func:`check_call` validates what a layer is called with (outside any compiled
+function, where values can be read); :func:`run` computes the call on the checked
+arguments and is safe to compile. In between, :func:`plan` chooses once per call how the
+cell's steps run: a fused stepper from :mod:`ncps_mlx.kernels` where one applies here and
+now, else the cell's own step.
+"""
+
+from typing import Any, NamedTuple
+
+import mlx.core as mx
+
+from . import _inputs, kernels, ops
+
+State = mx.array | tuple[mx.array, mx.array]
+
+
+class Call(NamedTuple):
+    """Checked, batch-first arguments of a sequence layer call."""
+
+    x: mx.array
+    h: mx.array | None
+    c: mx.array | None
+    dt: mx.array | float
+    batched: bool
+    mask: mx.array | None = None
+
+
+class Plan(NamedTuple):
+    """How a call runs its steps: the stepper (the cell, or a fused stepper with its
+    protocol) with what it derives from the weights, and the mixed-memory LSTM's."""
+
+    stepper: Any
+    consts: Any
+    lstm_consts: Any = None
+
+
+def check_call(layer: Any, x: Any, hx: Any = None, timespans: Any = None, mask: Any = None) -> Call:
+    """Validate the arguments of a call of ``layer`` and bring them to batch-first arrays.
+
+    Checks that need values (finite, positive timespans) are skipped inside a function
+    transformation (``mx.compile``, ``mx.vmap``), where values cannot be read.
+
+    Raises:
+        ValueError: Naming the argument, its value and what is accepted.
+    """
+    owner = type(layer).__name__
+    x, batched = _inputs.check_sequence(owner, x, layer.input_size, layer.batch_first)
+    batch, steps = x.shape[0], x.shape[1]
+    h, c = _inputs.check_state(owner, hx, layer.mixed_memory, layer.state_size, batch, batched)
+    mask = _inputs.check_mask(owner, mask, batch, steps, batched, layer.batch_first)
+    positive = layer.rnn_cell.requires_positive_timespans
+    dt = _inputs.check_timespans(
+        owner, timespans, batch, steps, batched, layer.batch_first, positive, mask
+    )
+    return Call(x, h, c, dt, batched, mask)
+
+
+def plan(layer: Any) -> Plan:
+    """Choose the stepper of ``layer``'s cell here and now and derive its arrays."""
+    stepper = kernels.graph_stepper(layer.rnn_cell) or layer.rnn_cell
+    lstm_consts = layer.lstm.derive() if layer.mixed_memory else None
+    return Plan(stepper, stepper.derive(), lstm_consts)
+
+
+def run(layer: Any, call: Call, planned: Plan | None = None) -> tuple[mx.array, State]:
+    """A call of ``layer`` on checked arguments: ``(y, hx)`` in the input's layout."""
+    y, h, c = scan(layer, call.x, call.h, call.c, call.dt, call.mask, planned)
+    if not call.batched:
+        y, h = y[0], h[0]
+        c = c[0] if c is not None else None
+    elif layer.return_sequences and not layer.batch_first:
+        y = y.swapaxes(0, 1)
+    return y, ((h, c) if layer.mixed_memory else h)
+
+
+def scan(
+    layer: Any,
+    x: mx.array,
+    h: mx.array | None = None,
+    c: mx.array | None = None,
+    dt: mx.array | float = 1.0,
+    mask: mx.array | None = None,
+    planned: Plan | None = None,
+) -> tuple[mx.array, mx.array, mx.array | None]:
+    """The computation without checks: batch-first ``x`` (B, T, F), states (B, H) or
+    ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1),
+    ``planned`` from :func:`plan` (made here when ``None``).
+    Returns ``(y, h, c)``, ``y`` batch-first."""
+    dtype = layer.dtype
+    x = x.astype(dtype)
+    zeros = mx.zeros((x.shape[0], layer.state_size), dtype=dtype)
+    h = zeros if h is None else h.astype(dtype)
+    if layer.mixed_memory:
+        c = zeros if c is None else c.astype(dtype)
+    if isinstance(dt, mx.array):
+        dt = dt.astype(dtype)
+    stepper, consts, lstm_consts = plan(layer) if planned is None else planned
+    inputs = _steps(stepper.project(consts, x))
+    if layer.mixed_memory:
+        lstm_inputs = ops.split_steps(layer.lstm.project(lstm_consts, x))
+    timed = isinstance(dt, mx.array)
+    outputs = []
+    last = None
+    for t in range(x.shape[1]):
+        h_before, c_before = h, c
+        if layer.mixed_memory:
+            h, c = layer.lstm.step(lstm_consts, lstm_inputs[t], h, c)
+        y, h = stepper.step(consts, inputs[t], h, dt[:, t] if timed else dt)
+        if mask is not None:
+            # A masked step leaves the state as it was; only real steps move it.
+            real = mask[:, t]
+            h = mx.where(real, h, h_before)
+            c = mx.where(real, c, c_before) if layer.mixed_memory else c
+            last = y if last is None else mx.where(real, y, last)
+        if layer.return_sequences:
+            outputs.append(y)
+    if layer.return_sequences:
+        y = mx.stack(outputs, axis=1)
+    elif last is not None:
+        y = last  # the output of each sample's last real step
+    if layer.proj_size is not None:
+        y = layer.fc(y)
+    if mask is not None and layer.return_sequences:
+        y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
+    return y, h, c
+
+
+def _steps(projected: Any) -> list:
+    """A cell's projected inputs (time along axis 1) as one entry per time step."""
+    if isinstance(projected, mx.array):
+        return ops.split_steps(projected)
+    return list(zip(*(ops.split_steps(part) for part in projected), strict=True))
