@@ -219,7 +219,10 @@ def test_ltc_ignores_timespans_at_padded_steps():
     [
         (lambda: CfC(5, 8, mode="fast"), r"\[CfCCell\] unknown mode 'fast'.*'no_gate'"),
         (lambda: CfC(5, 8, activation="swish"), r"unknown activation 'swish'.*'gelu'"),
-        (lambda: CfC(5, 8, backbone_dropout=1.0), r"'backbone_dropout' must be a number in \[0, 1\)"),
+        (
+            lambda: CfC(5, 8, backbone_dropout=1.0),
+            r"'backbone_dropout' must be a number in \[0, 1\)",
+        ),
         (lambda: CfC(5, 0), r"'hidden_size' must be an int >= 1 but got 0"),
         (lambda: CfC(5, 8, backbone_layers=-1), "'backbone_layers'"),
         (lambda: CfC(5, 8, proj_size=0), "'proj_size'"),

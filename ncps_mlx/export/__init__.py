@@ -6,6 +6,7 @@ Needs the ``export`` extra (coremltools)::
 """
 
 from .coreml import FP16_TIMESPAN_RANGE, KINDS, read_metadata, to_coreml
+from .registry import register_graph
 from .verify import CoreMLRuntime, VerifyReport, verify
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "CoreMLRuntime",
     "VerifyReport",
     "read_metadata",
+    "register_graph",
     "to_coreml",
     "verify",
 ]

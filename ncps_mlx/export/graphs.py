@@ -26,6 +26,7 @@ from ..errors import see
 from ..rnn import RNN
 from . import mil
 from .mil import Tensor
+from .registry import CELL_GRAPHS, register_graph
 
 Inputs = Any  # a Tensor, or a tuple of Tensors for LTC
 
@@ -180,17 +181,6 @@ class LSTMGraph:
 
     def step(self, inputs: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         return lstm_update(mil, inputs + mil.dense(h, self.recurrent_weight), c)
-
-
-#: The graph class of each exportable cell type (see :func:`register_graph`).
-CELL_GRAPHS: dict[type, type] = {}
-
-
-def register_graph(cell_type: type, graph: type) -> None:
-    """Export cells of exactly ``cell_type`` with ``graph``: a class built from the cell
-    whose ``project(x)`` and ``step(inputs, h, dt) -> (y, h')`` build MIL ops on
-    :class:`~ncps_mlx.export.mil.Tensor` values in the ``(B, C, 1, S)`` layout."""
-    CELL_GRAPHS[cell_type] = graph
 
 
 for _cell_type, _graph in ((CfCCell, CfCGraph), (WiredCfCCell, WiredCfCGraph), (LTCCell, LTCGraph)):

@@ -263,7 +263,7 @@ def estimate_memory(
     """
     check_positive_int("estimate_memory", "batch_size", batch_size)
     check_positive_int("estimate_memory", "seq_len", seq_len)
-    check_positive_int("estimate_memory", "optimizer_slots", optimizer_slots, minimum=0)
+    check_positive_int("estimate_memory", "optimizer_slots", optimizer_slots, low=0)
     terms = _terms(model, batch_size, seq_len, train, optimizer_slots)
     fixed = sum(_terms(model, 0, seq_len, train, optimizer_slots).values())
     return MemoryEstimate(
