@@ -69,9 +69,10 @@ def synaptic_sums(o: ModuleType, synapses: Any, v: Any) -> tuple[Any, Any]:
 class SynapseGrid(NamedTuple):
     """A synapse population for MLX: the box of its synapses, neuron-major.
 
-    Potentials are ``(pre, B)``: the grid is ``(post, pre, B)`` and both sums come out of
-    one batched product, ``weights (post, 2, pre) @ a (post, pre, B)``, already in the
-    state's layout (a batch-major state would pay transposes and two reductions).
+    Potentials are ``(pre, 1, B)``: the grid is ``(post, pre, B)`` and both sums come out
+    of one batched product, ``weights (post, 2, pre) @ a (post, pre, B)``, already in the
+    state's layout as ``(post, 1, B)`` slices (a batch-major state would pay transposes,
+    two reductions and a squeeze each per evaluation).
     """
 
     sigma: mx.array  # (post, pre, 1)
@@ -84,14 +85,14 @@ class SynapseGrid(NamedTuple):
         pre = self.box[0]
         if pre.stop - pre.start != v.shape[0]:
             v = v[pre]
-        return self.sigma * (v - self.mu)
+        return self.sigma * (v.reshape(pre.stop - pre.start, -1) - self.mu)
 
     def sums(self, activation: mx.array) -> tuple[mx.array, mx.array]:
         sums = self.weights @ activation
         post = self.box[1]
         if post.stop - post.start != self.size:
             sums = mx.pad(sums, [(post.start, self.size - post.stop), (0, 0), (0, 0)])
-        return sums[:, 0], sums[:, 1]
+        return sums[:, 0:1], sums[:, 1:2]
 
 
 class SynapseList(NamedTuple):
@@ -121,8 +122,8 @@ def map_features(x: Any, mapping: Mapping, weights: Any, side: str) -> Any:
 
 
 def _neuron_major(a: mx.array) -> mx.array:
-    """A state (B, N) as (N, B); an unbatched (N,) as (N, 1)."""
-    return a.T if a.ndim == 2 else a[:, None]
+    """A state (B, N) as (N, 1, B); an unbatched (N,) as (N, 1, 1)."""
+    return a.T[:, None] if a.ndim == 2 else a[:, None, None]
 
 
 class LTCCell(WiredCell):
@@ -256,14 +257,14 @@ class LTCCell(WiredCell):
 
     def derive(self) -> Consts:
         """The synapse populations as :class:`SynapseGrid` (``None`` without synapses),
-        and ``cm``, ``gleak`` and ``leak_current = gleak * vleak`` as (N, 1) columns."""
+        and ``cm``, ``gleak`` and ``leak_current = gleak * vleak`` neuron-major, (N, 1, 1)."""
         gleak = self._positive("gleak")
         return {
             "synapses": self._grid("", self._sparsity_mask, self._box),
             "sensory": self._grid("sensory_", self._sensory_sparsity_mask, self._sensory_box),
-            "cm": self._positive("cm")[:, None],
-            "gleak": gleak[:, None],
-            "leak_current": (gleak * self.vleak)[:, None],
+            "cm": self._positive("cm")[:, None, None],
+            "gleak": gleak[:, None, None],
+            "leak_current": (gleak * self.vleak)[:, None, None],
         }
 
     def _grid(self, prefix: str, mask: mx.array, box: Box) -> SynapseGrid | None:
@@ -302,13 +303,13 @@ class LTCCell(WiredCell):
 
     def project(self, consts: Consts, x: mx.array) -> tuple[mx.array, mx.array]:
         """The sensory synapses' sums, which depend on the input only: for ``x``
-        (..., F), two neuron-major arrays (N, ...) with the leading axes reversed (for a
-        sequence (B, T, F): (N, T, B), a step (N, B) each)."""
-        v = mx.transpose(self.map_inputs(x))
-        shape = (self.state_size, *v.shape[1:])
+        (..., B, F), two neuron-major arrays (N, ..., 1, B) with the leading axes reversed
+        (for a sequence (B, T, F): (N, T, 1, B); for a step (B, F): (N, 1, B))."""
+        v = mx.transpose(self.map_inputs(x))  # (F, ..., B)
+        shape = (self.state_size, *v.shape[1:-1], 1, v.shape[-1])
         if consts["sensory"] is None:
             return mx.zeros(shape, v.dtype), mx.zeros(shape, v.dtype)
-        sums = synaptic_sums(ops, consts["sensory"], v.reshape(v.shape[0], -1))
+        sums = synaptic_sums(ops, consts["sensory"], v)
         return tuple(total.reshape(shape) for total in sums)
 
     def step(
@@ -318,10 +319,12 @@ class LTCCell(WiredCell):
         h: mx.array,
         dt: mx.array | float,
     ) -> tuple[mx.array, mx.array]:
-        sensory_numerator, sensory_denominator = inputs  # (N, B), see `project`
+        sensory_numerator, sensory_denominator = inputs  # (N, 1, B), see `project`
         synapses = consts["synapses"]
-        if isinstance(dt, mx.array) and dt.ndim > 0:  # (B, 1), (B, N) or (N,) as for h
-            dt = _neuron_major(dt)
+        if isinstance(dt, mx.array) and dt.ndim == 2 and dt.shape[-1] == 1:
+            dt = dt.reshape(1, 1, -1)  # (B, 1): one timespan per sample
+        elif isinstance(dt, mx.array) and dt.ndim > 0:  # as it broadcasts against h
+            dt = _neuron_major(mx.broadcast_to(dt, h.shape))
 
         def field(v: mx.array) -> tuple[mx.array, mx.array]:
             numerator, denominator = sensory_numerator, sensory_denominator
@@ -333,7 +336,7 @@ class LTCCell(WiredCell):
 
         solve = SOLVERS[self.solver]
         v = solve(field, _neuron_major(h), consts["cm"], dt, self.ode_unfolds, self.epsilon)
-        v = v.T if h.ndim == 2 else v[:, 0]
+        v = mx.transpose(v, (2, 1, 0)).reshape(h.shape)  # (N, 1, B) -> (B, N)
         return self.map_outputs(v), v
 
     def footprint(self) -> Footprint:

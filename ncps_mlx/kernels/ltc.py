@@ -30,7 +30,7 @@ def _synapse_vectors(cell: LTCCell, sensory: bool) -> dict[str, mx.array]:
 
 def _leak(consts: dict) -> dict[str, Any]:
     """``cm``, ``gleak`` and ``leak_current`` of :meth:`LTCCell.derive` as (N,) vectors."""
-    return {name: consts[name][:, 0] for name in ("cm", "gleak", "leak_current")}
+    return {name: consts[name].reshape(-1) for name in ("cm", "gleak", "leak_current")}
 
 
 def _kernel_terms(cell: LTCCell, leak: dict, sensory: tuple, dt: Any) -> tuple[Any, Any, Any]:
@@ -55,8 +55,9 @@ class FusedLTC:
         return {"cell": consts, **_leak(consts), "synapses": _synapse_vectors(self.cell, False)}
 
     def project(self, consts: dict, x: mx.array) -> tuple[mx.array, mx.array]:
-        # The cell's sums are neuron-major, (N, T, B): the kernel takes (B, T, N).
-        return tuple(mx.transpose(total) for total in self.cell.project(consts["cell"], x))
+        # The cell's sums are neuron-major, (N, T, 1, B): the kernel takes (B, T, N).
+        sums = self.cell.project(consts["cell"], x)
+        return tuple(mx.transpose(mx.squeeze(total, -2)) for total in sums)
 
     def step(
         self, consts: dict, inputs: tuple[mx.array, mx.array], h: mx.array, dt: mx.array | float
