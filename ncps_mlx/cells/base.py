@@ -154,20 +154,27 @@ def register_cell(cls: type[Cell]) -> type[Cell]:
     checkpoint then stores the cell's class name and config, and :func:`ncps_mlx.load`
     rebuilds the cell with ``cls(**config)`` (in a process that has registered it).
 
+    Defining the class again (re-running a notebook cell) replaces the registration.
+
     Raises:
-        ValueError: ``cls`` is not a :class:`Cell` subclass, or another class is
-            registered under its name.
+        ValueError: ``cls`` is not a :class:`Cell` subclass, or a class of another module
+            is registered under its name.
     """
     if not (isinstance(cls, type) and issubclass(cls, Cell)):
         raise ValueError(f"[register_cell] expected a Cell subclass but got {cls!r}")
     known = CELLS.get(cls.__name__)
-    if known is not None and known is not cls:
+    redefined = known is not None and _qualified(known) == _qualified(cls)
+    if known is not None and not redefined:
         raise ValueError(
             f"[register_cell] another class named {cls.__name__!r} is registered "
             f"({known.__module__}); give the cell a unique class name"
         )
     CELLS[cls.__name__] = cls
     return cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def cell_config(cell: Cell) -> dict[str, Any]:

@@ -451,6 +451,9 @@ class CfCStepBackward : public Chain {
   const char* name() const override {
     return "CfCStepBackward";
   }
+  std::shared_ptr<mx::Primitive> clone() override {
+    return std::make_shared<CfCStepBackward>(stream(), layout_, mode_, activation_);
+  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     std::vector<mx::Shape> shapes;
     for (size_t i = 0; i + 3 < inputs.size(); ++i)
@@ -494,6 +497,9 @@ class CfCStep : public Chain {
   }
   const char* name() const override {
     return "CfCStep";
+  }
+  std::shared_ptr<mx::Primitive> clone() override {
+    return std::make_shared<CfCStep>(stream(), layout_, mode_, activation_);
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     const auto units = chain(inputs, int(inputs.size()));

@@ -94,6 +94,38 @@ class CPUPrimitive : public mx::Primitive {
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
     throw std::runtime_error(std::string("[ncps_mlx] ") + name() + " runs on the CPU only");
   }
+
+  // mx.vmap runs the primitive once per element of the mapped axis and stacks the
+  // results: right whatever is mapped (a weight gradient stays one per element), at the
+  // cost of one call per element.
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(
+      const std::vector<mx::array>& inputs,
+      const std::vector<int>& axes) override {
+    int size = 0;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (axes[i] >= 0)
+        size = inputs[i].shape(axes[i]);
+    std::vector<std::vector<mx::array>> per_output;
+    for (int k = 0; k < size; ++k) {
+      std::vector<mx::array> slice;
+      for (size_t i = 0; i < inputs.size(); ++i)
+        slice.push_back(axes[i] >= 0 ? mx::take(inputs[i], k, axes[i]) : inputs[i]);
+      auto shapes = output_shapes(slice);
+      std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
+      auto outputs = mx::array::make_arrays(std::move(shapes), dtypes, clone(), slice);
+      per_output.resize(outputs.size());
+      for (size_t o = 0; o < outputs.size(); ++o)
+        per_output[o].push_back(outputs[o]);
+    }
+    std::vector<mx::array> stacked;
+    for (const auto& parts : per_output)
+      stacked.push_back(mx::stack(parts));
+    return {stacked, std::vector<int>(stacked.size(), 0)};
+  }
+
+ protected:
+  // A primitive computing what this one does, for new outputs.
+  virtual std::shared_ptr<mx::Primitive> clone() = 0;
 };
 
 mx::array ltc_step(

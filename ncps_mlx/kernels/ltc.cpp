@@ -228,6 +228,9 @@ class LTCStepBackward : public Unfolding {
   const char* name() const override {
     return "LTCStepBackward";
   }
+  std::shared_ptr<mx::Primitive> clone() override {
+    return std::make_shared<LTCStepBackward>(stream(), unfolds_);
+  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return gradient_shapes(inputs);
   }
@@ -271,6 +274,9 @@ class LTCStep : public Unfolding {
   }
   const char* name() const override {
     return "LTCStep";
+  }
+  std::shared_ptr<mx::Primitive> clone() override {
+    return std::make_shared<LTCStep>(stream(), unfolds_);
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return {inputs[0].shape()};
