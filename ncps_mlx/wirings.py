@@ -20,25 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from ncps_mlx._checks import check_int, check_number
 from ncps_mlx.errors import WiringError, see
 
 KINDS = ("sensory", "inter", "command", "motor")
-
-
-def _check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
-    """Returns ``value`` as an int, or raises ValueError if it is not an int in low..high."""
-    allowed = f"an int >= {low}" if high is None else f"an int in {low}..{high}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"[{owner}] '{name}' must be {allowed} but got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"[{owner}] '{name}' must be {allowed} but got {value}")
-    return int(value)
-
-
-def _check_real(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"[{owner}] '{name}' must be a float but got {value!r}")
-    return float(value)
 
 
 def _check_fanout(owner: str, name: str, value: Any, pool: int, pool_name: str) -> int:
@@ -47,7 +32,7 @@ def _check_fanout(owner: str, name: str, value: Any, pool: int, pool_name: str) 
             f"[{owner}] '{name}' is {value} but there are only {pool} {pool_name} neurons "
             f"(allowed: 1..{pool})"
         )
-    return _check_int(owner, name, value, 1, pool)
+    return check_int(owner, name, value, 1, pool)
 
 
 class Wiring:
@@ -63,7 +48,7 @@ class Wiring:
     """
 
     def __init__(self, units: int) -> None:
-        self.units = _check_int(type(self).__name__, "units", units, 1)
+        self.units = check_int(type(self).__name__, "units", units, 1)
         self.adjacency_matrix = np.zeros((self.units, self.units), dtype=np.int32)
         self.sensory_adjacency_matrix: np.ndarray | None = None
         self.input_dim: int | None = None
@@ -75,7 +60,7 @@ class Wiring:
         Args:
             output_dim (int): Number of motor neurons, between 1 and ``units``.
         """
-        self.output_dim = _check_int(type(self).__name__, "output_dim", output_dim, 1, self.units)
+        self.output_dim = check_int(type(self).__name__, "output_dim", output_dim, 1, self.units)
 
     def is_built(self) -> bool:
         """Whether :meth:`build` has fixed the number of input features."""
@@ -93,7 +78,7 @@ class Wiring:
         Raises:
             WiringError: If the wiring was already built for a different ``input_dim``.
         """
-        input_dim = _check_int(type(self).__name__, "input_dim", input_dim, 1)
+        input_dim = check_int(type(self).__name__, "input_dim", input_dim, 1)
         if self.input_dim is not None:
             if self.input_dim != input_dim:
                 raise WiringError(
@@ -170,7 +155,7 @@ class Wiring:
         return list(range(self.units))
 
     def _check_layer(self, layer_id: Any) -> None:
-        _check_int(type(self).__name__, "layer_id", layer_id, 0, self.num_layers - 1)
+        check_int(type(self).__name__, "layer_id", layer_id, 0, self.num_layers - 1)
 
     @property
     def layer_sizes(self) -> list[int]:
@@ -179,7 +164,7 @@ class Wiring:
 
     def get_type_of_neuron(self, neuron_id: int) -> str:
         """Kind of a neuron: ``"motor"`` below ``output_dim``, else ``"inter"``."""
-        _check_int(type(self).__name__, "neuron_id", neuron_id, 0, self.units - 1)
+        check_int(type(self).__name__, "neuron_id", neuron_id, 0, self.units - 1)
         return "motor" if neuron_id < (self.output_dim or 0) else "inter"
 
     @property
@@ -373,7 +358,7 @@ class FullyConnected(_GeneratedWiring):
     ) -> None:
         super().__init__(units)
         self.set_output_dim(self.units if output_dim is None else output_dim)
-        self.erev_init_seed = _check_int("FullyConnected", "erev_init_seed", erev_init_seed, 0)
+        self.erev_init_seed = check_int("FullyConnected", "erev_init_seed", erev_init_seed, 0)
         if not isinstance(self_connections, (bool, np.bool_)):
             raise ValueError(
                 f"[FullyConnected] 'self_connections' must be a bool but got {self_connections!r}"
@@ -423,12 +408,10 @@ class Random(_GeneratedWiring):
     ) -> None:
         super().__init__(units)
         self.set_output_dim(self.units if output_dim is None else output_dim)
-        self.sparsity_level = _check_real("Random", "sparsity_level", sparsity_level)
-        if not 0.0 <= self.sparsity_level < 1.0:
-            raise ValueError(
-                f"[Random] 'sparsity_level' must be in [0, 1) but got {sparsity_level}"
-            )
-        self.random_seed = _check_int("Random", "random_seed", random_seed, 0)
+        self.sparsity_level = check_number(
+            "Random", "sparsity_level", sparsity_level, low=0.0, below=1.0
+        )
+        self.random_seed = check_int("Random", "random_seed", random_seed, 0)
         self._rng = np.random.default_rng(self.random_seed)
         src, dest = self._draw_pairs(self.units)
         self.adjacency_matrix[src, dest] = self._rng.choice(_POLARITY_CHOICES, size=len(src))
@@ -508,9 +491,9 @@ class NCP(_GeneratedWiring):
         seed: int = 22222,
     ) -> None:
         owner = type(self).__name__
-        self._num_inter = _check_int(owner, "inter_neurons", inter_neurons, 1)
-        self._num_command = _check_int(owner, "command_neurons", command_neurons, 1)
-        self._num_motor = _check_int(owner, "motor_neurons", motor_neurons, 1)
+        self._num_inter = check_int(owner, "inter_neurons", inter_neurons, 1)
+        self._num_command = check_int(owner, "command_neurons", command_neurons, 1)
+        self._num_motor = check_int(owner, "motor_neurons", motor_neurons, 1)
         super().__init__(self._num_inter + self._num_command + self._num_motor)
         self.set_output_dim(self._num_motor)
         self._sensory_fanout = _check_fanout(
@@ -519,14 +502,14 @@ class NCP(_GeneratedWiring):
         self._inter_fanout = _check_fanout(
             owner, "inter_fanout", inter_fanout, self._num_command, "command"
         )
-        self._recurrent_command_synapses = _check_int(
+        self._recurrent_command_synapses = check_int(
             owner, "recurrent_command_synapses", recurrent_command_synapses, 0
         )
         self._motor_fanin = _check_fanout(
             owner, "motor_fanin", motor_fanin, self._num_command, "command"
         )
         # RandomState's stream is frozen across numpy versions, hence reproducible wirings.
-        self._seed = _check_int(owner, "seed", seed, 0, 2**32 - 1)
+        self._seed = check_int(owner, "seed", seed, 0, 2**32 - 1)
         self._rng = np.random.RandomState(self._seed)
 
     @property
@@ -544,7 +527,7 @@ class NCP(_GeneratedWiring):
 
     def get_type_of_neuron(self, neuron_id: int) -> str:
         """Kind of a neuron: ``"motor"``, ``"command"`` or ``"inter"``."""
-        _check_int(type(self).__name__, "neuron_id", neuron_id, 0, self.units - 1)
+        check_int(type(self).__name__, "neuron_id", neuron_id, 0, self.units - 1)
         if neuron_id < self._num_motor:
             return "motor"
         return "command" if neuron_id < self._num_motor + self._num_command else "inter"
@@ -626,18 +609,16 @@ class AutoNCP(NCP):
         sparsity_level: float = 0.5,
         seed: int = 22222,
     ) -> None:
-        units = _check_int("AutoNCP", "units", units, 1)
-        output_size = _check_int("AutoNCP", "output_size", output_size, 1)
+        units = check_int("AutoNCP", "units", units, 1)
+        output_size = check_int("AutoNCP", "output_size", output_size, 1)
         if output_size >= units - 2:
             raise ValueError(
                 f"[AutoNCP] 'output_size' must be less than units - 2 but got "
                 f"output_size={output_size} with units={units}"
             )
-        sparsity_level = _check_real("AutoNCP", "sparsity_level", sparsity_level)
-        if not 0.1 <= sparsity_level <= 1.0:
-            raise ValueError(
-                f"[AutoNCP] 'sparsity_level' must be in [0.1, 1.0] but got {sparsity_level}"
-            )
+        sparsity_level = check_number(
+            "AutoNCP", "sparsity_level", sparsity_level, low=0.1, high=1.0
+        )
         self._output_size = output_size
         self._sparsity_level = sparsity_level
         density = 1.0 - sparsity_level

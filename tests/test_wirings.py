@@ -379,8 +379,11 @@ def _ncp(**changes):
         (lambda: FullyConnected(4, erev_init_seed=None), r"'erev_init_seed'.*got None"),
         (lambda: FullyConnected(4, self_connections="no"), r"'self_connections'.*bool.*'no'"),
         (lambda: Random(4, sparsity_level=1.0), r"\[Random\] 'sparsity_level'.*\[0, 1\).*1.0"),
-        (lambda: Random(4, sparsity_level=-0.1), r"'sparsity_level' must be in \[0, 1\)"),
-        (lambda: Random(4, sparsity_level="0.5"), r"'sparsity_level' must be a float"),
+        (lambda: Random(4, sparsity_level=-0.1), r"'sparsity_level' must be a number in \[0, 1\)"),
+        (
+            lambda: Random(4, sparsity_level="0.5"),
+            r"'sparsity_level' must be a number in \[0, 1\) but got '0.5'",
+        ),
         (lambda: Random(4, output_dim=7), r"\[Random\] 'output_dim'.*1\.\.4 but got 7"),
         (lambda: Random(4, random_seed=1.5), r"'random_seed' must be an int >= 0 but got 1.5"),
         (lambda: _ncp(inter_neurons=0), r"\[NCP\] 'inter_neurons' must be an int >= 1"),
@@ -394,8 +397,11 @@ def _ncp(**changes):
         (lambda: AutoNCP(32, 30), r"output_size=30 with units=32"),
         (lambda: AutoNCP(5, 3), r"'output_size' must be less than units - 2"),
         (lambda: AutoNCP(32, 0), r"\[AutoNCP\] 'output_size' must be an int >= 1 but got 0"),
-        (lambda: AutoNCP(32, 4, 0.05), r"'sparsity_level' must be in \[0.1, 1.0\] but got 0.05"),
-        (lambda: AutoNCP(32, 4, 1.01), r"must be in \[0.1, 1.0\] but got 1.01"),
+        (
+            lambda: AutoNCP(32, 4, 0.05),
+            r"'sparsity_level' must be a number in \[0.1, 1\] but got 0.05",
+        ),
+        (lambda: AutoNCP(32, 4, 1.01), r"must be a number in \[0.1, 1\] but got 1.01"),
         (lambda: AutoNCP(32, 4, seed=-3), r"\[AutoNCP\] 'seed' must be an int in 0\.\.4294967295"),
     ],
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from .._checks import check_number
 from ..costs import step_traffic
 from ..errors import see
 from ..rnn import RNN
@@ -68,8 +69,7 @@ class Monitor:
         chip: Chip | None = None,
         health: bool = True,
     ):
-        if not isinstance(interval, (int, float)) or not interval > 0:
-            raise ValueError(f"[Monitor] 'interval' must be a number > 0 seconds, got {interval!r}")
+        check_number("Monitor", "interval", interval, above=0)  # seconds
         if (model is None) != (seq_len is None):
             raise ValueError("[Monitor] pass 'model' and 'seq_len' together (or neither)")
         self.interval = float(interval)

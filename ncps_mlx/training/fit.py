@@ -21,6 +21,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from .. import scan
+from .._checks import check_int
 from ..datasets import SequenceData
 from ..errors import TrainingDivergedError, see
 from ..monitor.monitor import StepHandle
@@ -276,9 +277,8 @@ def fit(
 
 
 def _check_arguments(epochs: Any, batch_size: Any, resume: bool, checkpoint_dir: Any) -> None:
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"[fit] {name} must be an int >= 1, got {value!r}")
+    check_int("fit", "epochs", epochs)
+    check_int("fit", "batch_size", batch_size)
     if resume and checkpoint_dir is None:
         raise ValueError("[fit] resume=True needs the checkpoint_dir to resume from")
 

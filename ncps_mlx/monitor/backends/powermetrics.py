@@ -34,6 +34,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..._checks import check_int
 from .base import Backend, Figures
 
 SAMPLERS = ("cpu_power", "gpu_power", "ane_power")
@@ -153,8 +154,7 @@ class PowermetricsBackend(Backend):
         system: Callable[[], str] = platform.system,
         is_root: Callable[[], bool] = _is_root,
     ):
-        if not isinstance(window_ms, int) or window_ms <= 0:
-            raise ValueError(f"[Monitor] 'window_ms' must be an int > 0, got {window_ms!r}")
+        check_int("Monitor", "window_ms", window_ms)
         self.window_ms = window_ms
         self.timeout_s = timeout_s if timeout_s is not None else window_ms / 1000 + 10
         self._samplers = ",".join(samplers)
