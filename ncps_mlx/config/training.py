@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..training.losses import CLASSIFICATION_LOSSES, LOSSES, METRICS
+from ..training.losses import LOSSES, METRICS, suited_to, takes_labels
 from ._fields import Problems, Table, choose
 from .resolved import DataInfo, EarlyStoppingConfig, ScheduleConfig, TrainingConfig
 
@@ -86,24 +86,21 @@ def _check_optimizer_keys(table: Table, optimizer: str, problems: Problems) -> N
 
 
 def _check_targets(loss: str, metrics: list[str], info: DataInfo, problems: Problems) -> None:
-    """Losses and metrics must suit the targets: labels or float values."""
-    targets = "integer class labels" if info.classification else "float targets"
-    if (loss in CLASSIFICATION_LOSSES) != info.classification:
-        fitting = sorted(
-            name for name in LOSSES if (name in CLASSIFICATION_LOSSES) == info.classification
-        )
+    """Losses and metrics must suit the targets (as ``fit`` checks the loss)."""
+    labels = info.classification
+    targets = "integer class labels" if labels else "float targets"
+    if takes_labels(loss) != labels:
         problems.add(
             "training.loss",
             f"{loss!r} does not suit the data's {targets}",
-            f"use one of {', '.join(fitting)}",
+            f"use one of {', '.join(suited_to(LOSSES, labels))}",
         )
     for metric in metrics:
-        if (metric == "accuracy") != info.classification:
-            fitting = ["accuracy"] if info.classification else ["mae", "mse"]
+        if takes_labels(metric) != labels:
             problems.add(
                 "training.metrics",
                 f"{metric!r} does not suit the data's {targets}",
-                f"use {' or '.join(fitting)}",
+                f"use {' or '.join(suited_to(METRICS, labels))}",
             )
 
 
