@@ -125,11 +125,13 @@ from .build import build_callbacks as build_callbacks
 from .build import build_data as build_data
 from .build import build_model as build_model
 from .build import build_optimizer as build_optimizer
-from .data import DEFAULT_VALIDATION_FRACTION as DEFAULT_VALIDATION_FRACTION
 from .model import WIRING_OUTPUT_KEY as WIRING_OUTPUT_KEY
 from .npz import NPZ_ARRAYS as NPZ_ARRAYS
 from .output import CHECKPOINTS as CHECKPOINTS
 from .output import RUN_FILES as RUN_FILES
+from .resolved import DEFAULT_VALIDATION_FRACTION as DEFAULT_VALIDATION_FRACTION
+from .resolved import OPTIMIZERS as OPTIMIZERS
+from .resolved import SCHEDULES as SCHEDULES
 from .resolved import Config as Config
 from .resolved import DataConfig as DataConfig
 from .resolved import DataInfo as DataInfo
@@ -139,8 +141,6 @@ from .resolved import OutputConfig as OutputConfig
 from .resolved import ScheduleConfig as ScheduleConfig
 from .resolved import TrainingConfig as TrainingConfig
 from .run import run_config as run_config
-from .training import OPTIMIZERS as OPTIMIZERS
-from .training import SCHEDULES as SCHEDULES
 from .validate import validate_config as validate_config
 
 try:
