@@ -3,20 +3,21 @@
 import copy
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ncps_mlx import CfC, cli, config, datasets, load
-from ncps_mlx.config import ConfigError, load_config, read_config, validate_config
+from ncps_mlx.config import ConfigError, TrainingConfig, load_config, read_config, validate_config
 from ncps_mlx.config._fields import keys_of
+from ncps_mlx.config.reference import SECTIONS, key_table
 from ncps_mlx.training import EarlyStopping
 from ncps_mlx.training.fit import check_data
 from ncps_mlx.training.losses import LOSSES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "run-configs.md"
 
 # Tiny on purpose: an end-to-end run of it takes a second or two.
 TINY = {
@@ -299,11 +300,27 @@ def test_wiring_outputs_default_to_the_data():
 
 
 def test_the_documented_example_validates(tmp_path):
-    block = config.__doc__.split("A complete file")[1].split("::\n", 1)[1]
+    block = GUIDE.read_text().split("## A complete file")[1].split("```toml\n", 1)[1]
     path = tmp_path / "documented.toml"
-    path.write_text(textwrap.dedent(block.split("\nReference:")[0]))
+    path.write_text(block.split("```")[0])
     resolved = read_config(path)
     assert resolved.model.wiring["output_size"] == 1 and resolved.data.info.timespans
+
+
+def test_the_guide_holds_the_key_tables_the_schema_makes():
+    # The guide's tables are generated from the dataclasses' options: a key added to the
+    # schema, or a changed default or bound, must show up in the documentation.
+    page = GUIDE.read_text()
+    for name, cls in SECTIONS.items():
+        table = key_table(cls)
+        assert table in page, f"{name} is stale: python -m ncps_mlx.config.reference"
+        for field, option in keys_of(cls):
+            assert f"| `{field.name}` |" in table and option.doc, (name, field.name)
+    training = key_table(TrainingConfig)
+    assert "| `epochs` | an int | `10` | >= 1 |" in training
+    assert "steps_per_epoch" not in training  # derived, not a key
+    momentum = "| `momentum` | a number | `0` | in [0, 1); only with optimizer `sgd` |"
+    assert momentum in training
 
 
 def test_derived_fields_are_not_keys():
