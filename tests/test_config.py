@@ -3,16 +3,21 @@
 import copy
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ncps_mlx import cli, config, load
-from ncps_mlx.config import ConfigError, load_config, read_config, validate_config
+from ncps_mlx import CfC, cli, config, datasets, load
+from ncps_mlx.config import ConfigError, TrainingConfig, load_config, read_config, validate_config
+from ncps_mlx.config._fields import keys_of
+from ncps_mlx.config.reference import SECTIONS, key_table
+from ncps_mlx.training import EarlyStopping
+from ncps_mlx.training.fit import check_data
+from ncps_mlx.training.losses import LOSSES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "run-configs.md"
 
 # Tiny on purpose: an end-to-end run of it takes a second or two.
 TINY = {
@@ -295,8 +300,168 @@ def test_wiring_outputs_default_to_the_data():
 
 
 def test_the_documented_example_validates(tmp_path):
-    block = config.__doc__.split("A complete file")[1].split("::\n", 1)[1]
+    block = GUIDE.read_text().split("## A complete file")[1].split("```toml\n", 1)[1]
     path = tmp_path / "documented.toml"
-    path.write_text(textwrap.dedent(block.split("\nReference:")[0]))
+    path.write_text(block.split("```")[0])
     resolved = read_config(path)
     assert resolved.model.wiring["output_size"] == 1 and resolved.data.info.timespans
+
+
+def test_the_guide_holds_the_key_tables_the_schema_makes():
+    # The guide's tables are generated from the dataclasses' options: a key added to the
+    # schema, or a changed default or bound, must show up in the documentation.
+    page = GUIDE.read_text()
+    for name, cls in SECTIONS.items():
+        table = key_table(cls)
+        assert table in page, f"{name} is stale: python -m ncps_mlx.config.reference"
+        for field, option in keys_of(cls):
+            assert f"| `{field.name}` |" in table and option.doc, (name, field.name)
+    training = key_table(TrainingConfig)
+    assert "| `epochs` | an int | `10` | >= 1 |" in training
+    assert "steps_per_epoch" not in training  # derived, not a key
+    momentum = "| `momentum` | a number | `0` | in [0, 1); only with optimizer `sgd` |"
+    assert momentum in training
+
+
+def test_derived_fields_are_not_keys():
+    found = single_problem(tiny(training={"steps_per_epoch": 3}))
+    assert found.startswith("training.steps_per_epoch: unknown key; allowed keys: epochs,")
+    assert [field.name for field, _ in keys_of(config.DataConfig)] == [
+        "name",
+        "path",
+        "options",
+        "validation",
+        "validation_fraction",
+    ]
+
+
+def test_list_items_are_checked_against_the_choices():
+    found = problems(tiny(training={"metrics": ["maee", "mae", "mae"]}))
+    assert found == [
+        "training.metrics: got 'maee'; did you mean 'mae'? choose each from accuracy, mae, mse"
+    ]
+    resolved = validate_config(tiny(training={"metrics": ["mae", "mae", "mse"]}))
+    assert resolved.training.metrics == ("mae", "mse")  # each figure once
+
+
+def test_a_schedule_string_stands_for_its_type():
+    bad = single_problem(tiny(training={"schedule": "cosin"}))
+    assert bad == (
+        "training.schedule: got 'cosin'; did you mean 'cosine'? "
+        "choose one of none, cosine, exponential, step"
+    )
+    resolved = validate_config(tiny(training={"schedule": "step", "epochs": 3}))
+    # 3 epochs of 2 batches: a third of the run is 2 steps; the rate halves by default.
+    assert resolved.training.schedule == config.ScheduleConfig("step", decay_rate=0.5, step_size=2)
+    typed = single_problem(tiny(training={"schedule": {"end_learning_rate": 0.0}}))
+    assert typed.startswith("training.schedule.type: missing; add type = ... (one of none,")
+
+
+def test_early_stopping_reports_the_callbacks_own_checks():
+    early = {"patience": 0, "min_delta": -0.5, "mode": "mni"}
+    found = problems(tiny(training={"early_stopping": early}))
+    assert found == [
+        "training.early_stopping.mode: got 'mni'; did you mean 'min'? choose one of auto, min, max",
+        "training.early_stopping.patience: [EarlyStopping] patience must be an int >= 1, got 0",
+        "training.early_stopping.min_delta: [EarlyStopping] min_delta must be a number >= 0, "
+        "got -0.5",
+    ]
+    with pytest.raises(ValueError, match=r"patience must be an int >= 1, got True"):
+        EarlyStopping(patience=True)  # the same check, for a caller of fit
+    resolved = validate_config(tiny(training={"early_stopping": {"min_delta": 1}}))
+    assert resolved.training.early_stopping == config.EarlyStoppingConfig(
+        "val_loss", 5, 1.0, "auto"
+    )
+
+
+def _label_data(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 5, 3)).astype(np.float32)
+    np.savez(tmp_path / "labels.npz", x=x, y=np.arange(10) % 3)
+    return datasets.SequenceData(x, np.arange(10) % 3)
+
+
+@pytest.mark.parametrize("labels", [False, True], ids=["float targets", "class labels"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_the_config_and_fit_agree_on_which_losses_suit_the_targets(loss, labels, tmp_path):
+    if labels:
+        data, model = (
+            _label_data(tmp_path),
+            CfC(3, 4, proj_size=3, return_sequences=False, batch_first=True),
+        )
+        raw = tiny(data={"name": None, "options": None, "path": "labels.npz"})
+    else:
+        data = datasets.sine_waves(8, 6)
+        model = CfC(2, 4, proj_size=1, return_sequences=True, batch_first=True)
+        raw = tiny()
+    raw["training"]["loss"] = loss
+    try:
+        check_data(model, data, loss, "train")
+        fit_refuses = False
+    except ValueError:
+        fit_refuses = True
+    try:
+        validate_config(raw, base_dir=tmp_path)
+        config_refuses = False
+    except ConfigError as error:
+        config_refuses = any(p.startswith("training.loss:") for p in error.problems)
+    assert config_refuses == fit_refuses == ((loss == "cross_entropy") != labels)
+
+
+def test_metrics_must_suit_the_targets_as_losses_do():
+    found = single_problem(tiny(training={"metrics": ["accuracy"]}))
+    assert found == (
+        "training.metrics: 'accuracy' does not suit the data's float targets; use mae or mse"
+    )
+
+
+def test_the_resolved_config_keeps_its_keys():
+    # metrics.json stores to_dict(): its keys are what earlier runs recorded.
+    resolved = validate_config(tiny(training={"early_stopping": {}})).to_dict()
+    assert list(resolved) == ["seed", "data", "model", "training", "output", "source"]
+    assert list(resolved["data"]) == [
+        "source",
+        "name",
+        "path",
+        "options",
+        "validation",
+        "validation_fraction",
+        "info",
+    ]
+    assert list(resolved["model"]) == ["type", "units", "wiring", "kwargs", "parameters"]
+    assert list(resolved["training"]) == [
+        "epochs",
+        "batch_size",
+        "loss",
+        "metrics",
+        "optimizer",
+        "learning_rate",
+        "weight_decay",
+        "momentum",
+        "schedule",
+        "clip_norm",
+        "shuffle",
+        "early_stopping",
+        "memory_budget_mb",
+        "steps_per_epoch",
+    ]
+    assert resolved["training"]["early_stopping"] == {
+        "monitor": "val_loss",
+        "patience": 5,
+        "min_delta": 0.0,
+        "mode": "auto",
+    }
+    assert list(resolved["output"]) == ["dir", "resume", "progress", "monitor", "export_coreml"]
+
+
+def test_optimizers_keep_their_own_defaults():
+    adamw = validate_config(tiny(training={"optimizer": "adamw"}))
+    assert config.build_optimizer(adamw.training).weight_decay == 0.01  # AdamW's default
+    sgd = validate_config(tiny(training={"optimizer": "sgd", "momentum": 0.9}))
+    built = config.build_optimizer(sgd.training)
+    assert (built.momentum, built.weight_decay) == (0.9, 0.0)
+    wrong = single_problem(tiny(training={"weight_decay": 0.1}))
+    assert wrong == (
+        "training.weight_decay: the 'adam' optimizer does not take it; "
+        "remove it, or use optimizer 'adamw' or 'sgd'"
+    )

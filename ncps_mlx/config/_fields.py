@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import importlib.util
 import inspect
@@ -11,6 +13,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 # -- checking single values -----------------------------------------------------------
@@ -144,6 +147,8 @@ class Table:
                 self.at(key), f"got {_show(value)}", f"use {_expected(kinds, None, bounds)}"
             )
             return default
+        if choices is not None and isinstance(value, list):
+            return self._known_items(key, value, choices)
         if choices is not None and isinstance(value, str) and value not in choices:
             self.problems.add(self.at(key), f"got {value!r}", choose(value, choices))
             return default
@@ -153,6 +158,15 @@ class Table:
             )
             return default
         return value
+
+    def _known_items(self, key: str, items: list, choices: tuple) -> list:
+        """The items of a list that are among ``choices``; each other one is a problem."""
+        for item in items:
+            if item not in choices:
+                self.problems.add(
+                    self.at(key), f"got {item!r}", choose(item, choices, "choose each from")
+                )
+        return [item for item in items if item in choices]
 
     def present(self, key: str) -> bool:
         return key in self.raw
@@ -189,7 +203,12 @@ def _hint_kind(hint: Any) -> tuple[str, tuple | None, bool]:
         if len(members) == 1:
             return (*_hint_kind(members[0])[:2], nullable)
         return "any", None, nullable
-    return {bool: "bool", int: "int", float: "number", str: "str"}.get(hint, "any"), None, False
+    if origin in (tuple, list) and args in ((str, ...), (str,)):
+        return "list[str]", None, False
+    if hint is dict or origin is dict:
+        return "table", None, False
+    kinds = {bool: "bool", int: "int", float: "number", str: "str", Path: "str"}
+    return kinds.get(hint, "any"), None, False
 
 
 def signature_args(
@@ -223,6 +242,178 @@ def signature_args(
         if value is not _MISSING:
             args[name] = None if nullable and value == "none" else value
     return args
+
+
+# -- reading a table into a dataclass --------------------------------------------------
+
+_OPTION = "ncps_mlx.config.option"  # the key of an Option in a field's metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """What a config key accepts; :func:`option` stores it in a dataclass field."""
+
+    doc: str = ""
+    choices: tuple | None = None
+    bounds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    required: bool = False
+    # The default in words, where the data decides it (the field's default is then None).
+    default_doc: str | None = None
+    # (selector key, the selector's values that take this key), e.g. momentum needs sgd.
+    used_with: tuple[str, tuple[str, ...]] | None = None
+    # A string given instead of the table stands for {shorthand: string}.
+    shorthand: str | None = None
+    # The class that checks the value itself; the config reports what it finds.
+    checked_by: str | None = None
+    # A section of the file, read on its own once the sections it depends on are read.
+    section: bool = False
+
+
+def option(
+    default: Any = None,
+    *,
+    doc: str,
+    choices: Iterable | None = None,
+    required: bool = False,
+    default_doc: str | None = None,
+    used_with: tuple[str, tuple[str, ...]] | None = None,
+    shorthand: str | None = None,
+    checked_by: str | None = None,
+    **bounds: float,
+) -> Any:
+    """A dataclass field that is a config key; ``bounds`` are ``min``, ``gt``, ``max``, ``lt``.
+
+    Its type is the field's annotation. A list or dict default is copied per instance.
+    """
+    meta = Option(
+        doc=doc,
+        choices=tuple(choices) if choices is not None else None,
+        bounds=bounds,
+        required=required,
+        default_doc=default_doc,
+        used_with=used_with,
+        shorthand=shorthand,
+        checked_by=checked_by,
+    )
+    metadata = {_OPTION: meta}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def section(*, doc: str, required: bool = True, default_doc: str | None = None) -> Any:
+    """A field that is a whole table of the file (``[data]``), read by its own validator."""
+    meta = Option(doc, required=required, default_doc=default_doc, section=True)
+    return dataclasses.field(kw_only=True, metadata={_OPTION: meta})
+
+
+def derived(**kwargs: Any) -> Any:
+    """A field the config computes (e.g. from the data): no key, skipped when reading."""
+    return dataclasses.field(kw_only=True, **kwargs)
+
+
+def keys_of(cls: type) -> list[tuple[dataclasses.Field, Option]]:
+    """The fields of dataclass ``cls`` that are config keys, with their options."""
+    fields = dataclasses.fields(cls)
+    return [(field, field.metadata[_OPTION]) for field in fields if _OPTION in field.metadata]
+
+
+def default_of(field: dataclasses.Field) -> Any:
+    """The field's default (a fresh copy of a list or dict), or None if it has none."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    """``X`` of ``X | None``; any other hint as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return hint
+
+
+def read_fields(table: Table, cls: type, *, finish: bool = True) -> dict[str, Any]:
+    """Read the keys of dataclass ``cls`` from ``table``, checking each as its field says.
+
+    The type comes from the annotation, the default, choices and bounds from the field's
+    :class:`Option`. A missing key, or one with a problem, gets the field's default; a
+    field holding a dataclass is read from a sub-table into an instance of it. Keys the
+    chosen variant does not take (``used_with``) are problems; with ``finish``, so is every
+    key ``cls`` does not have.
+
+    Returns:
+        ``key -> value`` for every key of ``cls``; a section is its raw table (or None).
+    """
+    hints = typing.get_type_hints(cls)
+    values = {
+        field.name: _read_key(table, field, meta, hints[field.name]) for field, meta in keys_of(cls)
+    }
+    if finish:
+        table.finish()
+    _check_used_with(table, cls, values)
+    return values
+
+
+def _read_key(table: Table, field: dataclasses.Field, meta: Option, hint: Any) -> Any:
+    if meta.section:
+        return table.get(field.name, "table", None, required=meta.required)
+    hint = _unwrap_optional(hint)
+    if dataclasses.is_dataclass(hint):
+        return _read_nested(table, field, meta, hint)
+    value = table.get(
+        field.name,
+        _hint_kind(hint)[0],
+        default_of(field),
+        required=meta.required,
+        choices=meta.choices,
+        **meta.bounds,
+    )
+    return tuple(value) if isinstance(value, list) and typing.get_origin(hint) is tuple else value
+
+
+def _read_nested(table: Table, field: dataclasses.Field, meta: Option, cls: type) -> Any:
+    """A sub-table into an instance of ``cls``; a string stands for its shorthand key."""
+    kinds, choices = ("table",), None
+    if meta.shorthand:
+        kinds = ("str", "table")
+        choices = next(sub.choices for f, sub in keys_of(cls) if f.name == meta.shorthand)
+    raw = table.get(field.name, kinds, None, required=meta.required, choices=choices)
+    if raw is None:
+        return default_of(field)
+    if isinstance(raw, str):
+        raw = {meta.shorthand: raw}
+    return cls(**read_fields(Table(table.at(field.name), raw, table.problems), cls))
+
+
+def _check_used_with(table: Table, cls: type, values: dict[str, Any]) -> None:
+    """A key the chosen variant does not take is a problem, e.g. momentum with adam."""
+    options = {field.name: meta for field, meta in keys_of(cls)}
+    for key, meta in options.items():
+        if meta.used_with is None or not table.present(key):
+            continue
+        selector, takers = meta.used_with
+        chosen = values[selector]
+        given = table.raw.get(selector, _MISSING)
+        if given != chosen and (given is not _MISSING or options[selector].required):
+            continue  # the selector has a problem of its own: what it takes is unknown
+        if chosen in takers:
+            continue
+        names = " or ".join(repr(name) for name in takers)
+        table.problems.add(
+            table.at(key),
+            f"{_variant(table, selector, chosen)} does not take it",
+            f"remove it, or use {selector} {names}",
+        )
+
+
+def _variant(table: Table, selector: str, chosen: Any) -> str:
+    # "the 'adam' optimizer"; a variant chosen by a type key is named after its table:
+    # "a 'step' schedule".
+    if selector == "type":
+        return f"a {chosen!r} {table.where.rsplit('.', 1)[-1]}"
+    return f"the {chosen!r} {selector}"
 
 
 def blame(where: str, message: str, keys: Iterable[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import mlx.optimizers as optim
 import numpy as np
@@ -10,7 +11,9 @@ import numpy as np
 from .. import datasets
 from ..rnn import MODELS, RNN
 from ..wirings import NCP, AutoNCP, FullyConnected, Random, Wiring
-from .resolved import Config, DataInfo, ModelConfig, ScheduleConfig, TrainingConfig
+
+if TYPE_CHECKING:  # resolved imports this module: its registries are the schema's choices
+    from .resolved import Config, DataInfo, ModelConfig, ScheduleConfig, TrainingConfig
 
 GENERATORS: dict[str, Callable[..., datasets.SequenceData]] = {
     "sine_waves": datasets.sine_waves,
@@ -22,6 +25,12 @@ WIRINGS: dict[str, type[Wiring]] = {
     "NCP": NCP,
     "FullyConnected": FullyConnected,
     "Random": Random,
+}
+OPTIMIZER_CLASSES: dict[str, type[optim.Optimizer]] = {
+    "adam": optim.Adam,
+    "adamw": optim.AdamW,
+    "rmsprop": optim.RMSprop,
+    "sgd": optim.SGD,
 }
 
 
@@ -73,20 +82,15 @@ def build_model(config: ModelConfig, info: DataInfo) -> RNN:
 
 
 def build_optimizer(training: TrainingConfig) -> optim.Optimizer:
-    """The optimizer of ``training``, its learning rate following the schedule."""
+    """The optimizer of ``training``, its learning rate following the schedule.
+
+    ``weight_decay`` and ``momentum`` are passed only when set: the optimizer's own
+    defaults apply otherwise.
+    """
     rate = _learning_rate(training.learning_rate, training.schedule)
-    if training.optimizer == "adamw":
-        decay = training.weight_decay if training.weight_decay is not None else 0.01
-        return optim.AdamW(learning_rate=rate, weight_decay=decay)
-    if training.optimizer == "sgd":
-        return optim.SGD(
-            learning_rate=rate,
-            momentum=training.momentum or 0.0,
-            weight_decay=training.weight_decay or 0.0,
-        )
-    if training.optimizer == "rmsprop":
-        return optim.RMSprop(learning_rate=rate)
-    return optim.Adam(learning_rate=rate)
+    given = {"weight_decay": training.weight_decay, "momentum": training.momentum}
+    extra = {key: value for key, value in given.items() if value is not None}
+    return OPTIMIZER_CLASSES[training.optimizer](learning_rate=rate, **extra)
 
 
 def _learning_rate(initial: float, schedule: ScheduleConfig) -> float | Callable:

@@ -10,23 +10,17 @@ from typing import Any
 import numpy as np
 
 from .. import datasets
-from ._fields import Problems, Table, blame, signature_args
+from ._fields import Problems, Table, blame, read_fields, signature_args
 from .build import GENERATORS
 from .npz import check_npz_arrays, npz_classes, npz_headers
-from .resolved import DataConfig, DataInfo
-
-DEFAULT_VALIDATION_FRACTION = 0.2
+from .resolved import DATA_NAMES, DEFAULT_VALIDATION_FRACTION, DataConfig, DataInfo
 
 
 def validate_data(table: Table, seed: int, base_dir: Path) -> DataConfig | None:
     problems = table.problems
-    known = sorted(GENERATORS) + list(datasets.SHIPPED)
-    name = table.get("name", "str", choices=known)
-    path = table.get("path", "str")
-    options = table.get("options", "table", {})
-    validation = table.get("validation", "str", choices=("test", "none"))
-    fraction = table.get("validation_fraction", "number", min=0, lt=1)
-    table.finish()
+    keys = read_fields(table, DataConfig)
+    name, path, options = keys["name"], keys["path"], keys["options"]
+    validation, fraction = keys["validation"], keys["validation_fraction"]
     if table.present("name") and table.present("path"):
         problems.add("data.path", "both name and path are set", "keep one of them")
         return None
@@ -34,7 +28,7 @@ def validate_data(table: Table, seed: int, base_dir: Path) -> DataConfig | None:
         problems.add(
             "data.name",
             "missing",
-            f"set name (one of {', '.join(known)}) or path (an .npz file)",
+            f"set name (one of {', '.join(DATA_NAMES)}) or path (an .npz file)",
         )
         return None
     if name in GENERATORS:
@@ -79,7 +73,7 @@ def _generated_data(
         return None
     sizes, mode, fraction = split
     info = _info(probe.x.shape, probe.y, None, sizes, probe.timespans, probe.mask)
-    return DataConfig("generated", name, None, args, mode, fraction, info)
+    return DataConfig(name, None, args, mode, fraction, source="generated", info=info)
 
 
 def _uea_data(
@@ -113,7 +107,7 @@ def _uea_data(
     validation = validation or "test"
     sizes = (len(train), len(test) if validation == "test" else 0)
     info = _info(train.x.shape, train.y, len(train.classes), sizes, train.timespans, train.mask)
-    return DataConfig("uea", name, None, args, validation, 0.0, info)
+    return DataConfig(name, None, args, validation, 0.0, source="uea", info=info)
 
 
 def _option_args(
@@ -232,4 +226,4 @@ def _npz_data(
     info = _info(
         headers["x"][0], headers["y"], classes, sizes, headers.get("timespans"), headers.get("mask")
     )
-    return DataConfig("npz", None, path, {}, mode, fraction, info)
+    return DataConfig(None, path, {}, mode, fraction, source="npz", info=info)

@@ -11,9 +11,10 @@ from mlx.utils import tree_flatten
 from ..cells.activations import ACTIVATIONS
 from ..cells.solvers import SOLVERS
 from ..rnn import MODELS, RNN
-from ._fields import Problems, Table, blame, signature_args
+from ._fields import Problems, Table, blame, read_fields, signature_args
 from .build import WIRINGS, build_model
-from .resolved import DataInfo, ModelConfig, counted
+from .resolved import DataInfo, ModelConfig
+from .summary import counted
 
 # The constructor argument that sets how many outputs (motor neurons) a wiring has.
 WIRING_OUTPUT_KEY = {
@@ -29,9 +30,8 @@ _MODEL_CHOICES = {"activation": tuple(sorted(ACTIVATIONS)), "solver": tuple(sort
 def validate_model(table: Table, info: DataInfo | None) -> tuple[ModelConfig | None, Any]:
     problems = table.problems
     before = len(problems)
-    kind = table.get("type", "str", required=True, choices=MODELS)
-    units = table.get("units", "int", min=1)
-    wiring_raw = table.get("wiring", "table")
+    keys = read_fields(table, ModelConfig, finish=False)  # the other keys are the class's
+    kind, units, wiring_raw = keys["type"], keys["units"], keys["wiring"]
     kwargs = _model_kwargs(table, MODELS.get(kind), info)
     table.finish()
     if table.present("units") and table.present("wiring"):
@@ -46,7 +46,7 @@ def validate_model(table: Table, info: DataInfo | None) -> tuple[ModelConfig | N
     _fit_to_data(kind, kwargs, wiring, units, info, problems)
     if len(problems) > before:
         return None, None
-    config = ModelConfig(kind, units, wiring, kwargs, 0)
+    config = ModelConfig(type=kind, units=units, wiring=wiring, kwargs=kwargs, parameters=0)
     model = _try_build(config, info, problems)
     if model is None:
         return None, None

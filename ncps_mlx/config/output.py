@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._fields import Table, importable
+from ._fields import Table, importable, read_fields
 from .resolved import OutputConfig
 
 CHECKPOINTS = "checkpoints"
@@ -14,12 +14,8 @@ RUN_FILES = (CHECKPOINTS, "model.safetensors", "metrics.json")
 
 def validate_output(table: Table) -> OutputConfig:
     problems = table.problems
-    out = table.get("dir", "str", "", required=True)
-    resume = table.get("resume", "bool", False)
-    progress = table.get("progress", "bool", True)
-    monitor = table.get("monitor", "bool", False)
-    export = table.get("export_coreml", "bool", False)
-    table.finish()
+    keys = read_fields(table, OutputConfig)
+    out, resume = keys["dir"] or "", keys["resume"]
     directory = Path(out).expanduser()
     if out and directory.exists() and not directory.is_dir():
         problems.add("output.dir", f"{out!r} is a file", "give a folder (it is created if missing)")
@@ -30,8 +26,8 @@ def validate_output(table: Table) -> OutputConfig:
             "set output.resume = true (or --resume) to continue it, or choose another folder",
         )
     needs = {
-        "progress": (progress, "tqdm", "pip install tqdm"),
-        "export_coreml": (export, "coremltools", "pip install 'ncps-mlx[export]'"),
+        "progress": (keys["progress"], "tqdm", "pip install tqdm"),
+        "export_coreml": (keys["export_coreml"], "coremltools", "pip install 'ncps-mlx[export]'"),
     }
     for key, (wanted, module, install) in needs.items():
         if wanted and not importable(module):
@@ -40,4 +36,4 @@ def validate_output(table: Table) -> OutputConfig:
                 f"needs {module}, which is not installed",
                 f"{install}, or set {key} = false",
             )
-    return OutputConfig(directory, resume, progress, monitor, export)
+    return OutputConfig(**{**keys, "dir": directory})

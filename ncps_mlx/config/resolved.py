@@ -1,4 +1,12 @@
-"""The resolved config: what validation returns and :func:`run_config` uses."""
+"""The config's schema: one dataclass per section, one field per key.
+
+A field made with :func:`~._fields.option` is a key a user writes: its annotation is the
+key's type, the option holds its default, choices, bounds and description. The reader
+(:func:`~._fields.read_fields`) checks a TOML table against it, and the documentation's
+key tables are generated from it. Fields made with :func:`~._fields.derived` are
+computed by validation (mostly from the data) and are not keys. Validation returns
+instances with every default resolved; :func:`run_config` uses them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .. import datasets
+from ..rnn import MODELS
+from ..training.callbacks import EarlyStopping
+from ..training.losses import LOSSES, METRICS
+from ._fields import derived, option, section
+from .build import GENERATORS, OPTIMIZER_CLASSES
+from .summary import describe_data, describe_model, describe_output, describe_training
+
+OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
+SCHEDULES = ("none", "cosine", "exponential", "step")
+# The generated tasks, then the UEA sets shipped with aeon.
+DATA_NAMES = (*sorted(GENERATORS), *datasets.SHIPPED)
+DEFAULT_VALIDATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -26,91 +48,209 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``[data]``: ``source`` is ``"generated"``, ``"uea"`` or ``"npz"``; ``validation``
-    is ``"test"`` (UEA), ``"fraction"``, ``"file"`` (``val_*`` arrays) or ``"none"``."""
+    """``[data]``: ``source`` is ``"generated"``, ``"uea"`` or ``"npz"``; once resolved,
+    ``validation`` is ``"test"`` (UEA), ``"fraction"``, ``"file"`` (``val_*`` arrays) or
+    ``"none"``."""
 
-    source: str
-    name: str | None
-    path: Path | None
-    options: dict[str, Any]
-    validation: str
-    validation_fraction: float
-    info: DataInfo
+    source: str = derived()
+    name: str | None = option(
+        None,
+        choices=DATA_NAMES,
+        doc="a generated task or a UEA set shipped with aeon (or else `path`)",
+    )
+    path: Path | None = option(
+        None,
+        doc="an `.npz` file, relative to the config file's folder (or else `name`)",
+    )
+    options: dict[str, Any] = option(
+        {},
+        doc="keyword arguments of the generator or of `load_uea`",
+    )
+    validation: str = option(
+        None,
+        choices=("test", "none"),
+        default_doc='`"test"` (UEA sets)',
+        doc="UEA sets: validate on their test split, or not at all",
+    )
+    validation_fraction: float = option(
+        None,
+        min=0,
+        lt=1,
+        default_doc=f"`{DEFAULT_VALIDATION_FRACTION}` (generated and `.npz` data)",
+        doc="the share of the sequences held out for validation (0: none)",
+    )
+    info: DataInfo = derived()
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``[model]`` with the defaults drawn from the data filled in."""
+    """``[model]`` with the defaults drawn from the data filled in; ``kwargs`` holds the
+    class's other constructor arguments."""
 
-    type: str
-    units: int | None
-    wiring: dict[str, Any] | None  # {"type": ..., constructor arguments}
-    kwargs: dict[str, Any]
-    parameters: int
+    type: str = option(None, required=True, choices=tuple(MODELS), doc="the layer class")
+    units: int | None = option(None, min=1, doc="the number of neurons (or else `wiring`)")
+    wiring: dict[str, Any] | None = option(
+        None,
+        doc="a `[model.wiring]` table: the wiring's `type` and arguments (or else `units`)",
+    )
+    kwargs: dict[str, Any] = derived()
+    parameters: int = derived()
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """``training.schedule`` with every number resolved."""
+    """``training.schedule``: how the learning rate changes per step (one batch)."""
 
-    type: str = "none"
-    decay_steps: int | None = None
-    end_learning_rate: float | None = None
-    decay_rate: float | None = None
-    step_size: int | None = None
+    type: str = option(
+        "none",
+        required=True,
+        choices=SCHEDULES,
+        doc="how the rate changes per step (one batch)",
+    )
+    decay_steps: int | None = option(
+        None,
+        min=1,
+        used_with=("type", ("cosine", "exponential")),
+        default_doc="every step of the run",
+        doc="the steps the decay takes",
+    )
+    end_learning_rate: float | None = option(
+        None,
+        min=0,
+        used_with=("type", ("cosine", "exponential")),
+        default_doc="`0` (cosine), `learning_rate / 100` (exponential)",
+        doc="the rate at the end of the decay, below `learning_rate`",
+    )
+    decay_rate: float | None = option(
+        None,
+        gt=0,
+        lt=1,
+        used_with=("type", ("step",)),
+        default_doc="`0.5`",
+        doc="the factor applied every `step_size` steps",
+    )
+    step_size: int | None = option(
+        None,
+        min=1,
+        used_with=("type", ("step",)),
+        default_doc="a third of the run",
+        doc="steps between two decays",
+    )
 
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
     """``training.early_stopping``: the arguments of ``EarlyStopping``."""
 
-    monitor: str
-    patience: int
-    min_delta: float
-    mode: str
+    monitor: str = option(
+        None,
+        default_doc='`"val_loss"` with validation data, else `"loss"`',
+        doc='the figure to watch: `"loss"`, `"val_loss"` or `"val_<metric>"`',
+    )
+    patience: int = option(
+        5, checked_by="EarlyStopping", doc="epochs without improvement before stopping (>= 1)"
+    )
+    min_delta: float = option(
+        0.0,
+        checked_by="EarlyStopping",
+        doc="the smallest change that counts as an improvement (>= 0)",
+    )
+    mode: str = option(
+        "auto",
+        choices=EarlyStopping.MODES,
+        doc="whether lower or higher is better; `auto`: higher for accuracy figures",
+    )
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     """``[training]``; ``steps_per_epoch`` is derived from the data and batch size."""
 
-    epochs: int
-    batch_size: int
-    loss: str
-    metrics: tuple[str, ...]
-    optimizer: str
-    learning_rate: float
-    weight_decay: float | None
-    momentum: float | None
-    schedule: ScheduleConfig
-    clip_norm: float | None
-    shuffle: bool
-    early_stopping: EarlyStoppingConfig | None
-    memory_budget_mb: float | None
-    steps_per_epoch: int
+    epochs: int = option(10, min=1, doc="passes over the training data")
+    batch_size: int = option(32, min=1, doc="sequences per step")
+    loss: str = option(
+        None,
+        choices=sorted(LOSSES),
+        default_doc='`"cross_entropy"` for class labels, else `"mse"`',
+        doc="the loss to minimise; it must suit the targets",
+    )
+    metrics: tuple[str, ...] = option(
+        None,
+        choices=sorted(METRICS),
+        default_doc='`["accuracy"]` for class labels, else `[]`',
+        doc="figures evaluated on the validation data; each must suit the targets",
+    )
+    optimizer: str = option("adam", choices=OPTIMIZERS, doc="the `mlx.optimizers` optimizer")
+    learning_rate: float = option(1e-3, gt=0, doc="the (initial) learning rate")
+    weight_decay: float | None = option(
+        None,
+        min=0,
+        used_with=("optimizer", ("adamw", "sgd")),
+        default_doc="the optimizer's: `0.01` (adamw), `0` (sgd)",
+        doc="weight decay",
+    )
+    momentum: float | None = option(
+        None,
+        min=0,
+        lt=1,
+        used_with=("optimizer", ("sgd",)),
+        default_doc="`0`",
+        doc="SGD's momentum",
+    )
+    schedule: ScheduleConfig = option(
+        ScheduleConfig(),
+        shorthand="type",
+        default_doc='`"none"`',
+        doc='a `[training.schedule]` table, or its type alone: `schedule = "cosine"`',
+    )
+    clip_norm: float | None = option(
+        None, gt=0, default_doc="off", doc="clip the gradients' global norm to this value"
+    )
+    shuffle: bool = option(True, doc="reshuffle the training data every epoch")
+    early_stopping: EarlyStoppingConfig | None = option(
+        None, default_doc="off", doc="a `[training.early_stopping]` table turns it on"
+    )
+    memory_budget_mb: float | None = option(
+        None,
+        gt=0,
+        default_doc="what the device offers",
+        doc="MiB a training step may use; a batch that needs more is refused",
+    )
+    steps_per_epoch: int = derived()
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """``[output]``."""
+    """``[output]``: where a run writes, and what else it writes."""
 
-    dir: Path
-    resume: bool
-    progress: bool
-    monitor: bool
-    export_coreml: bool
+    dir: Path = option(
+        None,
+        required=True,
+        doc="the run's folder, relative to the current one (as `--out` is)",
+    )
+    resume: bool = option(
+        False,
+        doc="continue the run in `dir`; without it, a folder that holds a run is refused",
+    )
+    progress: bool = option(True, doc="a progress bar per epoch (needs `tqdm`)")
+    monitor: bool = option(False, doc="record hardware figures to `monitor.jsonl`")
+    export_coreml: bool = option(False, doc="also write `model.mlpackage` (needs `coremltools`)")
 
 
 @dataclass(frozen=True)
 class Config:
     """A validated run config: what :func:`run_config` needs, checked."""
 
-    seed: int
-    data: DataConfig
-    model: ModelConfig
-    training: TrainingConfig
-    output: OutputConfig
-    source: str | None = None
+    seed: int = option(
+        0, min=0, doc="seeds the data split and generation, the weights and the data order"
+    )
+    data: DataConfig = section(doc="the data: a generated task, a UEA set or an `.npz` file")
+    model: ModelConfig = section(doc="the model: its class, its units or wiring, its arguments")
+    training: TrainingConfig = section(
+        required=False, default_doc="every key's default", doc="how to train"
+    )
+    output: OutputConfig = section(doc="where the run writes")
+    source: str | None = derived(default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as JSON-compatible values."""
@@ -120,85 +260,9 @@ class Config:
         """A few lines saying what :func:`run_config` would do."""
         return "\n".join(
             [
-                f"data:     {_describe_data(self.data)}",
-                f"model:    {_describe_model(self.model)}",
-                f"training: {_describe_training(self.training)}",
-                f"output:   {_describe_output(self.output)}",
+                f"data:     {describe_data(self.data)}",
+                f"model:    {describe_model(self.model)}",
+                f"training: {describe_training(self.training)}",
+                f"output:   {describe_output(self.output)}",
             ]
         )
-
-
-# -- summaries ------------------------------------------------------------------------
-
-
-def _describe_data(data: DataConfig) -> str:
-    info = data.info
-    origin = {"generated": "generated", "uea": "UEA set", "npz": "file"}[data.source]
-    label = data.name if data.path is None else str(data.path)
-    options = ", ".join(f"{k}={v}" for k, v in data.options.items())
-    head = f"{label} ({origin}{'; ' + options if options else ''})"
-    validation = {
-        "test": "the test split",
-        "file": "the file's val_* arrays",
-        "fraction": f"a {data.validation_fraction:g} share held out",
-        "none": "no validation",
-    }[data.validation]
-    task = (
-        counted(info.output_size, "class", "classes")
-        if info.classification
-        else counted(info.output_size, "target")
-    )
-    extras = [name for name, on in (("timespans", info.timespans), ("mask", info.mask)) if on]
-    return (
-        f"{head}: {info.train_size} train / {info.val_size} validation sequences "
-        f"({validation}) of {counted(info.seq_len, 'step')} x "
-        f"{counted(info.input_size, 'feature')} -> {task} "
-        f"{'per step' if info.per_step else 'per sequence'}"
-        + (f", with {' and '.join(extras)}" if extras else "")
-    )
-
-
-def _describe_model(model: ModelConfig) -> str:
-    if model.wiring is not None:
-        args = dict(model.wiring)
-        units = f"{args.pop('type')}({', '.join(f'{k}={v}' for k, v in args.items())})"
-    else:
-        units = str(model.units)
-    kwargs = "".join(f", {k}={v}" for k, v in model.kwargs.items())
-    return f"{model.type}(units={units}{kwargs}): {counted(model.parameters, 'parameter')}"
-
-
-def _describe_training(training: TrainingConfig) -> str:
-    steps = training.epochs * training.steps_per_epoch
-    schedule = training.schedule
-    rate = f"{training.optimizer} lr={training.learning_rate:g}"
-    if schedule.type != "none":
-        rate += f" ({schedule.type} schedule)"
-    batches = counted(training.steps_per_epoch, "batch", "batches")
-    parts = [
-        f"{counted(training.epochs, 'epoch')} x {batches} of {training.batch_size} "
-        f"({counted(steps, 'step')})",
-        rate,
-        f"loss {training.loss}",
-    ]
-    if training.metrics:
-        parts.append(f"metrics {', '.join(training.metrics)}")
-    if training.clip_norm is not None:
-        parts.append(f"clip_norm {training.clip_norm:g}")
-    if training.early_stopping is not None:
-        early = training.early_stopping
-        parts.append(f"early stopping on {early.monitor} (patience {early.patience})")
-    return ", ".join(parts)
-
-
-def _describe_output(output: OutputConfig) -> str:
-    files = ["checkpoints/", "model.safetensors", "metrics.json"]
-    files += ["monitor.jsonl"] if output.monitor else []
-    files += ["model.mlpackage"] if output.export_coreml else []
-    resume = ", resuming" if output.resume else ""
-    return f"{output.dir}{resume}: {', '.join(files)}"
-
-
-def counted(count: int, noun: str, plural: str | None = None) -> str:
-    """``count`` with its noun, e.g. ``1,024 steps``."""
-    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError, NCPSError
 from ..rnn import RNN
-from ._fields import Problems, Table
+from ._fields import Problems, Table, read_fields
 from .build import budget_bytes
 from .data import validate_data
 from .model import validate_model
@@ -36,15 +36,11 @@ def validate_config(
     """
     problems = Problems()
     top = Table("", raw, problems)
-    seed = top.get("seed", "int", 0, min=0)
-    # A missing or mistyped section is one problem; its keys are then not checked.
-    sections = {
-        name: top.get(name, "table", None, required=name != "training")
-        for name in ("data", "model", "training", "output")
-    }
+    # A missing or mistyped section is None, one problem; its keys are then not checked.
+    sections = read_fields(top, Config)
+    seed = sections.pop("seed")
     if not top.present("training"):
         sections["training"] = {}
-    top.finish()
     base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
     data = model = built = training = output = None
     if sections["data"] is not None:
@@ -60,7 +56,9 @@ def validate_config(
         _check_memory(built, training, info, problems)
     if problems:
         raise ConfigError(problems, source)
-    return Config(seed, data, model, training, output, source)
+    return Config(
+        seed=seed, data=data, model=model, training=training, output=output, source=source
+    )
 
 
 def _check_memory(model: RNN, training: TrainingConfig, info: DataInfo, problems: Problems):

@@ -55,6 +55,9 @@ class EarlyStopping(Callback):
         mode: ``"min"``, ``"max"``, or ``"auto"`` (``max`` for accuracy-like names).
     """
 
+    #: The values ``mode`` takes.
+    MODES = ("auto", "min", "max")
+
     def __init__(
         self,
         monitor: str = "val_loss",
@@ -62,16 +65,34 @@ class EarlyStopping(Callback):
         min_delta: float = 0.0,
         mode: str = "auto",
     ):
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"[EarlyStopping] patience must be an int >= 1, got {patience!r}")
-        if mode not in ("min", "max", "auto"):
-            raise ValueError(f"[EarlyStopping] mode must be 'min', 'max' or 'auto', got {mode!r}")
+        problems = self.argument_problems(patience, min_delta, mode)
+        if problems:
+            raise ValueError("\n".join(problems.values()))
         if mode == "auto":
             mode = "max" if "acc" in monitor else "min"
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
         self.best = math.inf if mode == "min" else -math.inf
         self.best_epoch = 0
         self.wait = 0
+
+    @classmethod
+    def argument_problems(cls, patience: Any, min_delta: Any, mode: Any) -> dict[str, str]:
+        """What is wrong with each argument, by name; empty when all are fine.
+
+        The constructor raises them; a run config reports them with its other problems.
+        """
+        problems = {}
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            problems["patience"] = f"[EarlyStopping] patience must be an int >= 1, got {patience!r}"
+        number = isinstance(min_delta, (int, float)) and not isinstance(min_delta, bool)
+        if not (number and min_delta >= 0):  # a negative one counts a worse value as better
+            problems["min_delta"] = (
+                f"[EarlyStopping] min_delta must be a number >= 0, got {min_delta!r}"
+            )
+        if mode not in cls.MODES:
+            choices = ", ".join(repr(choice) for choice in cls.MODES)
+            problems["mode"] = f"[EarlyStopping] mode must be one of {choices}, got {mode!r}"
+        return problems
 
     def improved(self, value: float) -> bool:
         if self.mode == "min":

@@ -33,7 +33,7 @@ from .checkpoint import (
     save_training_state,
     set_random_key,
 )
-from .losses import CLASSIFICATION_LOSSES, LossFn, resolve_loss, resolve_metrics
+from .losses import LossFn, resolve_loss, resolve_metrics, takes_labels
 from .memory import check_memory
 from .steps import check_target, make_eval_step, make_train_step
 
@@ -100,8 +100,8 @@ def check_data(model: RNN, data: SequenceData, loss: str | LossFn, role: str) ->
             f"[fit] {role} x holds nan or inf values; clean or impute them first\n{see('fit-data')}"
         )
     labels = np.issubdtype(data.y.dtype, np.integer)
-    if isinstance(loss, str) and (loss in CLASSIFICATION_LOSSES) != labels:
-        need = "integer class labels" if loss in CLASSIFICATION_LOSSES else "float targets"
+    if isinstance(loss, str) and takes_labels(loss) != labels:
+        need = "integer class labels" if takes_labels(loss) else "float targets"
         raise ValueError(
             f"[fit] loss {loss!r} needs {need}, but {role} y has dtype {data.y.dtype}\n"
             + see("target-mismatch")

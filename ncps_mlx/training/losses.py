@@ -6,7 +6,7 @@ padding. A loss function that returns a scalar is accepted too, but not with a m
 per-step outputs, where it would average the padding in.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import mlx.core as mx
@@ -20,8 +20,23 @@ LOSSES: dict[str, LossFn] = {
     "huber": partial(nn.losses.huber_loss, reduction="none"),
     "cross_entropy": partial(nn.losses.cross_entropy, reduction="none"),
 }
-# Losses whose targets are integer class labels, one per output vector.
-CLASSIFICATION_LOSSES = frozenset({"cross_entropy"})
+# The losses and metrics whose targets are integer class labels, one per output vector;
+# every other one here takes float targets of the output's shape.
+_LABEL_TARGETS = frozenset({"cross_entropy", "accuracy"})
+CLASSIFICATION_LOSSES = frozenset(name for name in LOSSES if name in _LABEL_TARGETS)
+
+
+def takes_labels(name: str) -> bool:
+    """Whether the loss or metric ``name`` takes integer class labels (else float targets).
+
+    ``fit`` checks a loss against the data with it, and a run config its loss and metrics.
+    """
+    return name in _LABEL_TARGETS
+
+
+def suited_to(names: Iterable[str], labels: bool) -> list[str]:
+    """The ``names`` that take integer class labels (``labels``) or float targets, sorted."""
+    return sorted(name for name in names if takes_labels(name) == labels)
 
 
 def resolve_loss(loss: str | LossFn) -> LossFn:
