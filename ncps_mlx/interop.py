@@ -67,8 +67,8 @@ def _ncps_masks(model: RNN) -> dict[str, np.ndarray]:
     cell = model.rnn_cell
     if isinstance(cell, LTCCell):
         return {
-            "rnn_cell.sparsity_mask": np.array(cell._sparsity_mask),
-            "rnn_cell.sensory_sparsity_mask": np.array(cell._sensory_sparsity_mask),
+            "rnn_cell.sparsity_mask": np.array(cell.sparsity_mask),
+            "rnn_cell.sensory_sparsity_mask": np.array(cell.sensory_sparsity_mask),
         }
     if isinstance(cell, WiredCfCCell):
         if cell.strict_wiring:

@@ -241,6 +241,16 @@ class LTCCell(WiredCell):
         """Sensory synapse sigmoids evaluated per sample and time step."""
         return box_size(self._sensory_box)
 
+    @property
+    def sparsity_mask(self) -> mx.array:
+        """``|adjacency|``: 1 where a synapse between the neurons exists (not trainable)."""
+        return self._sparsity_mask
+
+    @property
+    def sensory_sparsity_mask(self) -> mx.array:
+        """``|sensory adjacency|``: 1 where a sensory synapse exists (not trainable)."""
+        return self._sensory_sparsity_mask
+
     def constrain(self, value: mx.array) -> mx.array:
         """The positivity constraint of ``w``, ``sensory_w``, ``cm`` and ``gleak``:
         softplus with ``implicit_param_constraints``, else the identity."""

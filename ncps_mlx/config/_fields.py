@@ -26,7 +26,7 @@ class Problems(list):
         self.append(f"{where}: {what}" + (f"; {fix}" if fix else ""))
 
 
-_KIND_NAMES = {
+KIND_NAMES = {
     "int": "an int",
     "number": "a number",
     "bool": "true or false",
@@ -62,7 +62,7 @@ def _show(value: Any) -> str:
     return f"{shown} ({names.get(type(value), type(value).__name__)})"
 
 
-def _bounds_text(bounds: dict[str, float]) -> str:
+def bounds_text(bounds: dict[str, float]) -> str:
     low = [f">= {bounds['min']}"] if "min" in bounds else []
     low += [f"> {bounds['gt']}"] if "gt" in bounds else []
     high = [f"<= {bounds['max']}"] if "max" in bounds else []
@@ -89,8 +89,8 @@ def _in_bounds(value: float, bounds: dict[str, float]) -> bool:
 def _expected(kinds: tuple[str, ...], choices: Iterable | None, bounds: dict) -> str:
     if choices is not None:
         return "one of " + ", ".join(str(choice) for choice in choices)
-    text = " or ".join(_KIND_NAMES[kind] for kind in kinds)
-    return f"{text} {_bounds_text(bounds)}" if bounds else text
+    text = " or ".join(KIND_NAMES[kind] for kind in kinds)
+    return f"{text} {bounds_text(bounds)}" if bounds else text
 
 
 def _closest(value: str, choices: Iterable[str]) -> str | None:
@@ -190,7 +190,7 @@ class Table:
 _MISSING = object()
 
 
-def _hint_kind(hint: Any) -> tuple[str, tuple | None, bool]:
+def hint_kind(hint: Any) -> tuple[str, tuple | None, bool]:
     """``(kind, choices, nullable)`` of a type hint; kind ``"any"`` when not checkable."""
     if hint is None:
         return "any", None, False
@@ -201,7 +201,7 @@ def _hint_kind(hint: Any) -> tuple[str, tuple | None, bool]:
         members = [arg for arg in args if arg is not type(None)]
         nullable = len(members) < len(args)
         if len(members) == 1:
-            return (*_hint_kind(members[0])[:2], nullable)
+            return (*hint_kind(members[0])[:2], nullable)
         return "any", None, nullable
     if origin in (tuple, list) and args in ((str, ...), (str,)):
         return "list[str]", None, False
@@ -233,7 +233,7 @@ def signature_args(
     for name, param in inspect.signature(fn).parameters.items():
         if name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        kind, options, nullable = _hint_kind(hints.get(name))
+        kind, options, nullable = hint_kind(hints.get(name))
         options = (choices or {}).get(name, options)
         if nullable and options is not None:
             options = (*options, "none")
@@ -325,7 +325,7 @@ def default_of(field: dataclasses.Field) -> Any:
     return None if field.default is dataclasses.MISSING else field.default
 
 
-def _unwrap_optional(hint: Any) -> Any:
+def unwrap_optional(hint: Any) -> Any:
     """``X`` of ``X | None``; any other hint as it is."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         members = [arg for arg in typing.get_args(hint) if arg is not type(None)]
@@ -359,12 +359,12 @@ def read_fields(table: Table, cls: type, *, finish: bool = True) -> dict[str, An
 def _read_key(table: Table, field: dataclasses.Field, meta: Option, hint: Any) -> Any:
     if meta.section:
         return table.get(field.name, "table", None, required=meta.required)
-    hint = _unwrap_optional(hint)
+    hint = unwrap_optional(hint)
     if dataclasses.is_dataclass(hint):
         return _read_nested(table, field, meta, hint)
     value = table.get(
         field.name,
-        _hint_kind(hint)[0],
+        hint_kind(hint)[0],
         default_of(field),
         required=meta.required,
         choices=meta.choices,

@@ -12,13 +12,13 @@ import typing
 from typing import Any
 
 from ._fields import (
-    _KIND_NAMES,
+    KIND_NAMES,
     Option,
-    _bounds_text,
-    _hint_kind,
-    _unwrap_optional,
+    bounds_text,
     default_of,
+    hint_kind,
     keys_of,
+    unwrap_optional,
 )
 from .resolved import (
     Config,
@@ -64,10 +64,10 @@ def key_tables() -> str:
 
 
 def _type_text(hint: Any, meta: Option) -> str:
-    hint = _unwrap_optional(hint)
+    hint = unwrap_optional(hint)
     if meta.section or dataclasses.is_dataclass(hint):
         return "a string or a table" if meta.shorthand else "a table"
-    return _KIND_NAMES[_hint_kind(hint)[0]]
+    return KIND_NAMES[hint_kind(hint)[0]]
 
 
 def _default_text(field: dataclasses.Field, meta: Option) -> str:
@@ -88,7 +88,7 @@ def _allowed_text(meta: Option) -> str:
     if meta.choices is not None:
         parts.append(", ".join(f"`{choice}`" for choice in meta.choices))
     if meta.bounds:
-        parts.append(_bounds_text(dict(meta.bounds)))
+        parts.append(bounds_text(dict(meta.bounds)))
     if meta.used_with is not None:
         selector, takers = meta.used_with
         parts.append(f"only with {selector} " + " or ".join(f"`{name}`" for name in takers))
