@@ -88,12 +88,15 @@ void column_sums_add(float* out, Rows d, int batch, int n) {
       out[j] += d[b][j];
 }
 
+// LeCun's tanh as the reference has it: 1.7159 tanh(0.666 x) (0.666, not 2/3).
+constexpr float kLecunScale = 1.7159f, kLecunSlope = 0.666f;
+
 // y = act(x) over `count` values; the switch stays outside the vectorised loops.
 void activate(int kind, const float* x, float* y, int count) {
   switch (kind) {
     case kLecunTanh:
       for (int i = 0; i < count; ++i)
-        y[i] = 1.7159f * rational_tanh(0.666f * x[i]);
+        y[i] = kLecunScale * rational_tanh(kLecunSlope * x[i]);
       break;
     case kTanh:
       for (int i = 0; i < count; ++i)
@@ -118,8 +121,8 @@ void activate_backward(int kind, const float* x, float* g, int count) {
   switch (kind) {
     case kLecunTanh:
       for (int i = 0; i < count; ++i) {
-        const float t = rational_tanh(0.666f * x[i]);
-        g[i] *= 1.7159f * 0.666f * (1.f - t * t);
+        const float t = rational_tanh(kLecunSlope * x[i]);
+        g[i] *= kLecunScale * kLecunSlope * (1.f - t * t);
       }
       break;
     case kTanh:
