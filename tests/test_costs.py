@@ -1,10 +1,12 @@
 """The analytic step costs against counts worked out by hand."""
 
+import mlx.core as mx
+import mlx.nn as nn
 import pytest
 
-from ncps_mlx import LTC, CfC
+from ncps_mlx import LTC, RNN, Cell, CfC
 from ncps_mlx.costs import layer_footprint, parameter_bytes, parameter_count, step_costs
-from ncps_mlx.monitor import step_traffic
+from ncps_mlx.monitor import Monitor, step_traffic
 from ncps_mlx.wirings import AutoNCP, FullyConnected, Wiring
 
 
@@ -113,3 +115,32 @@ def test_traffic_of_wired_cfc_sums_its_layers():
     layers = model.rnn_cell.layer_sizes
     # Pure mode per layer of n: one head n, decay and h' 2n; plus the output.
     assert saved_values(model) == sum(3 * n for n in layers) + 2
+
+
+class Undeclared(Cell):
+    """A cell that declares no footprint: h' = tanh(W x + h)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 3)
+
+    input_size = property(lambda self: 2)
+    state_size = property(lambda self: 3)
+    output_size = property(lambda self: 3)
+
+    def step(self, consts, inputs, h, dt):
+        h = mx.tanh(self.linear(inputs) + h)
+        return h, h
+
+
+def test_a_cell_without_a_footprint_gets_no_estimate_and_no_error():
+    model = RNN(Undeclared())
+    costs = step_costs(model, batch=2, mode="train")
+    assert costs["flops"] is None and costs["transcendentals"] is None
+    assert costs["graph_ops"] > 0 and costs["bytes"] == 3 * (parameter_bytes(model) + 4 * 2 * 11)
+    assert step_traffic(model, 2, 5) is None
+    assert step_traffic(model, 2, 5, train=False).total > 0
+    monitor = Monitor(0.05, ["mlx"], model=model, seq_len=5)
+    with monitor, monitor.step(samples=2):
+        pass
+    assert monitor.steps[0]["est_bytes"] is None

@@ -164,12 +164,44 @@ def test_mixed_memory_and_compiled_training_match_graph_path():
 
 
 @needs_kernels
-def test_cell_call_one_step_matches_graph_path():
+@pytest.mark.parametrize("dt", [0.7, "per-sample"])
+def test_fused_stepper_steps_as_the_cell_does(dt):
     cell = LTCCell(AutoNCP(8, 2, seed=0), in_features=3)
     x, h = mx.random.normal((2, 3)), mx.random.normal((2, 8))
-    fused, graph = both_paths(lambda: cell(x, h, 0.7))
-    for a, b in zip(fused, graph, strict=True):
+    dt = mx.array([[0.3], [1.5]]) if dt == "per-sample" else dt
+    stepper = kernels.graph_stepper(cell)
+    consts = stepper.derive()
+    fused = stepper.step(consts, stepper.project(consts, x), h, dt)
+    for a, b in zip(fused, cell(x, h, dt), strict=True):
         close(a, b)
+
+
+def test_a_cell_derives_the_same_whatever_the_kernels():
+    # What a cell computes does not depend on the device, a switch or a module flag.
+    cell = LTCCell(AutoNCP(8, 2, seed=0), in_features=3)
+    derived = cell.derive()
+    with kernels.disabled():
+        plain = cell.derive()
+    for (key, a), (name, b) in zip(tree_flatten(derived), tree_flatten(plain), strict=True):
+        assert key == name
+        assert mx.array_equal(a, b) if isinstance(a, mx.array) else a == b, key
+
+
+def test_adapters_match_the_exact_cell_type():
+    class Mine(LTCCell):  # may compute something else: no kernel until it registers one
+        pass
+
+    assert kernels.graph_stepper(Mine(FullyConnected(4), 3)) is None
+    assert kernels.direct_stepper(Mine(FullyConnected(4), 3)) is None
+
+
+def test_a_library_numbering_modes_otherwise_is_refused():
+    class Library:
+        cfc_mode_names = staticmethod(lambda: ["default", "no_gate", "pure"])
+        cfc_activation_names = staticmethod(lambda: ["lecun_tanh", "tanh", "relu", "silu", "gelu"])
+
+    with pytest.raises(build.BuildError, match=r"CfC modes \['default', 'no_gate', 'pure'\]"):
+        library._check_codes(Library())
 
 
 def float16_cell():
