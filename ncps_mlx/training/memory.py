@@ -6,9 +6,9 @@ At a given ``seq_len`` the peak memory of one step of
 piecewise: on the CPU the sigmoid and tanh of :mod:`ncps_mlx.ops` switch to a rational
 form for arrays of 8192 values or more, which changes the compiled graph, and both parts
 with it, at batch sizes that depend on the model. A line through two small batch sizes
-can extrapolate badly: through 4 and 16 it gives 0.56x to 1.24x of the benchmark models'
-training peaks at 256 (``CfC(16, 64, mixed_memory=True)`` and
-``LTC(16, AutoNCP(32, 8), mixed_memory=True)`` at the ends).
+can extrapolate badly: through 4 and 16 it gives about 0.55x to 1.2x of the benchmark
+models' training peaks at 256 (``CfC(16, 64, mixed_memory=True)`` and the LTCs at the
+ends).
 
 So :func:`estimate_memory` measures the batch size asked about itself where that is
 safe. On copies of the model and optimizer, with inputs shaped as the real ones, it
@@ -54,7 +54,7 @@ FIRST_RUNGS_MAX = 16
 HEADROOM = 0.5
 # Each rung traces and compiles the step anew, so the ladder skips to its top when the
 # line predicts at most this share of the budget there: lines through the two lowest
-# rungs predicted down to 0.56x of the benchmark models' peaks at 32 to 256.
+# rungs predicted down to about 0.55x of the benchmark models' peaks at 32 to 256.
 JUMP_HEADROOM = 0.1
 # The peak of a call varies from call to call with the timing of MLX's worker thread, the
 # most where calls are cheapest (an LTC's train step at batch 8 and 128 steps: 6.6 to 8.5
