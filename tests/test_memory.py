@@ -156,11 +156,12 @@ def test_a_user_defined_cell_is_measured_and_trains():
 
 
 def test_the_callers_model_optimizer_and_random_state_are_left_alone():
-    model = CfC(8, AutoNCP(16, 4))
-    model.eval()
+    # Dropout: a training step on the copy draws from MLX's random key.
+    model = CfC(8, 16, backbone_dropout=0.5)
     optimizer = optim.Adam(learning_rate=1e-2)
     step = make_train_step(model, optimizer, LOSSES["mse"])
-    step(mx.ones((2, 5, 8)), mx.zeros((2, 5, 4)))  # the optimizer now has state
+    step(mx.ones((2, 5, 8)), mx.zeros((2, 5, 16)))  # the optimizer now has state
+    model.eval()
     mx.random.seed(7)
     key = np.array(mx.random.state[0])
     params = {k: np.array(v) for k, v in tree_flatten(model.parameters())}

@@ -265,7 +265,9 @@ def _ladder(batch_size: int) -> list[int]:
     return rungs[::-1]
 
 
-def _line(low: tuple[int, int], high: tuple[int, int], min_per_sample: float):
+def _line(
+    low: tuple[int, int], high: tuple[int, int], min_per_sample: float
+) -> tuple[float, float]:
     """``(fixed, per_sample)`` of the line through two measurements.
 
     The slope is at least the batch's own bytes per sample: at small batches the noise of
