@@ -105,7 +105,7 @@ class MemoryEstimate:
 
     def bytes_at(self, batch_size: int) -> int:
         """Estimated peak bytes at another batch size (same ``seq_len``)."""
-        return math.ceil(self.fixed + self.per_sample * batch_size)
+        return round(self.fixed + self.per_sample * batch_size)
 
     def largest_batch_size(self, budget: int) -> int:
         """The largest batch (same ``seq_len``) whose estimate fits ``budget``; 0 if none."""
