@@ -152,7 +152,7 @@ def test_a_missing_checkpoint_points_to_checkpoint_unreadable(tmp_path):
 
 def test_a_memory_budget_error_points_to_memory_budget():
     with pytest.raises(MemoryBudgetError, match="the memory budget is") as error:
-        check_memory(CfC(3, 64), 4096, 1000, budget=2**20)
+        check_memory(CfC(3, 64), 4096, 100, budget=2**20)
     assert_points_to(error, "memory-budget")
 
 

@@ -64,10 +64,19 @@ def validate_config(
 def _check_memory(model: RNN, training: TrainingConfig, info: DataInfo, problems: Problems):
     """Ask fit's own memory check now, so a batch too large is reported with the rest."""
     from ..training.memory import check_memory
+    from .build import build_optimizer
 
     budget = budget_bytes(training.memory_budget_mb)
     try:
-        check_memory(model, training.batch_size, info.seq_len, budget=budget)
+        check_memory(
+            model,
+            training.batch_size,
+            info.seq_len,
+            budget=budget,
+            optimizer=build_optimizer(training),
+            timespans=info.timespans,
+            mask=info.mask,
+        )
     except (NCPSError, ValueError) as error:
         # The message names the batch size that fits and the other remedies.
         where = "training.memory_budget_mb" if budget is not None else "training.batch_size"

@@ -1,10 +1,11 @@
 """``fit``: the training loop around the compiled train step.
 
 Everything is checked before the first step (data against the model, the loss against
-the targets, the memory a batch needs), so a mistake costs no compute. The loop itself
-is deterministic given ``seed``: the data order comes from a numpy generator and dropout
-from MLX's key, and both are saved in every checkpoint with the optimizer's state, so a
-resumed run continues the trajectory of an uninterrupted one exactly.
+the targets, the memory a batch needs, measured on a copy of the model), so a mistake
+costs no training. The loop itself is deterministic given ``seed``: the data order comes
+from a numpy generator and dropout from MLX's key, and both are saved in every checkpoint
+with the optimizer's state, so a resumed run continues the trajectory of an
+uninterrupted one exactly.
 """
 
 import contextlib
@@ -221,10 +222,18 @@ def fit(
             f"[fit] batch_size {batch_size} is smaller than the {world_size} processes\n"
             + see("distributed")
         )
-    check_memory(model, math.ceil(batch_size / world_size), train.x.shape[1], budget=memory_budget)
+    optimizer = optimizer if optimizer is not None else optim.Adam(learning_rate=1e-3)
+    check_memory(
+        model,
+        math.ceil(batch_size / world_size),
+        train.x.shape[1],
+        budget=memory_budget,
+        optimizer=optimizer,
+        timespans=train.timespans is not None,
+        mask=train.mask is not None,
+    )
 
     was_training = model.training
-    optimizer = optimizer if optimizer is not None else optim.Adam(learning_rate=1e-3)
     optimizer.init(model.trainable_parameters())
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)

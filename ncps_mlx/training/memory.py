@@ -1,115 +1,87 @@
-"""Memory a training step needs, predicted before any compute, and a batch size that fits.
+"""Memory a compiled training step needs, measured on the model, and a batch size that fits.
 
-:func:`estimate_memory` predicts the peak memory of one step of
-:func:`~ncps_mlx.training.make_train_step` (or one compiled inference call) from the
-model's structure alone. At a given ``seq_len`` the peak is
-``fixed + batch_size * per_sample``, and neither part grows faster than ``seq_len``:
+At a given ``seq_len`` the peak memory of one step of
+:func:`~ncps_mlx.training.make_train_step` (or one call of
+:func:`~ncps_mlx.training.make_predict`) is ``fixed + batch_size * per_sample``, but only
+piecewise: on the CPU the sigmoid and tanh of :mod:`ncps_mlx.ops` switch to a rational
+form for arrays of 8192 values or more, which changes the compiled graph, and both parts
+with it, at batch sizes that depend on the model. A line through two small batch sizes
+can extrapolate badly: through 4 and 16 it gives about 0.55x to 1.2x of the benchmark
+models' training peaks at 256 (``CfC(16, 64, mixed_memory=True)`` and the LTCs at the
+ends).
 
-* fixed: the parameters, their gradients and the optimizer's state; the arrays the update
-  writes before the old ones are freed; and one gradient contribution per time step for
-  every weight matrix multiplied inside the time loop (the compiled backward pass keeps
-  most of them alive until it sums them), so it grows with ``seq_len``.
-* per sample: the inputs and targets; the values each time step keeps for the backward
-  pass (a multiple of :func:`~ncps_mlx.monitor.traffic.activation_elements`; for an
-  LTC, four arrays per slot of the synapse grid it evaluates instead of one value per
-  synapse, or, with the fused CPU step of :mod:`ncps_mlx.kernels`, which keeps no
-  recurrent grid, 5.5 per slot of the sensory grid alone); and the input projections
-  hoisted out of the loop, whose per-step cotangents the backward pass of
-  :func:`~ncps_mlx.ops.split_steps` stacks into one array.
-
-The multipliers were calibrated against ``mx.get_peak_memory()`` (MLX 0.32.4, CPU) for
-``CfC(16, 64)``, ``CfC(16, AutoNCP(64, 8))`` and ``LTC(16, AutoNCP(32, 8))``, each with
-and without mixed memory, and ``CfC(16, 64, return_sequences=False)``, at batch sizes 1
-to 256 and 16 to 128 steps: the estimate is 0.72x-1.41x of the measured peak there
-(0.66x-1.38x on variants it was not fitted to: ``CfC(16, AutoNCP(32, 4))``,
-``CfC(32, 128)``, ``CfC(16, 64, backbone_layers=0)``, ``CfC(16, 64, mode="pure")``,
-``LTC(16, AutoNCP(64, 8))``, ``LTC(16, 32)`` and ``CfC(16, AutoNCP(64, 8),
-return_sequences=False)``; the pure-mode CfC and the small wired CfC are the low ones).
-The LTCs are within 0.88x-1.25x on MLX operations, and with the fused step within
-0.71x-1.29x for ``LTC(16, AutoNCP(32, 8))`` with and without mixed memory,
-``LTC(16, AutoNCP(64, 8))`` and ``LTC(16, 32)`` at batch sizes 1 to 256 and 16 to 128
-steps (the dense ``LTC(16, 32)`` is the low one). For a CfC the sum is rougher: the step
-values are freed while the weight gradients pile up, so where the two are of a size the
-peak is below their sum (up to 1.41x); and on the CPU, gates of 8192 values or more
-take the rational ``sigmoid``/``tanh`` of :mod:`ncps_mlx.ops`, which changes what a step
-keeps, so the measured cost per sample bends at the batch sizes where that happens. For
-inference the estimate is 0.72x-1.38x of the measured peak of the fitted models at batch sizes 8 to
-256 (at batch 1, where the peak is below 1 MiB, 0.71x-2.8x). The multipliers describe
-how MLX schedules the compiled graph, so another MLX version or device may need them
-checked again.
+So :func:`estimate_memory` measures the batch size asked about itself where that is
+safe. On copies of the model and optimizer, with inputs shaped as the real ones, it
+climbs a ladder that ends at that batch size, each rung four times the one below: it
+measures the two lowest rungs (at most 16; 4 and 16 below 256), then skips to the top if
+the line through them says it needs at most a tenth of the memory budget, else climbs
+while the line through the last two rungs says the next one needs at most half of it.
+The estimate is the line through the last two batch sizes measured: the measured peak
+when the ladder reached the top, an extrapolation otherwise. Nothing here knows about
+cell types or depends on the MLX version; each batch size measured costs a trace and a
+compilation of the step (``mx.compile`` runs a C++ compiler for kernels not in its disk
+cache) and a few calls.
 """
 
+import contextlib
+import copy
+import gc
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
-from .._checks import check_int as check_positive_int
-from ..cells import CfCCell, LTCCell, WiredCfCCell
-from ..costs import layer_footprint, parameter_count
+from .._checks import check_int, check_number
 from ..errors import MemoryBudgetError, see
-from ..rnn import RNN, model_from_config
-from .losses import LossFn
-from .steps import make_train_step
-
-# Calibration (MLX 0.32 on CPU; see the module docstring). Values alive at the peak per
-# value the backward pass needs (activation_elements; below 1, as the backward pass frees
-# some before the peak) and per value of the hoisted input projections (their stacked
-# cotangents).
-_STEP_VALUES_PER_ELEMENT = 0.85
-# Arrays alive at the peak per evaluated LTC synapse slot (the grid's intermediates and
-# their cotangents); they take the place of the per-synapse values activation_elements
-# counts.
-_GRID_VALUES_PER_SLOT = 4.0
-# With the fused LTC step (ncps_mlx.kernels) the recurrent grid keeps nothing, and what
-# remains, the sensory grid of all steps at once, keeps more per slot than the two
-# grids did on average.
-_FUSED_SENSORY_VALUES_PER_SLOT = 5.5
-# Share of the per-step gradient contributions of the loop's weights alive at the peak.
-_LOOP_GRADIENT_SHARE = 0.66
-# The update writes new parameters and optimizer state before the old ones are freed, and
-# needs about two more parameter-sized temporaries.
-_UPDATE_TEMPORARIES = 3
-# Inference: arrays per sensory synapse slot (all steps at once); per recurrent slot and
-# per projection or state value of the step being computed; parameter-sized constants
-# the cell derives (concatenated, transposed and masked weights).
-_INFERENCE_SENSORY_VALUES = 5.0
-_INFERENCE_GRID_VALUES = 2.0
-_INFERENCE_STEP_VALUES = 6.0
-_INFERENCE_DERIVED_COPIES = 2
+from ..rnn import RNN
+from .checkpoint import set_random_key
+from .losses import LOSSES, LossFn
+from .steps import make_predict, make_train_step
 
 HOST_MEMORY_FRACTION = 0.8
 DEFAULT_CANDIDATES = (8, 16, 32, 64, 128, 256, 512, 1024)
+# Each rung of the ladder is this many times the one below it; the two lowest rungs are
+# at most FIRST_RUNGS_MAX sequences, which any machine that can train the model can run.
+RUNG_RATIO = 4
+FIRST_RUNGS_MAX = 16
+# A rung is climbed only if the line through the two below predicts at most this share
+# of the budget, so that it fits even if the line is well below its peak.
+HEADROOM = 0.5
+# Each rung traces and compiles the step anew, so the ladder skips to its top when the
+# line predicts at most this share of the budget there: lines through the two lowest
+# rungs predicted down to about 0.55x of the benchmark models' peaks at 32 to 256.
+JUMP_HEADROOM = 0.1
+# The peak of a call varies from call to call with the timing of MLX's worker thread, the
+# most where calls are cheapest (an LTC's train step at batch 8 and 128 steps: 6.6 to 8.5
+# MiB). A rung keeps the largest peak of the first call (which also compiles) and of the
+# calls after it: at least one more, and more until they take RUNG_SECONDS, at most
+# MAX_CALLS in all.
+RUNG_SECONDS = 0.25
+MAX_CALLS = 8
 _MIB = 2**20
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Predicted peak bytes of one step, by kind; :attr:`total` is their sum.
+    """Peak bytes of one step, measured at a few batch sizes and read off a line.
 
     Attributes:
         batch_size: Sequences per step the estimate is for.
         seq_len: Time steps per sequence.
         train: A training step (else an inference call).
-        parameters: Every array the model holds (trainable or not).
-        gradients: One gradient per trainable parameter (0 for inference).
-        optimizer_state: The optimizer's per-parameter arrays (0 for inference).
-        inputs: The input batch and the targets (inference: the input).
-        activations: Values the time steps keep for the backward pass, and the stacked
-            cotangents of the input projections hoisted out of the loop (inference: the
-            input projections and outputs of all steps).
-        workspace: Training: per-step gradients of the weights used inside the time
-            loop, summed only at the end (so it grows with ``seq_len``), and the
-            optimizer update's new arrays and temporaries (independent of the batch).
-            Inference: the arrays of one time step and the constants the cell derives
-            from its parameters.
-        per_sample: Bytes each sequence of the batch adds to :attr:`total` (the
-            estimate is exactly linear in the batch size at a given ``seq_len``).
+        parameters: Every array the model holds (exact).
+        gradients: One gradient per trainable parameter (exact; 0 for inference).
+        optimizer_state: The optimizer's arrays (exact; 0 for inference).
+        fixed: Bytes that do not grow with the batch, the three above included.
+        per_sample: Bytes each sequence of the batch adds.
+        measured: ``(batch_size, peak_bytes)`` of every rung measured, smallest first;
+            ``fixed`` and ``per_sample`` are the line through the last two.
     """
 
     batch_size: int
@@ -118,46 +90,53 @@ class MemoryEstimate:
     parameters: int
     gradients: int
     optimizer_state: int
-    inputs: int
-    activations: int
-    workspace: int
+    fixed: float
     per_sample: float
+    measured: tuple[tuple[int, int], ...]
 
     @property
     def total(self) -> int:
-        """Predicted peak bytes."""
-        return (
-            self.parameters
-            + self.gradients
-            + self.optimizer_state
-            + self.inputs
-            + self.activations
-            + self.workspace
-        )
+        """Estimated peak bytes at :attr:`batch_size`."""
+        return self.bytes_at(self.batch_size)
 
     @property
-    def fixed(self) -> float:
-        """Bytes that do not depend on the batch size."""
-        return self.total - self.per_sample * self.batch_size
+    def extrapolated(self) -> bool:
+        """Whether :attr:`batch_size` lies beyond the batch sizes measured."""
+        return self.batch_size > self.measured[-1][0]
+
+    def bytes_at(self, batch_size: int) -> int:
+        """Estimated peak bytes at another batch size (same ``seq_len``)."""
+        return round(self.fixed + self.per_sample * batch_size)
 
     def largest_batch_size(self, budget: int) -> int:
-        """The largest batch (same ``seq_len``) whose estimate fits ``budget``; 0 if none."""
-        # Each of the six terms of total is rounded to a byte: allow for that.
-        return max(0, math.floor((budget - self.fixed - 4) / self.per_sample))
+        """The largest batch (same ``seq_len``) whose estimate fits ``budget``; 0 if none.
+
+        Far beyond the batch sizes measured this is an extrapolation (for a small CfC from
+        batch 16 to 2900, 16% under its measured peak): :func:`check_memory` at that
+        batch size, with ``budget``, measures up to half of it.
+        """
+        largest = max(0, math.floor((budget - self.fixed) / self.per_sample))
+        while largest > 0 and self.bytes_at(largest) > budget:  # float rounding
+            largest -= 1
+        return largest
 
     def __str__(self) -> str:
         kind = "training step" if self.train else "inference call"
-        rows = [
-            ("parameters", self.parameters),
-            ("gradients", self.gradients),
-            ("optimizer state", self.optimizer_state),
-            ("inputs/targets", self.inputs),
-            ("activations", self.activations),
-            ("workspace", self.workspace),
+        sizes = ", ".join(str(b) for b, _ in self.measured)
+        other = self.fixed - self.parameters - self.gradients - self.optimizer_state
+        rows = [("parameters", self.parameters)]
+        if self.train:
+            rows += [("gradients", self.gradients), ("optimizer state", self.optimizer_state)]
+        rows += [
+            ("other fixed", other),
+            (f"{self.batch_size} x per sample", self.batch_size * self.per_sample),
+            ("total", self.total),
         ]
-        lines = [f"Peak memory of one {kind}, batch {self.batch_size} x {self.seq_len} steps:"]
-        lines += [f"  {name:<16}{_mib(value):>12}" for name, value in rows]
-        lines.append(f"  {'total':<16}{_mib(self.total):>12}")
+        lines = [
+            f"Peak memory of one {kind}, batch {self.batch_size} x {self.seq_len} steps "
+            f"(measured at batch sizes {sizes}):"
+        ]
+        lines += [f"  {name:<20}{_mib(value):>12}" for name, value in rows]
         return "\n".join(lines)
 
 
@@ -165,177 +144,223 @@ def _mib(nbytes: float) -> str:
     return f"{nbytes / _MIB:.2f} MiB"
 
 
-# --- structure of the model -------------------------------------------------------------
+def _nbytes(tree: Any) -> int:
+    return sum(leaf.nbytes for _, leaf in tree_flatten(tree) if isinstance(leaf, mx.array))
 
 
-def _synapse_grid(model: RNN) -> tuple[int, int]:
-    """LTC synapse slots evaluated per sample and time step: (sensory, recurrent).
+# --- measuring ---------------------------------------------------------------------------
 
-    An LTC evaluates every slot of the bounding box of its synapses (see
-    :func:`~ncps_mlx.cells.ltc.synapse_box`), not just the existing synapses that the
-    traffic model counts, and keeps several arrays of that size per evaluation.
+
+class _Probe:
+    """Compiled steps (or inference calls) on copies of a model and an optimizer, and the
+    peak memory of calls on random batches shaped as the real ones.
+
+    The copies start from the caller's arrays (MLX arrays are immutable) and replace them
+    in the copies only, so the caller's model and optimizer stay as they were.
     """
-    cell = model.rnn_cell
-    if not isinstance(cell, LTCCell):
-        return 0, 0
-    # A fused step keeps no grid: its backward pass recomputes the unfolds.
-    recurrent = 0 if _runs_fused(cell) else cell.field_evaluations * cell.synapse_slots
-    return cell.sensory_synapse_slots, recurrent
+
+    def __init__(
+        self,
+        model: RNN,
+        optimizer: optim.Optimizer,
+        seq_len: int,
+        *,
+        train: bool,
+        timespans: bool,
+        mask: bool,
+        loss_fn: LossFn = LOSSES["mse"],
+    ):
+        self.model = copy.deepcopy(model)
+        self.layout = (seq_len, train, timespans, mask)
+        state = None
+        if train:
+            self.model.train()  # as fit trains: with dropout, if any
+            optimizer = copy.deepcopy(optimizer)
+            optimizer.init(self.model.trainable_parameters())
+            self.step = make_train_step(self.model, optimizer, loss_fn)
+            state = optimizer.state
+        else:
+            self.step = make_predict(self.model)
+        mx.eval(self.model.parameters(), state)
+        # Updates replace these arrays by ones of the same sizes.
+        self.parameter_bytes = _nbytes(self.model.parameters())
+        self.optimizer_bytes = _nbytes(state)
+
+    def batch(self, batch_size: int, *, evaluate: bool = True) -> tuple:
+        """``(x, y, timespans, mask)`` laid out as the model takes them; ``y`` (float
+        targets of the output's shape) ``None`` for inference."""
+        model, (seq_len, train, timespans, mask) = self.model, self.layout
+        # A key of its own: the caller's random state is not drawn from.
+        x_key, y_key, dt_key = mx.random.split(mx.random.key(0), 3)
+        lead = (batch_size, seq_len) if model.batch_first else (seq_len, batch_size)
+        x = mx.random.normal(lead + (model.input_size,), dtype=model.dtype, key=x_key)
+        y_lead = lead if model.return_sequences else (batch_size,)
+        y = mx.random.normal(y_lead + (model.output_size,), dtype=model.dtype, key=y_key)
+        dt = mx.random.uniform(0.5, 1.5, lead, dtype=model.dtype, key=dt_key)
+        batch = (x, y if train else None, dt if timespans else None)
+        batch += (mx.ones(lead, dtype=mx.bool_) if mask else None,)
+        if evaluate:
+            mx.eval(batch)
+        return batch
+
+    def run(self, batch: tuple) -> None:
+        """One step (or inference call) on ``batch``, evaluated."""
+        x, y, dt, mask = batch
+        if y is not None:
+            self.step(x, y, dt, mask)
+        else:
+            mx.eval(self.step(x, None, dt, mask))
+
+    def peak(self, batch: tuple) -> int:
+        """Peak bytes of calls on ``batch`` (see :data:`RUNG_SECONDS`): what a call
+        allocates beyond what was live, plus what it holds throughout (the parameters,
+        the optimizer's state and the batch)."""
+        # Cached buffers are handed out for smaller requests and counted whole: without
+        # this the peak would depend on what ran before.
+        mx.clear_cache()
+        with _no_garbage_collection():
+            peak = self._call_peak(batch)  # compiles
+            start = time.perf_counter()
+            for _ in range(MAX_CALLS - 1):
+                peak = max(peak, self._call_peak(batch))
+                if time.perf_counter() - start >= RUNG_SECONDS:
+                    break
+        return peak + self.parameter_bytes + self.optimizer_bytes + _nbytes(batch)
+
+    def _call_peak(self, batch: tuple) -> int:
+        live = mx.get_active_memory()
+        mx.reset_peak_memory()
+        self.run(batch)
+        return mx.get_peak_memory() - live
+
+    def measure(self, batch_size: int) -> int:
+        """Peak bytes of a call at ``batch_size``."""
+        return self.peak(self.batch(batch_size))
+
+    def batch_bytes_per_sample(self) -> int:
+        """Bytes of one sequence of a batch (nothing is computed)."""
+        return _nbytes(self.batch(1, evaluate=False))
 
 
-def _synapse_values(model: RNN) -> int:
-    """The per-synapse values among :func:`activation_elements` (an LTC's conductances)."""
-    cell = model.rnn_cell
-    if not isinstance(cell, LTCCell):
-        return 0
-    return cell.sensory_synapse_count + cell.field_evaluations * cell.synapse_count
+@contextlib.contextmanager
+def _no_garbage_collection() -> Iterator[None]:
+    """Keep Python's cycle collector from freeing arrays (say, of an earlier model) during
+    a measured call, which would lower its peak below what was live before it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
-def _cfc_first_width(cell: CfCCell) -> int:
-    """Outputs of a CfC cell's first layer (the one its ``project`` computes)."""
-    return cell.backbone_units if cell.backbone else len(cell.head_names) * cell.hidden_size
+def _ladder(batch_size: int) -> list[int]:
+    """Batch sizes to measure, smallest first: ``batch_size`` and the rungs below it, each
+    :data:`RUNG_RATIO` times smaller, down to two of at most :data:`FIRST_RUNGS_MAX`."""
+    if batch_size == 1:
+        return [1, 2]
+    rungs = [batch_size]
+    while len(rungs) < 2 or rungs[-2] > FIRST_RUNGS_MAX:
+        rungs.append(-(-rungs[-1] // RUNG_RATIO))
+    return rungs[::-1]
 
 
-def _cfc_loop_weights(cell: CfCCell, projected_outside: bool) -> int:
-    """Weight elements a CfC cell multiplies inside the time loop."""
-    first = _cfc_first_width(cell)
-    inputs = cell.hidden_size if projected_outside else cell.input_size + cell.hidden_size
-    weights = inputs * first
-    if cell.backbone:
-        weights += sum(layer.weight.size for layer in cell.backbone[1:])
-        weights += cell.backbone_units * len(cell.head_names) * cell.hidden_size
-    return weights
+def _line(
+    low: tuple[int, int], high: tuple[int, int], min_per_sample: float
+) -> tuple[float, float]:
+    """``(fixed, per_sample)`` of the line through two measurements.
 
-
-def _hoisted_width(model: RNN) -> int:
-    """Values per sample and step of the input projections computed before the loop."""
-    cell = model.rnn_cell
-    if isinstance(cell, WiredCfCCell):
-        width = _cfc_first_width(cell.layers[0])
-    elif isinstance(cell, CfCCell):
-        width = _cfc_first_width(cell)
-    elif isinstance(cell, LTCCell):
-        width = 2 * cell.state_size  # sensory numerator and denominator
-    else:
-        raise TypeError(f"no memory model for {type(cell).__name__}")
-    return width + (4 * model.state_size if model.mixed_memory else 0)
-
-
-def _loop_weights(model: RNN) -> int:
-    """Weight elements multiplied inside the time loop (each step adds a gradient).
-
-    The LTC uses its synapse parameters elementwise; their per-step gradients are reduced
-    as they come and do not pile up, so it has none here (its mixed-memory LSTM has).
+    The slope is at least the batch's own bytes per sample: at small batches the noise of
+    the peaks can exceed what a sequence adds.
     """
-    cell = model.rnn_cell
-    if isinstance(cell, WiredCfCCell):
-        weights = sum(_cfc_loop_weights(layer, i == 0) for i, layer in enumerate(cell.layers))
-    elif isinstance(cell, CfCCell):
-        weights = _cfc_loop_weights(cell, projected_outside=True)
-    else:
-        weights = 0
-    if model.mixed_memory:
-        weights += 4 * model.state_size**2  # the LSTM's recurrent map
-    return weights
+    per_sample = max((high[1] - low[1]) / (high[0] - low[0]), min_per_sample)
+    return high[1] - per_sample * high[0], per_sample
 
 
-# --- the estimate -----------------------------------------------------------------------
+def _climb(probe: _Probe, rungs: list[int], budget: int) -> list[tuple[int, int]]:
+    """Measure the two lowest rungs, then climb while the line through the last two says
+    the next rung fits in :data:`HEADROOM` of ``budget``, jumping to the top rung when
+    the line says it fits in :data:`JUMP_HEADROOM`. Where a rung does not fit, measure
+    the largest batch size that does, if at least twice the last one, and stop."""
+    floor = probe.batch_bytes_per_sample()
+    measured = [(b, probe.measure(b)) for b in rungs[:2]]
+    rest = rungs[2:]
+    while rest:
+        fixed, per_sample = _line(measured[-2], measured[-1], floor)
+        if fixed + per_sample * rest[-1] <= JUMP_HEADROOM * budget:
+            rest = rest[-1:]
+        rung = rest.pop(0)
+        affordable = math.floor((HEADROOM * budget - fixed) / per_sample)
+        if affordable < rung:
+            if affordable >= 2 * measured[-1][0]:
+                measured.append((affordable, probe.measure(affordable)))
+            break
+        measured.append((rung, probe.measure(rung)))
+    return measured
 
 
 def estimate_memory(
-    model: RNN, batch_size: int, seq_len: int, *, train: bool = True, optimizer_slots: int = 2
+    model: RNN,
+    batch_size: int,
+    seq_len: int,
+    *,
+    train: bool = True,
+    optimizer: optim.Optimizer | None = None,
+    timespans: bool = False,
+    mask: bool = False,
+    budget: int | None = None,
 ) -> MemoryEstimate:
-    """Predict the peak memory of one compiled step, without computing anything.
+    """Measure the peak memory of one compiled step at ``batch_size``, or extrapolate it.
+
+    Runs compiled steps on copies of the model and optimizer at two or three batch sizes
+    up to ``batch_size`` (more when it does not fit in a tenth of ``budget``; see the
+    module docstring); the caller's model, optimizer and MLX's random state are left as
+    they were. This empties MLX's buffer cache and resets its peak memory counter.
 
     Args:
-        model: A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC`.
+        model: The layer (any cell type).
         batch_size: Sequences per step.
         seq_len: Time steps per sequence.
-        train: A training step of :func:`~ncps_mlx.training.make_train_step`; else a
-            call of :func:`~ncps_mlx.training.make_predict`.
-        optimizer_slots: Arrays the optimizer keeps per parameter (Adam 2, SGD 1, Lion 1).
+        train: A training step of :func:`~ncps_mlx.training.make_train_step` (mean
+            squared error on float targets of the output's shape); else a call of
+            :func:`~ncps_mlx.training.make_predict`.
+        optimizer: The optimizer that will train (copied; its state counts).
+            Default: ``Adam``.
+        timespans: The batches come with timespans.
+        mask: The batches come with a mask.
+        budget: Bytes a step may use; no batch size measured is predicted to need more
+            than half of it. Default: :func:`default_memory_budget`.
 
     Returns:
         The :class:`MemoryEstimate`; ``str()`` of it is a table in MiB.
 
     Raises:
-        ValueError: A size that is not a positive integer.
+        ValueError: A size that is not a positive integer, or a budget below one byte.
     """
-    check_positive_int("estimate_memory", "batch_size", batch_size)
-    check_positive_int("estimate_memory", "seq_len", seq_len)
-    check_positive_int("estimate_memory", "optimizer_slots", optimizer_slots, low=0)
-    terms = _terms(model, batch_size, seq_len, train, optimizer_slots)
-    fixed = sum(_terms(model, 0, seq_len, train, optimizer_slots).values())
+    check_int("estimate_memory", "batch_size", batch_size)
+    check_int("estimate_memory", "seq_len", seq_len)
+    budget = _resolve_budget("estimate_memory", budget)
+    optimizer = optimizer if optimizer is not None else optim.Adam(learning_rate=1e-3)
+    key = mx.random.state[0]
+    try:
+        probe = _Probe(model, optimizer, seq_len, train=train, timespans=timespans, mask=mask)
+        measured = _climb(probe, _ladder(batch_size), budget)
+    finally:
+        set_random_key(key)  # a compiled step carries the key through
+    fixed, per_sample = _line(measured[-2], measured[-1], probe.batch_bytes_per_sample())
+    trainable = _nbytes(model.trainable_parameters()) if train else 0
     return MemoryEstimate(
         batch_size=batch_size,
         seq_len=seq_len,
         train=train,
-        **{name: round(value) for name, value in terms.items()},
-        per_sample=(sum(terms.values()) - fixed) / batch_size,
+        parameters=_nbytes(model.parameters()),
+        gradients=trainable,
+        optimizer_state=probe.optimizer_bytes,
+        fixed=fixed,
+        per_sample=per_sample,
+        measured=tuple(measured),
     )
-
-
-def _terms(model: RNN, batch: int, seq_len: int, train: bool, slots: int) -> dict[str, float]:
-    """The estimate's bytes by kind; every term is constant or proportional to ``batch``."""
-    itemsize = model.dtype.size
-    tokens = batch * seq_len
-    terms = {
-        "parameters": sum(value.nbytes for _, value in tree_flatten(model.parameters())),
-        "inputs": tokens * model.input_size * itemsize,
-    }
-    if not train:
-        return terms | _inference_terms(model, batch, seq_len)
-    trainable = parameter_count(model) * itemsize
-    targets = (tokens if model.return_sequences else batch) * model.output_size * itemsize
-    return terms | {
-        "gradients": trainable,
-        "optimizer_state": slots * trainable,
-        "inputs": terms["inputs"] + targets,
-        "activations": tokens * _step_values(model) * itemsize,
-        "workspace": _LOOP_GRADIENT_SHARE * seq_len * _loop_weights(model) * itemsize
-        + (slots + _UPDATE_TEMPORARIES) * trainable,
-    }
-
-
-def activation_elements(model: RNN) -> int:  # temporary: replaced by a measurement
-    return layer_footprint(model).saved_values + model.output_size
-
-
-def _runs_fused(cell) -> bool:  # temporary: replaced by a measurement
-    from .. import kernels
-
-    return kernels.graph_stepper(cell) is not None
-
-
-def _step_values(model: RNN) -> float:
-    """Values per sample and time step a compiled training step holds at its peak."""
-    sensory, recurrent = _synapse_grid(model)
-    values = activation_elements(model) - _synapse_values(model) + _hoisted_width(model)
-    cell = model.rnn_cell
-    if isinstance(cell, LTCCell) and _runs_fused(cell):
-        grids = _FUSED_SENSORY_VALUES_PER_SLOT * sensory
-    else:
-        grids = _GRID_VALUES_PER_SLOT * (sensory + recurrent)
-    return _STEP_VALUES_PER_ELEMENT * values + grids
-
-
-def _inference_terms(model: RNN, batch: int, seq_len: int) -> dict[str, float]:
-    itemsize = model.dtype.size
-    sensory, recurrent = _synapse_grid(model)
-    hoisted = _hoisted_width(model)
-    # The projections of all steps, and the outputs (a list of steps, then stacked).
-    per_step = hoisted + _INFERENCE_SENSORY_VALUES * sensory
-    outputs = 2 * model.output_size * seq_len if model.return_sequences else model.output_size
-    one_step = _INFERENCE_GRID_VALUES * recurrent + _INFERENCE_STEP_VALUES * (
-        hoisted + 4 * model.state_size
-    )
-    derived = _INFERENCE_DERIVED_COPIES * parameter_count(model) * itemsize
-    return {
-        "gradients": 0,
-        "optimizer_state": 0,
-        "activations": batch * (seq_len * per_step + outputs) * itemsize,
-        "workspace": batch * one_step * itemsize + derived,
-    }
 
 
 # --- the budget -------------------------------------------------------------------------
@@ -350,12 +375,7 @@ def default_memory_budget(fraction: float = HOST_MEMORY_FRACTION) -> int:
     Raises:
         ValueError: ``fraction`` outside (0, 1].
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise ValueError(
-            f"[default_memory_budget] 'fraction' must be a number but got {fraction!r}"
-        )
-    if not 0 < fraction <= 1:
-        raise ValueError(f"[default_memory_budget] 'fraction' must be in (0, 1] but got {fraction}")
+    check_number("default_memory_budget", "fraction", fraction, above=0, high=1)
     if mx.metal.is_available():
         return int(_metal_device_info()["max_recommended_working_set_size"])
     return int(_available_host_memory() * fraction)
@@ -388,7 +408,9 @@ def check_memory(
     *,
     budget: int | None = None,
     train: bool = True,
-    optimizer_slots: int = 2,
+    optimizer: optim.Optimizer | None = None,
+    timespans: bool = False,
+    mask: bool = False,
 ) -> MemoryEstimate:
     """Raise before training when a step would not fit in the memory budget.
 
@@ -398,10 +420,12 @@ def check_memory(
         seq_len: Time steps per sequence.
         budget: Bytes a step may use. Default: :func:`default_memory_budget`.
         train: A training step; else an inference call.
-        optimizer_slots: Arrays the optimizer keeps per parameter (Adam 2).
+        optimizer: The optimizer that will train (copied). Default: ``Adam``.
+        timespans: The batches come with timespans.
+        mask: The batches come with a mask.
 
     Returns:
-        The estimate, when it fits.
+        The :func:`estimate_memory`, when it fits.
 
     Raises:
         MemoryBudgetError: The estimate exceeds the budget; the message names the largest
@@ -410,7 +434,14 @@ def check_memory(
     """
     budget = _resolve_budget("check_memory", budget)
     estimate = estimate_memory(
-        model, batch_size, seq_len, train=train, optimizer_slots=optimizer_slots
+        model,
+        batch_size,
+        seq_len,
+        train=train,
+        optimizer=optimizer,
+        timespans=timespans,
+        mask=mask,
+        budget=budget,
     )
     if estimate.total > budget:
         raise MemoryBudgetError(_over_budget_message(estimate, budget))
@@ -420,20 +451,20 @@ def check_memory(
 def _resolve_budget(owner: str, budget: float | None) -> int:
     if budget is None:
         return default_memory_budget()
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 1:
-        raise ValueError(f"[{owner}] 'budget' must be a number of bytes >= 1 but got {budget!r}")
-    return int(budget)
+    return int(check_number(owner, "budget", budget, low=1))  # bytes
 
 
 def _over_budget_message(estimate: MemoryEstimate, budget: int) -> str:
     kind = "training step" if estimate.train else "inference call"
+    sizes = " and ".join(str(b) for b, _ in estimate.measured[-2:])
+    how = f"extrapolated from batch sizes {sizes}" if estimate.extrapolated else "measured"
     head = (
         f"a {kind} of batch_size={estimate.batch_size}, seq_len={estimate.seq_len} needs "
-        f"about {_mib(estimate.total)} but the memory budget is {_mib(budget)}"
+        f"about {_mib(estimate.total)} ({how}) but the memory budget is {_mib(budget)}"
     )
     largest = estimate.largest_batch_size(budget)
     if largest >= 1:
-        fix = f"the largest batch_size that fits is {largest}; use it or smaller"
+        fix = f"the largest batch_size that fits is about {largest}; use it or smaller"
     else:
         fix = "no batch_size fits at this sequence length"
     return (
@@ -451,9 +482,8 @@ class BatchTrial:
     """One candidate of :func:`find_batch_size`.
 
     ``samples_per_second`` and ``peak_bytes`` are ``None`` when the candidate was not run
-    (its estimate did not fit). ``peak_bytes`` is MLX's peak active memory during the
-    trial above what was live before it, plus the model's parameters, so it compares
-    with ``estimated_bytes``.
+    (its estimate did not fit). ``peak_bytes`` is the peak measured as
+    :func:`estimate_memory` measures it, so it compares with ``estimated_bytes``.
     """
 
     batch_size: int
@@ -500,10 +530,12 @@ def find_batch_size(
 ) -> BatchSizeSearch:
     """Pick the batch size that trains fastest among those that fit the memory budget.
 
-    Candidates whose estimate exceeds the budget are not run. Each other one trains a
-    copy of the model (the caller's parameters stay as they are) with a fresh optimizer
-    on random data: one step that compiles, then ``steps`` timed steps. The choice is
-    the highest samples per second. This resets MLX's peak memory counter.
+    One :func:`estimate_memory` at the largest candidate gives every candidate's
+    estimate; candidates whose estimate exceeds the budget are not run. Each other one
+    trains a copy of the model (the caller's model and MLX's random state stay as they
+    are) with a fresh optimizer on random data: one step that compiles, then ``steps``
+    timed steps. The choice is the highest samples per second. This empties MLX's buffer
+    cache and resets its peak memory counter.
 
     Args:
         model: The layer to be trained.
@@ -526,29 +558,39 @@ def find_batch_size(
         ValueError: ``seq_len``, ``steps``, ``budget`` or a candidate that is not a
             positive integer, or no candidates.
     """
-    check_positive_int("find_batch_size", "seq_len", seq_len)
-    check_positive_int("find_batch_size", "steps", steps)
+    check_int("find_batch_size", "seq_len", seq_len)
+    check_int("find_batch_size", "steps", steps)
     candidates = _check_candidates(candidates)
     budget = _resolve_budget("find_batch_size", budget)
     make_optimizer = make_optimizer or (lambda: optim.Adam(learning_rate=1e-3))
-    slots = _optimizer_slots(model, make_optimizer())
-    estimates = {b: estimate_memory(model, b, seq_len, optimizer_slots=slots) for b in candidates}
-    fitting = [b for b in candidates if estimates[b].total <= budget]
+    estimate = estimate_memory(
+        model,
+        candidates[-1],
+        seq_len,
+        optimizer=make_optimizer(),
+        timespans=timespans,
+        budget=budget,
+    )
+    fitting = [b for b in candidates if estimate.bytes_at(b) <= budget]
     if not fitting:
-        smallest = estimates[min(candidates)]
+        smallest = replace(estimate, batch_size=candidates[0])
         raise MemoryBudgetError(
             f"none of the batch sizes {list(candidates)} fits: "
             + _over_budget_message(smallest, budget)
         )
     trials = []
-    for b in candidates:
-        if b in fitting:
-            speed, peak = _time_candidate(
-                model, b, seq_len, loss_fn, make_optimizer, steps, timespans
-            )
-            trials.append(BatchTrial(b, estimates[b].total, True, speed, peak))
-        else:
-            trials.append(BatchTrial(b, estimates[b].total, False))
+    key = mx.random.state[0]
+    try:
+        for b in candidates:
+            trial = BatchTrial(b, estimate.bytes_at(b), b in fitting)
+            if trial.fits:
+                speed, peak = _time_candidate(
+                    model, b, seq_len, loss_fn, make_optimizer(), steps, timespans
+                )
+                trial = replace(trial, samples_per_second=speed, peak_bytes=peak)
+            trials.append(trial)
+    finally:
+        set_random_key(key)
     best = max((t for t in trials if t.fits), key=lambda t: t.samples_per_second)
     return BatchSizeSearch(best.batch_size, budget, tuple(trials))
 
@@ -558,35 +600,8 @@ def _check_candidates(candidates: Sequence[int]) -> tuple[int, ...]:
     if not candidates:
         raise ValueError("[find_batch_size] 'candidates' must hold at least one batch size")
     for candidate in candidates:
-        check_positive_int("find_batch_size", "candidates item", candidate)
+        check_int("find_batch_size", "candidates item", candidate)
     return tuple(sorted(set(candidates)))
-
-
-def _optimizer_slots(model: RNN, optimizer: optim.Optimizer) -> int:
-    """Arrays the optimizer keeps per parameter, read from its initialised state."""
-    optimizer.init(model.trainable_parameters())
-    # Scalars (the step count, the learning rate) are not per parameter.
-    state = sum(v.size for _, v in tree_flatten(optimizer.state) if v.ndim > 0)
-    return math.ceil(state / max(1, parameter_count(model)))
-
-
-def _copy_model(model: RNN) -> RNN:
-    # Arrays are immutable: the copy starts from the same ones, and its updates replace
-    # them in the copy only.
-    copy = model_from_config(model.get_config())
-    copy.update(model.parameters())
-    copy.train(model.training)
-    return copy
-
-
-def _random_batch(model: RNN, batch_size: int, seq_len: int, timespans: bool) -> tuple:
-    """Random inputs, float targets and optionally timespans, laid out as the model takes them."""
-    lead = (batch_size, seq_len) if model.batch_first else (seq_len, batch_size)
-    x = mx.random.normal(lead + (model.input_size,), dtype=model.dtype)
-    y_lead = lead if model.return_sequences else (batch_size,)
-    y = mx.random.normal(y_lead + (model.output_size,), dtype=model.dtype)
-    dt = mx.random.uniform(0.5, 1.5, lead, dtype=model.dtype) if timespans else None
-    return x, y, dt
 
 
 def _time_candidate(
@@ -594,23 +609,17 @@ def _time_candidate(
     batch_size: int,
     seq_len: int,
     loss_fn: LossFn,
-    make_optimizer: Callable[[], optim.Optimizer],
+    optimizer: optim.Optimizer,
     steps: int,
     timespans: bool,
 ) -> tuple[float, int]:
     """Samples per second of ``steps`` compiled train steps, and the peak bytes."""
-    live = mx.get_active_memory()  # the copy shares the model's arrays until updated
-    mx.reset_peak_memory()
-    copy = _copy_model(model)
-    optimizer = make_optimizer()
-    optimizer.init(copy.trainable_parameters())
-    x, y, dt = _random_batch(copy, batch_size, seq_len, timespans)
-    mx.eval(x, y, dt, optimizer.state)
-    step = make_train_step(copy, optimizer, loss_fn)
-    step(x, y, dt)  # compiles
+    probe = _Probe(
+        model, optimizer, seq_len, train=True, timespans=timespans, mask=False, loss_fn=loss_fn
+    )
+    batch = probe.batch(batch_size)
+    peak = probe.peak(batch)  # the first call compiles
     start = time.perf_counter()
     for _ in range(steps):
-        step(x, y, dt)
-    seconds = time.perf_counter() - start
-    held = sum(value.nbytes for _, value in tree_flatten(model.parameters()))
-    return batch_size * steps / seconds, mx.get_peak_memory() - live + held
+        probe.run(batch)
+    return batch_size * steps / (time.perf_counter() - start), peak
