@@ -17,9 +17,11 @@ Run: ``python -m benchmarks.memory_table [--batch-sizes 8 32 128 256] [--seq-len
 
 import argparse
 import gc
+import re
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -36,6 +38,27 @@ from .workloads import INPUT_SIZE, MODELS, build_mlx
 TABLE_MODELS: dict[str, tuple[str, Callable[[], Any]]] = {
     name: (spec.describe(), partial(build_mlx, spec)) for name, spec in MODELS.items()
 }
+GUIDE = Path(__file__).parents[1] / "docs" / "guide" / "custom_cells.md"
+
+
+def guide_cell() -> type:
+    """The cell of the guide "Writing your own cell" (its first sample), defined there once."""
+    sample = re.search(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S).group(1)
+    namespace: dict[str, Any] = {}
+    exec(compile(sample, str(GUIDE), "exec"), namespace)
+    return namespace["ContinuousGRUCell"]
+
+
+def _custom_model() -> Any:
+    from ncps_mlx import RNN
+
+    return RNN(guide_cell()(INPUT_SIZE, 64), proj_size=8)
+
+
+TABLE_MODELS["custom_gru"] = (
+    f"RNN(ContinuousGRUCell({INPUT_SIZE}, 64), proj_size=8), the custom-cell guide's",
+    _custom_model,
+)
 BATCH_SIZES = (8, 32, 128, 256)
 SEQ_LEN = 128
 MODES = ("train", "inference")

@@ -22,9 +22,11 @@ def validate_config(
 ) -> Config:
     """Check a parsed config completely and resolve its defaults.
 
-    Nothing is computed or written. The data is inspected only as far as cheap: a
-    generated task is drawn once at one sequence, a shipped UEA set is loaded (they are
-    small), an ``.npz`` file's array headers and integer labels are read.
+    Nothing is written and nothing is trained. The data is inspected only as far as
+    cheap: a generated task is drawn once at one sequence, a shipped UEA set is loaded
+    (they are small), an ``.npz`` file's array headers and integer labels are read. The
+    model is built, and its training step run on a copy at a few batch sizes to measure
+    the memory it needs (:func:`~ncps_mlx.training.estimate_memory`).
 
     Args:
         raw: What :func:`load_config` returned.
