@@ -54,7 +54,8 @@ def validate_config(
         training = validate_training(Table("training", sections["training"], problems), info)
     if sections["output"] is not None:
         output = validate_output(Table("output", sections["output"], problems))
-    if built is not None and training is not None:
+    if built is not None and training is not None and not problems:
+        # Last, and only for an otherwise valid config: it runs the training step.
         _check_memory(built, training, info, problems)
     if problems:
         raise ConfigError(problems, source)
