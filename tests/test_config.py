@@ -11,10 +11,10 @@ import pytest
 from ncps_mlx import CfC, cli, config, datasets, load
 from ncps_mlx.config import ConfigError, TrainingConfig, load_config, read_config, validate_config
 from ncps_mlx.config._fields import keys_of
-from ncps_mlx.config.reference import SECTIONS, key_table
 from ncps_mlx.training import EarlyStopping
 from ncps_mlx.training.fit import check_data
 from ncps_mlx.training.losses import LOSSES
+from tests.config_reference import SECTIONS, key_table
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "run-configs.md"
@@ -313,7 +313,7 @@ def test_the_guide_holds_the_key_tables_the_schema_makes():
     page = GUIDE.read_text()
     for name, cls in SECTIONS.items():
         table = key_table(cls)
-        assert table in page, f"{name} is stale: python -m ncps_mlx.config.reference"
+        assert table in page, f"{name} is stale: python -m tests.config_reference"
         for field, option in keys_of(cls):
             assert f"| `{field.name}` |" in table and option.doc, (name, field.name)
     training = key_table(TrainingConfig)

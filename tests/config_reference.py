@@ -2,7 +2,7 @@
 
 The guide holds these tables verbatim and a test compares them, so the documentation
 lists exactly the keys, defaults and bounds that validation checks. After changing the
-schema, print the new tables with ``python -m ncps_mlx.config.reference``.
+schema, print the new tables with ``python -m tests.config_reference``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from ._fields import (
+from ncps_mlx.config._fields import (
     KIND_NAMES,
     Option,
     bounds_text,
@@ -20,7 +20,7 @@ from ._fields import (
     keys_of,
     unwrap_optional,
 )
-from .resolved import (
+from ncps_mlx.config.resolved import (
     Config,
     DataConfig,
     EarlyStoppingConfig,
