@@ -315,7 +315,8 @@ class LTCCell(WiredCell):
         """The sensory synapses' sums, which depend on the input only: for ``x``
         (..., B, F), two neuron-major arrays (N, ..., 1, B) with the leading axes reversed
         (for a sequence (B, T, F): (N, T, 1, B); for a step (B, F): (N, 1, B))."""
-        v = mx.transpose(self.map_inputs(x))  # (F, ..., B)
+        x = self.map_inputs(x)
+        v = mx.transpose(x if x.ndim > 1 else x[None])  # (F, ..., B); one sample is B = 1
         shape = (self.state_size, *v.shape[1:-1], 1, v.shape[-1])
         if consts["sensory"] is None:
             return mx.zeros(shape, v.dtype), mx.zeros(shape, v.dtype)
