@@ -9,6 +9,3 @@ from .lstm import LSTMCell as LSTMCell
 from .ltc import LTCCell as LTCCell
 from .solvers import SOLVERS as SOLVERS
 from .wired_cfc import WiredCfCCell as WiredCfCCell
-
-for _builtin in (CfCCell, WiredCfCCell, LTCCell):
-    register_cell(_builtin)

@@ -11,7 +11,7 @@ import numpy as np
 from .. import ops
 from .._checks import check_choice, check_int, check_number
 from .activations import ACTIVATIONS
-from .base import Cell, Consts, Footprint
+from .base import Cell, Consts, Footprint, register_cell
 
 CfCMode = Literal["default", "pure", "no_gate"]
 #: The CfC modes; the order is the fused kernels' numbering.
@@ -42,6 +42,7 @@ def cfc_solution(
     return ff1 * (1.0 - gate) + gate * ff2
 
 
+@register_cell
 class CfCCell(Cell):
     r"""A `Closed-form Continuous-time <https://arxiv.org/abs/2106.13898>`_ cell.
 

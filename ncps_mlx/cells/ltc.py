@@ -11,7 +11,7 @@ from .. import ops
 from .._checks import check_choice, check_int, check_number
 from ..errors import WiringError, see
 from ..wirings import Wiring
-from .base import Consts, Footprint, WiredCell
+from .base import Consts, Footprint, WiredCell, register_cell
 from .solvers import FIELD_EVALUATIONS, SOLVERS
 
 Mapping = Literal["affine", "linear"] | None
@@ -126,6 +126,7 @@ def _neuron_major(a: mx.array) -> mx.array:
     return a.T[:, None] if a.ndim == 2 else a[:, None, None]
 
 
+@register_cell
 class LTCCell(WiredCell):
     r"""A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_
     cell on a wiring.

@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..wirings import Wiring
-from .base import Consts, Footprint, WiredCell
+from .base import Consts, Footprint, WiredCell, register_cell
 from .cfc import CfCCell, CfCMode
 
 
@@ -30,6 +30,7 @@ def layer_connectivity(wiring: Wiring, layer: int, strict: bool) -> np.ndarray:
     return np.concatenate([incoming, recurrent], axis=0)
 
 
+@register_cell
 class WiredCfCCell(WiredCell):
     """A CfC cell per wiring layer (inter, command, motor for an NCP).
 
