@@ -54,8 +54,7 @@ def validate_config(
         training = validate_training(Table("training", sections["training"], problems), info)
     if sections["output"] is not None:
         output = validate_output(Table("output", sections["output"], problems))
-    if built is not None and training is not None and not problems:
-        # Last, and only for an otherwise valid config: it runs the training step.
+    if built is not None and training is not None:
         _check_memory(built, training, info, problems)
     if problems:
         raise ConfigError(problems, source)
@@ -71,12 +70,16 @@ def _check_memory(model: RNN, training: TrainingConfig, info: DataInfo, problems
 
     budget = budget_bytes(training.memory_budget_mb)
     try:
+        optimizer = build_optimizer(training)
+    except (TypeError, ValueError):  # its problem is reported: Adam's state stands in
+        optimizer = None
+    try:
         check_memory(
             model,
             training.batch_size,
             info.seq_len,
             budget=budget,
-            optimizer=build_optimizer(training),
+            optimizer=optimizer,
             timespans=info.timespans,
             mask=info.mask,
         )
