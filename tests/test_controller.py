@@ -81,18 +81,16 @@ def test_direct_forms_reject_what_they_cannot_take():
     mx.eval(synapses)
     bad = dict(synapses, post=synapses["post"] + 7)
     mx.eval(bad)
-    with pytest.raises(ValueError, match="synapse index is out of range"):
+    with pytest.raises(ValueError, match=r"'post' holds index 1\d outside \[0, 7\)"):
         direct.ltc_step(*numpy(*per_neuron), bad, 2)
-    with pytest.raises(ValueError, match="the synapses must be \\(S,\\) vectors"):
+    with pytest.raises(ValueError, match=r"synapse 'mu' must be float32 of the indices' shape"):
         short = dict(synapses, mu=synapses["mu"][:3])
         mx.eval(short)
         direct.ltc_step(*numpy(*per_neuron), short, 2)
-    with pytest.raises(
-        ValueError, match="'v, cm, numerator, denominator' must be float32 of shape \\(2, 7\\)"
-    ):
+    with pytest.raises(ValueError, match="'cm' must be float32 of shape \\(2, 7\\)"):
         v, cm, n, d = numpy(*per_neuron)
         direct.ltc_step(v, cm[:, :3], n, d, synapses, 2)
-    with pytest.raises(ValueError, match="synapse index is out of range"):
+    with pytest.raises(ValueError, match=r"\[synapse_sums\] 'pre' holds index \d outside \[0, 3\)"):
         direct.synapse_sums(np.ones((2, 3), np.float32), synapses, neurons=7)
     with pytest.raises(ValueError, match="'c' must be float32 of shape \\(2, 4\\)"):
         zeros = np.zeros((2, 4), np.float32)

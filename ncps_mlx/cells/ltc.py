@@ -208,12 +208,14 @@ class LTCCell(WiredCell):
         self.sensory_erev = mx.array(sensory)
         self._sparsity_mask = mx.array(np.abs(adjacency))
         self._sensory_sparsity_mask = mx.array(np.abs(sensory))
+        # The synapses' (pre, post, flat) indices: wiring structure, kept out of the
+        # module's state so they are constants, never traced inputs, of a compiled step.
+        indices = {}
         for prefix, matrix in (("", adjacency), ("sensory_", sensory)):
             pre, post = np.nonzero(matrix)
-            setattr(self, f"_{prefix}synapse_pre", mx.array(pre.astype(np.int32)))
-            setattr(self, f"_{prefix}synapse_post", mx.array(post.astype(np.int32)))
-            flat = (pre * matrix.shape[1] + post).astype(np.int32)
-            setattr(self, f"_{prefix}synapse_flat", mx.array(flat))
+            flat = pre * matrix.shape[1] + post
+            indices[prefix] = tuple(a.astype(np.int32) for a in (pre, post, flat))
+        object.__setattr__(self, "_synapse_indices", indices)
         object.__setattr__(self, "_box", synapse_box(adjacency != 0))
         object.__setattr__(self, "_sensory_box", synapse_box(sensory != 0))
         if self.input_mapping is not None:
@@ -292,17 +294,15 @@ class LTCCell(WiredCell):
         """The recurrent (or, with ``sensory=True``, the sensory) synapses that exist,
         one entry each."""
         prefix = "sensory_" if sensory else ""
-
-        def index(name: str) -> mx.array:
-            return getattr(self, f"_{prefix}synapse_{name}")
+        pre, post, flat = (mx.array(index) for index in self._synapse_indices[prefix])
 
         def gather(name: str) -> mx.array:
-            return mx.take(getattr(self, prefix + name).reshape(-1), index("flat"))
+            return mx.take(getattr(self, prefix + name).reshape(-1), flat)
 
         # Gathered first: softplus (exp and log) only for the synapses that exist.
         w = self.constrain(gather("w"))
         sigma, mu, erev = gather("sigma"), gather("mu"), gather("erev")
-        return SynapseList(index("pre"), index("post"), sigma, mu, w, erev)
+        return SynapseList(pre, post, sigma, mu, w, erev)
 
     def map_inputs(self, x: Any) -> Any:
         """The input mapping of ``x`` (MLX or NumPy)."""

@@ -173,10 +173,12 @@ std::vector<Unit> units(
     int mode,
     int batch) {
   if (layout.empty() || layout.size() % 2)
-    throw std::invalid_argument("[cfc_step] 'layout' must be pairs (units, backbone layers)");
+    throw argument_error("cfc_step", "'layout' must be pairs (units, backbone layers)");
+  if (batch < 0)
+    throw argument_error("cfc_step", "'h' must be a (B, N) matrix");
   std::vector<Unit> chain;
-  int next = 0, state = 0;
-  int64_t cache = 0;
+  int next = 0;
+  int64_t state = 0, cache = 0;
   auto take = [&](int rows, int cols, const char* what) {
     if (next >= int(weights.size()))
       throw std::invalid_argument(std::string("[cfc_step] missing weight: ") + what);
@@ -197,9 +199,10 @@ std::vector<Unit> units(
     u.n = layout[p];
     u.layers = layout[p + 1];
     if (u.n < 1 || u.layers < 0)
-      throw std::invalid_argument("[cfc_step] 'layout' needs units >= 1, layers >= 0");
+      throw argument_error("cfc_step", "'layout' needs units >= 1, layers >= 0");
     u.in = chain.empty() ? 0 : chain.back().n;
-    u.heads = mode == kPure ? u.n : 4 * u.n;
+    // 64-bit and checked: 4 n overflows an int for a large enough n.
+    u.heads = int(checked_size("cfc_step", "a unit's heads", {mode == kPure ? 1 : 4, u.n}));
     // The first matrix's width: the backbone's, or the heads' without one.
     const int wh_at = next + (u.in ? 2 : 0);
     if (wh_at >= int(weights.size()) || weights[wh_at].ndim() != 2)
@@ -222,10 +225,14 @@ std::vector<Unit> units(
       u.tau = take(1, u.n, "w_tau");
       u.amp = take(1, u.n, "A");
     }
-    u.state = state;
+    u.state = int(state);
     u.cache = cache;
-    state += u.n;
-    cache += int64_t(batch) * (int64_t(u.layers) * u.width + u.heads);
+    state = checked_size("cfc_step", "the state", {state + u.n});
+    // Per sample: each backbone layer's pre-activations, then the heads.
+    const int64_t values = checked_size("cfc_step", "a unit's layers", {u.layers, u.width}) +
+        u.heads;
+    cache = checked_size("cfc_step", "the cache (B x values per sample)", {batch, values}) + cache;
+    checked_size("cfc_step", "the cache (B x values per sample)", {cache});
     chain.push_back(std::move(u));
   }
   if (next != int(weights.size()))
@@ -416,6 +423,30 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
   }
 }
 
+// The chain of a call, its arguments checked against it.
+std::vector<Unit> checked_chain(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation) {
+  if (mode < kDefault || mode > kNoGate || activation < kLecunTanh || activation > kGelu)
+    throw argument_error("cfc_step", "unknown mode or activation code");
+  const int batch = h.ndim() == 2 ? h.shape(0) : -1;
+  auto chain = units(layout, weights, mode, batch);
+  int width = 0;
+  for (const Unit& u : chain)
+    width += u.n;
+  if (batch < 1)
+    throw argument_error("cfc_step", "'h' must be (B, N) with B >= 1");
+  check_matrix("cfc_step", h, "h", batch, width);
+  check_matrix("cfc_step", projected, "projected", batch, chain.front().width);
+  check_matrix("cfc_step", dt, "dt", batch, 1);
+  return chain;
+}
+
 // What the forward and backward primitives share: the chain's layout, mode and
 // activation, and equivalence by them (for the compiler's common subexpressions).
 class Chain : public CPUPrimitive {
@@ -433,6 +464,12 @@ class Chain : public CPUPrimitive {
   std::vector<Unit> chain(const std::vector<mx::array>& inputs, int weights) const {
     const std::vector<mx::array> list(inputs.begin() + kInputs, inputs.begin() + weights);
     return units(layout_, list, mode_, inputs[1].shape(0));
+  }
+
+  // The chain of `inputs` (projected, h, dt, then `weights` of them in all), checked.
+  std::vector<Unit> checked(const std::vector<mx::array>& inputs, int weights) const {
+    const std::vector<mx::array> list(inputs.begin() + kInputs, inputs.begin() + weights);
+    return checked_chain(inputs[0], inputs[1], inputs[2], list, layout_, mode_, activation_);
   }
 
   std::vector<int> layout_;
@@ -456,6 +493,18 @@ class CfCStepBackward : public Chain {
   }
   std::shared_ptr<mx::Primitive> clone() override {
     return std::make_shared<CfCStepBackward>(stream(), layout_, mode_, activation_);
+  }
+  // Inputs: the primals, the forward's new state and cache, the state's cotangent.
+  void validate(const std::vector<mx::array>& in) override {
+    const int primals = int(in.size()) - 3;
+    const auto units = checked(in, primals);
+    const int batch = in[1].shape(0), width = in[1].shape(1);
+    check_matrix("cfc_step", in[primals], "new state", batch, width);
+    check_matrix("cfc_step", in[primals + 2], "cotangent", batch, width);
+    const mx::array& cache = in[primals + 1];
+    if (cache.ndim() != 1 || cache.shape(0) != cache_size(units, batch) ||
+        cache.dtype() != mx::float32)
+      throw argument_error("cfc_step", "the cache does not fit the chain");
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     std::vector<mx::Shape> shapes;
@@ -504,35 +553,14 @@ class CfCStep : public Chain {
   std::shared_ptr<mx::Primitive> clone() override {
     return std::make_shared<CfCStep>(stream(), layout_, mode_, activation_);
   }
+  void validate(const std::vector<mx::array>& in) override {
+    checked(in, int(in.size()));
+  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     const auto units = chain(inputs, int(inputs.size()));
     return {inputs[1].shape(), {int(cache_size(units, inputs[1].shape(0)))}};
   }
 };
-
-// The chain of a call, its arguments checked against it.
-std::vector<Unit> checked_chain(
-    const mx::array& projected,
-    const mx::array& h,
-    const mx::array& dt,
-    const std::vector<mx::array>& weights,
-    const std::vector<int>& layout,
-    int mode,
-    int activation) {
-  if (mode < kDefault || mode > kNoGate || activation < kLecunTanh || activation > kGelu)
-    throw std::invalid_argument("[cfc_step] unknown mode or activation");
-  const int batch = h.ndim() == 2 ? h.shape(0) : -1;
-  auto chain = units(layout, weights, mode, batch);
-  int width = 0;
-  for (const Unit& u : chain)
-    width += u.n;
-  if (batch < 1)
-    throw std::invalid_argument("[cfc_step] 'h' must be (B, N) with B >= 1");
-  check_matrix("cfc_step", h, "h", batch, width);
-  check_matrix("cfc_step", projected, "projected", batch, chain.front().width);
-  check_matrix("cfc_step", dt, "dt", batch, 1);
-  return chain;
-}
 
 } // namespace
 

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -78,12 +80,57 @@ inline mx::array allocated(mx::Shape shape) {
   return mx::array(mx::allocator::malloc(size * sizeof(float)), std::move(shape), mx::float32);
 }
 
+// The most values one buffer of a kernel may hold. MLX's shapes are int32; every size a
+// kernel allocates or indexes with is computed in 64 bits and checked against this on
+// the calling thread, before any memory is touched.
+constexpr int64_t kMaxValues = std::numeric_limits<int32_t>::max();
+
+inline std::invalid_argument argument_error(const char* op, const std::string& what) {
+  return std::invalid_argument(std::string("[") + op + "] " + what);
+}
+
+// The product of `factors` (each >= 0), or an error naming `what` when it exceeds
+// kMaxValues.
+inline int64_t checked_size(const char* op, const char* what, std::initializer_list<int64_t> factors) {
+  int64_t product = 1;
+  for (int64_t factor : factors) {
+    if (factor < 0 || (factor > 0 && product > kMaxValues / factor))
+      throw argument_error(op, std::string(what) + " is too large: more than 2**31 - 1 values");
+    product *= factor;
+  }
+  return product;
+}
+
 // Throws unless `a` is a float32 (rows, cols) matrix.
 inline void check_matrix(const char* op, const mx::array& a, const char* name, int rows, int cols) {
   if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols || a.dtype() != mx::float32)
-    throw std::invalid_argument(
-        std::string("[") + op + "] '" + name + "' must be float32 of shape (" +
-        std::to_string(rows) + ", " + std::to_string(cols) + ")");
+    throw argument_error(
+        op, std::string("'") + name + "' must be float32 of shape (" + std::to_string(rows) +
+            ", " + std::to_string(cols) + ")");
+}
+
+// Throws unless `index` is an int32 (S,) vector whose values, read through its stride,
+// lie in [0, bound). Its values must be available: a traced index (inside mx.compile or
+// mx.vmap) cannot be checked, so it is refused.
+inline void check_indices(const char* op, const mx::array& index, const char* name, int bound) {
+  if (index.ndim() != 1 || index.dtype() != mx::int32)
+    throw argument_error(op, std::string("'") + name + "' must be an int32 (S,) vector");
+  if (!index.is_available()) {
+    try {
+      mx::eval(index);
+    } catch (const std::exception&) {
+      throw argument_error(
+          op, std::string("'") + name + "' must hold concrete indices, not values traced " +
+              "inside mx.compile or mx.vmap: close over the index arrays instead");
+    }
+  }
+  const int32_t* data = index.data<int32_t>();
+  const int64_t stride = index.strides()[0];
+  for (int64_t s = 0; s < index.shape(0); ++s)
+    if (data[s * stride] < 0 || data[s * stride] >= bound)
+      throw argument_error(
+          op, std::string("'") + name + "' holds index " + std::to_string(data[s * stride]) +
+              " outside [0, " + std::to_string(bound) + ")");
 }
 
 // A primitive with a CPU implementation only.
@@ -110,6 +157,7 @@ class CPUPrimitive : public mx::Primitive {
       std::vector<mx::array> slice;
       for (size_t i = 0; i < inputs.size(); ++i)
         slice.push_back(axes[i] >= 0 ? mx::take(inputs[i], k, axes[i]) : inputs[i]);
+      validate(slice);
       auto shapes = output_shapes(slice);
       std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
       auto outputs = mx::array::make_arrays(std::move(shapes), dtypes, clone(), slice);
@@ -126,6 +174,9 @@ class CPUPrimitive : public mx::Primitive {
  protected:
   // A primitive computing what this one does, for new outputs.
   virtual std::shared_ptr<mx::Primitive> clone() = 0;
+  // Throws unless the primitive may run on `inputs` (each vmapped slice is checked as a
+  // call is).
+  virtual void validate(const std::vector<mx::array>& inputs) = 0;
 };
 
 mx::array ltc_step(

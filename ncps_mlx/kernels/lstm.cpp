@@ -16,7 +16,9 @@ void lstm_step_direct(
     mx::array& c_out) {
   const int batch = h.ndim() == 2 ? h.shape(0) : 0, n = h.ndim() == 2 ? h.shape(1) : 0;
   if (batch < 1)
-    throw std::invalid_argument("[lstm_step] 'h' must be (B, N) with B >= 1");
+    throw argument_error("lstm_step", "'h' must be (B, N) with B >= 1");
+  checked_size("lstm_step", "the gates (B x 4N)", {batch, 4, n});
+  checked_size("lstm_step", "'wh_t' (N x 4N)", {n, 4, n});
   check_matrix("lstm_step", z, "z", batch, 4 * n);
   check_matrix("lstm_step", c, "c", batch, n);
   check_matrix("lstm_step", wh_t, "wh_t", n, 4 * n);

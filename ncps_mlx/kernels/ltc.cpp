@@ -199,6 +199,41 @@ std::vector<mx::Shape> gradient_shapes(const std::vector<mx::array>& inputs) {
           per_synapse, per_synapse, per_synapse, per_synapse};
 }
 
+// Throws unless `synapses` (pre, post, then four float32 values) are (S,) vectors whose
+// indices lie in [0, sources) and [0, targets), and a batch of `batch` fits the buffers
+// of a pass over them (`passes` of them kept at once).
+void check_synapses(const char* op, const mx::array* synapses, int sources, int targets,
+                    int batch, int64_t passes) {
+  const int count = synapses[0].ndim() == 1 ? synapses[0].shape(0) : -1;
+  const char* names[] = {"pre", "post", "sigma", "mu", "w", "w_erev"};
+  for (int k = 2; k < 6; ++k)
+    if (synapses[k].ndim() != 1 || synapses[k].shape(0) != count ||
+        synapses[k].dtype() != mx::float32)
+      throw argument_error(op, std::string("synapse '") + names[k] +
+                                   "' must be float32 of the indices' shape (S,)");
+  check_indices(op, synapses[0], "pre", sources);
+  check_indices(op, synapses[1], "post", targets);
+  if (synapses[1].shape(0) != count)
+    throw argument_error(op, "'pre' and 'post' must have the same length");
+  checked_size(op, "the synapse activations (unfolds x S x B)", {passes, count, batch});
+}
+
+// Throws unless `in` (v, cm, numerator, denominator, then the synapses) is a step the
+// kernel can run `unfolds` times, keeping `passes` unfolds' values (the backward pass).
+void check_step(const std::vector<mx::array>& in, int unfolds, int64_t passes) {
+  if (in.size() != 10)
+    throw argument_error("ltc_step", "needs v, cm, numerator, denominator and six synapse arrays");
+  if (unfolds < 1)
+    throw argument_error("ltc_step", "'unfolds' must be >= 1");
+  const int batch = in[0].ndim() == 2 ? in[0].shape(0) : 0;
+  const int neurons = in[0].ndim() == 2 ? in[0].shape(1) : 0;
+  const char* names[] = {"v", "cm", "numerator", "denominator"};
+  for (int k = 0; k < 4; ++k)
+    check_matrix("ltc_step", in[k], names[k], batch, neurons);
+  checked_size("ltc_step", "the state (unfolds x B x N)", {passes + 1, batch, neurons});
+  check_synapses("ltc_step", in.data() + 4, neurons, neurons, batch, passes);
+}
+
 // What the forward and backward primitives share: the unfold count, equivalence by it
 // (for the compiler's common subexpressions).
 class Unfolding : public CPUPrimitive {
@@ -218,6 +253,13 @@ class LTCStepBackward : public Unfolding {
  public:
   using Unfolding::Unfolding;
 
+ protected:
+  void validate(const std::vector<mx::array>& in) override {
+    check_step({in.begin(), in.begin() + 10}, unfolds_, unfolds_);
+    check_matrix("ltc_step", in[10], "cotangent", in[0].shape(0), in[0].shape(1));
+  }
+
+ public:
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
       override {
     const int unfolds = unfolds_;
@@ -240,6 +282,12 @@ class LTCStep : public Unfolding {
  public:
   using Unfolding::Unfolding;
 
+ protected:
+  void validate(const std::vector<mx::array>& in) override {
+    check_step(in, unfolds_, 1);
+  }
+
+ public:
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
       override {
     const int unfolds = unfolds_;
@@ -252,6 +300,7 @@ class LTCStep : public Unfolding {
       const std::vector<mx::array>& cotangents,
       const std::vector<int>& argnums,
       const std::vector<mx::array>&) override {
+    check_step(primals, unfolds_, unfolds_); // the backward pass keeps every unfold
     std::vector<mx::array> inputs(primals);
     inputs.push_back(cotangents[0]);
     auto grads = mx::array::make_arrays(
@@ -297,48 +346,15 @@ mx::array ltc_step(
     const mx::array& w,
     const mx::array& w_erev,
     int unfolds) {
+  std::vector<mx::array> inputs{v, cm, numerator, denominator, pre, post, sigma, mu, w, w_erev};
+  check_step(inputs, unfolds, 1);
   const mx::Stream stream = mx::default_stream(mx::Device::cpu);
-  return mx::array(
-      v.shape(),
-      mx::float32,
-      std::make_shared<LTCStep>(stream, unfolds),
-      {v, cm, numerator, denominator, pre, post, sigma, mu, w, w_erev});
+  return mx::array(v.shape(), mx::float32, std::make_shared<LTCStep>(stream, unfolds), inputs);
 }
-
-namespace {
-
-// Throws unless `synapses` (pre, post, then four float32 values each) are (S,) vectors
-// whose indices lie within `sources` and `targets`: the direct forms are called with
-// arrays the package did not build.
-void check_synapses(const mx::array* synapses, int sources, int targets) {
-  const int count = synapses[0].ndim() == 1 ? synapses[0].shape(0) : -1;
-  for (int k = 0; k < 6; ++k) {
-    const mx::array& a = synapses[k];
-    const mx::Dtype dtype = k < 2 ? mx::int32 : mx::float32;
-    if (a.ndim() != 1 || a.shape(0) != count || a.dtype() != dtype)
-      throw std::invalid_argument(
-          "[ltc_step] the synapses must be (S,) vectors, the indices int32");
-  }
-  for (int k = 0; k < 2; ++k) {
-    const int32_t* index = synapses[k].data<int32_t>();
-    const int bound = k == 0 ? sources : targets;
-    for (int s = 0; s < count; ++s)
-      if (index[s] < 0 || index[s] >= bound)
-        throw std::invalid_argument("[ltc_step] a synapse index is out of range");
-  }
-}
-
-} // namespace
 
 void ltc_step_direct(const std::vector<mx::array>& inputs, int unfolds, mx::array& out) {
-  if (inputs.size() != 10 || unfolds < 1)
-    throw std::invalid_argument("[ltc_step] needs 10 inputs and unfolds >= 1");
-  const int batch = inputs[0].ndim() == 2 ? inputs[0].shape(0) : 0;
-  const int neurons = inputs[0].ndim() == 2 ? inputs[0].shape(1) : 0;
-  for (int k = 0; k < 4; ++k)
-    check_matrix("ltc_step", inputs[k], "v, cm, numerator, denominator", batch, neurons);
-  check_matrix("ltc_step", out, "out", batch, neurons);
-  check_synapses(inputs.data() + 4, neurons, neurons);
+  check_step(inputs, unfolds, 1);
+  check_matrix("ltc_step", out, "out", inputs[0].shape(0), inputs[0].shape(1));
   forward(inputs, out, unfolds);
 }
 
@@ -348,14 +364,15 @@ void synapse_sums_direct(
     mx::array& numerator,
     mx::array& denominator) {
   if (x.ndim() != 2 || numerator.ndim() != 2)
-    throw std::invalid_argument("[synapse_sums] 'x' (B, F) and the outputs (B, N) are matrices");
+    throw argument_error("synapse_sums", "'x' (B, F) and the outputs (B, N) must be matrices");
   const int batch = x.shape(0), features = x.shape(1), neurons = numerator.shape(1);
   check_matrix("synapse_sums", x, "x", batch, features);
   check_matrix("synapse_sums", numerator, "numerator", batch, neurons);
   check_matrix("synapse_sums", denominator, "denominator", batch, neurons);
   if (synapses.size() != 6)
-    throw std::invalid_argument("[synapse_sums] needs pre, post, sigma, mu, w, w_erev");
-  check_synapses(synapses.data(), features, neurons);
+    throw argument_error("synapse_sums", "needs pre, post, sigma, mu, w, w_erev");
+  checked_size("synapse_sums", "the outputs (B x N)", {batch, neurons});
+  check_synapses("synapse_sums", synapses.data(), features, neurons, batch, 1);
   const Synapses syn = load_synapses(synapses, 0);
   std::vector<float> num(size_t(neurons) * batch, 0.f), den(num.size(), 0.f),
       act(size_t(syn.count) * batch);
