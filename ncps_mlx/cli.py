@@ -48,6 +48,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels(args: argparse.Namespace) -> int:
+    from .kernels import build, library
+
+    if args.action == "clear":
+        removed = build.clear()
+        print(f"removed {len(removed)} cached build(s) from {build.cache_dir()}")
+        return 0
+    reason = library.unavailable_reason()  # builds and proves them when needed
+    for key, value in library.status().items():
+        print(f"{key + ':':<12} {value}")
+    return 0 if reason is None or args.action == "status" else 1
+
+
 LIVE_FIGURES = (
     ("cpu_percent", "cpu%", 1),
     ("process_rss_bytes", "rss MiB", 2**-20),
@@ -114,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     _add_demo_parser(commands)
     _add_export_parser(commands)
+    _add_kernels_parser(commands)
     _add_monitor_parser(commands)
     _add_train_parser(commands)
     _add_validate_parser(commands)
@@ -152,6 +166,19 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
         "--no-progress", action="store_true", help="log every few epochs instead of a bar"
     )
     demo.set_defaults(handler=_demo)
+
+
+def _add_kernels_parser(commands: argparse._SubParsersAction) -> None:
+    kernels = commands.add_parser(
+        "kernels",
+        help="build the fused CPU kernels now, say whether they run here, or clear their cache",
+        description="'build' compiles the kernels for this machine and proves them against "
+        "MLX operations (what the first model call would do; exit 1 if they cannot be used), "
+        "'status' says where they are cached and whether they run here, 'clear' removes "
+        "the cached builds.",
+    )
+    kernels.add_argument("action", choices=["build", "status", "clear"])
+    kernels.set_defaults(handler=_kernels)
 
 
 def _add_monitor_parser(commands: argparse._SubParsersAction) -> None:

@@ -9,9 +9,23 @@ from mlx.utils import tree_flatten
 
 from ncps_mlx import kernels
 
-needs_kernels = pytest.mark.skipif(
-    platform.system() != "Linux", reason="the kernels are built on Linux only"
-)
+#: The marks of a test of the kernels: run where they are built and tested (Linux and
+#: macOS; a silent fallback there would leave the fused path untested), on the CPU device
+#: (a Mac's default is the GPU, where the cells run as MLX operations).
+KERNEL_MARKS = [
+    pytest.mark.skipif(
+        platform.system() not in ("Linux", "Darwin"),
+        reason="the kernels are built and tested on Linux and macOS",
+    ),
+    pytest.mark.usefixtures("on_cpu"),
+]
+
+
+def needs_kernels(test):
+    """Mark ``test`` as a test of the kernels (see :data:`KERNEL_MARKS`)."""
+    for mark in KERNEL_MARKS:
+        test = mark(test)
+    return test
 
 
 def close(a, b, tol=1e-5):

@@ -124,6 +124,7 @@ def _write(stream, value: Any) -> None:
 
 
 def main() -> None:
+    mx.set_default_device(mx.cpu)  # the kernels' device (a Mac's default is the GPU)
     entries = _entry_points()
     while (case := _read(sys.stdin.buffer)) is not None:
         name, args, kwargs = case

@@ -24,10 +24,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tests.kernel_checks import needs_kernels  # noqa: E402
+from tests.kernel_checks import KERNEL_MARKS  # noqa: E402
 from tests.kernel_fuzz_worker import Spec  # noqa: E402
 
-pytestmark = needs_kernels
+pytestmark = KERNEL_MARKS
 
 EXAMPLES = int(os.environ.get("NCPS_MLX_FUZZ_EXAMPLES", "200"))
 ROOT = Path(__file__).parents[1]

@@ -13,13 +13,13 @@ from ncps_mlx.training import make_train_step
 from ncps_mlx.wirings import NCP, AutoNCP, FullyConnected, Random
 from tests.kernel_checks import (
     CALLS,
+    KERNEL_MARKS,
     both_paths,
     check_layer_on_both_paths,
     close,
-    needs_kernels,
 )
 
-pytestmark = needs_kernels
+pytestmark = KERNEL_MARKS
 
 # --- the primitive against the formula, written with MLX operations ------------------
 

@@ -1,9 +1,16 @@
-"""The compiled kernel library: built on first use, checked, and whether it may run here."""
+"""The compiled kernel library: built on first use, checked, proven, and whether it may run.
+
+The first use in a process builds the library if needed (:mod:`.build`: once per
+machine, announced on stderr), loads it, checks that it numbers the CfC modes and
+activations as the cells do, and, once per build, runs the self-check of
+:mod:`.selfcheck` against the MLX operations. Anything that fails leaves the kernels off
+with one warning, and the cells run as MLX operations; ``ncps-mlx kernels status`` says
+why.
+"""
 
 import contextlib
 import importlib.util
 import os
-import platform
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +21,15 @@ import mlx.core as mx
 from ..cells.activations import ACTIVATIONS
 from ..cells.cfc import MODES
 from ..errors import see
-from . import build
+from . import build, selfcheck
 from .build import BuildError
 
-_SOURCES = tuple(
+SOURCES = tuple(
     Path(__file__).with_name(name)
     for name in ("common.h", "dense.h", "ltc.cpp", "cfc.cpp", "lstm.cpp", "module.cpp")
 )
-_NAME = "_ncps_kernels"
+NAME = "_ncps_kernels"
+_VERIFIED, _REJECTED = "self-check-passed", "self-check-failed"
 _library: ModuleType | None = None
 _failure: str | None = None
 _disabled = False
@@ -38,9 +46,8 @@ def _check_codes(library: ModuleType) -> None:
             raise BuildError(f"the kernels' CfC {what} {native} are not the cells' {cells}")
 
 
-def _load() -> ModuleType:
-    path = build.build(_SOURCES, _NAME)
-    spec = importlib.util.spec_from_file_location(_NAME, path)
+def _import(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(NAME, path)
     library = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(library)
     _check_codes(library)
@@ -52,23 +59,50 @@ def _load() -> ModuleType:
     return library
 
 
+def _prove(library: ModuleType, path: Path) -> None:
+    """The self-check, once per build: its outcome is recorded beside the library."""
+    global _library
+    rejected = build.recorded(path, _REJECTED)
+    if rejected is not None:
+        raise BuildError(f"the kernels failed their self-check on this machine: {rejected}")
+    if build.recorded(path, _VERIFIED) is not None:
+        return
+    _library = library  # the check runs the kernels through the package's own paths
+    try:
+        problem = selfcheck.run()
+    except Exception as error:  # a kernel that raises or crashes a path fails the check
+        problem = f"{type(error).__name__}: {error}"
+    finally:
+        _library = None
+    if problem is not None:
+        build.record(path, _REJECTED, problem)
+        raise BuildError(f"the kernels failed their self-check on this machine: {problem}")
+    build.record(path, _VERIFIED)
+
+
+def _load() -> ModuleType:
+    path = build.build(SOURCES, NAME)
+    library = _import(path)
+    _prove(library, path)
+    return library
+
+
 def unavailable_reason() -> str | None:
     """Why the fused kernels cannot be used in this process, or ``None`` if they can.
 
-    The first call builds them if needed (a few seconds, once per installation).
+    The first call builds them if needed (once per installation, announced on stderr)
+    and proves them against MLX operations (once per build).
     """
     global _library, _failure
     if os.environ.get("NCPS_MLX_KERNELS", "1") == "0":
         return "disabled by NCPS_MLX_KERNELS=0"
-    if platform.system() != "Linux":
-        return f"built and verified on Linux only, not on {platform.system()}"
     if _library is None and _failure is None:
         try:
             _library = _load()
-        except (BuildError, ImportError, OSError, TypeError) as error:
-            _failure = f"could not build the fused kernels: {error}"
+        except (BuildError, ImportError, OSError, TypeError, ValueError) as error:
+            _failure = f"could not use the fused kernels: {error}"
             warnings.warn(
-                f"ncps_mlx: {_failure}; the cells use the slower MLX graph on the CPU\n"
+                f"ncps_mlx: {_failure}; the cells use the slower MLX operations on the CPU\n"
                 + see("kernels-build"),
                 RuntimeWarning,
                 stacklevel=2,
@@ -97,10 +131,25 @@ def disabled() -> Iterator[None]:
 
 def usable(dtype: mx.Dtype) -> bool:
     """Whether a step on arrays of ``dtype`` may run fused here and now: the CPU, float32,
-    the library built, and not inside :func:`disabled`."""
+    the library built and proven, and not inside :func:`disabled`."""
     return (
         not _disabled
         and dtype == mx.float32
         and mx.default_device().type == mx.cpu
         and unavailable_reason() is None
     )
+
+
+def status() -> dict[str, object]:
+    """What ``ncps-mlx kernels status`` reports: where the build for this machine is
+    cached, whether it is built and proven, and whether the kernels run here (building
+    them if needed)."""
+    path = build.library_path(SOURCES, NAME)
+    return {
+        "cache": str(path.parent),
+        "built": build.intact(path),
+        "self-check": "passed"
+        if build.recorded(path, _VERIFIED) is not None
+        else build.recorded(path, _REJECTED),
+        "in use": unavailable_reason() or "yes",
+    }
