@@ -222,3 +222,17 @@ def test_a_proven_library_loads_and_runs(cache, monkeypatch):
     assert library.status()["self-check"] == "passed"
     model = LTC(3, FullyConnected(4))
     assert kernels.graph_stepper(model.rnn_cell) is not None
+
+
+@needs_kernels
+def test_the_kernels_command_reports_builds_and_clears(cache, monkeypatch, capsys):
+    from ncps_mlx import cli
+
+    copy_real_build(cache, monkeypatch)
+    assert cli.main(["kernels", "status"]) == 0
+    printed = capsys.readouterr().out
+    assert f"cache:       {cache}" in printed and "built:       True" in printed
+    assert "self-check:  passed" in printed and "in use:      yes" in printed
+    assert cli.main(["kernels", "clear"]) == 0
+    assert "removed 1 cached build(s)" in capsys.readouterr().out
+    assert not any(cache.iterdir())

@@ -281,8 +281,7 @@ def _compile(sources: Sequence[Path], module: str, library: Path, folder: Path) 
             )
         except subprocess.TimeoutExpired as error:
             raise BuildError(
-                f"the C++ compiler took longer than {error.timeout:.0f} s "
-                "(NCPS_MLX_BUILD_TIMEOUT)"
+                f"the C++ compiler took longer than {error.timeout:.0f} s (NCPS_MLX_BUILD_TIMEOUT)"
             ) from None
         if result.returncode != 0:
             raise BuildError(f"compiling {module} failed:\n{result.stderr[-4000:]}")

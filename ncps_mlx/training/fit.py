@@ -21,7 +21,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from .. import scan
+from .. import kernels, scan
 from .._checks import check_int
 from ..datasets import SequenceData
 from ..errors import TrainingDivergedError, see
@@ -223,6 +223,9 @@ def fit(
             + see("distributed")
         )
     optimizer = optimizer if optimizer is not None else optim.Adam(learning_rate=1e-3)
+    # The fused kernels are built (once per machine, said on stderr) and proven here, not
+    # inside the first timed step.
+    kernels.usable(model.dtype)
     check_memory(
         model,
         math.ceil(batch_size / world_size),
