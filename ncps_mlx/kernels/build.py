@@ -207,15 +207,23 @@ def intact(library: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold the folder's build lock: other processes wait until this build is done."""
+def _locked(folder: Path, announce: Callable[[str], None]) -> Iterator[None]:
+    """Hold the folder's build lock: other processes wait (and say so) until this build
+    is done."""
     try:
         import fcntl
     except ImportError:  # no POSIX locks (Windows): builds are not shared, just retried
         yield
         return
     with open(folder / "lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            announce(
+                "waiting for another process that is compiling the fused kernels "
+                f"(about {_expected_seconds()} s)"
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -253,7 +261,7 @@ def build(
     folder = private_dir(private_dir(cache_dir()) / library.parent.name)
     if intact(library):
         return library
-    with _locked(folder):
+    with _locked(folder, announce):
         if intact(library):  # another process built it while this one waited
             return library
         for leftover in folder.glob(f"{_SCRATCH}*"):  # a build killed midway
@@ -299,10 +307,11 @@ def _compile(sources: Sequence[Path], module: str, library: Path, folder: Path) 
 def record(library: Path, name: str, text: str = "") -> None:
     """Note ``text`` about this build of ``library`` beside it (say, its self-check
     passed); a later build replaces the library and voids the note."""
-    note = library.with_name(name)
-    partial = note.with_name(f".{name}.partial")
-    partial.write_text(f"{_sha256(library)}\n{text}")
-    os.replace(partial, note)
+    # A name of its own: processes proving the same build at once each write theirs.
+    fd, partial = tempfile.mkstemp(prefix=f".{name}.", dir=library.parent)
+    with os.fdopen(fd, "w") as file:
+        file.write(f"{_sha256(library)}\n{text}")
+    os.replace(partial, library.with_name(name))
 
 
 def recorded(library: Path, name: str) -> str | None:
