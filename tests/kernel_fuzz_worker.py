@@ -9,6 +9,7 @@ Arrays come as :class:`Spec` values and are built here as the entry point takes 
 MLX arrays (plain, transposed, strided or broadcast views) or NumPy arrays.
 """
 
+import ctypes
 import pickle
 import struct
 import sys
@@ -76,6 +77,7 @@ def _entry_points() -> dict[str, Any]:
         return run
 
     return {
+        "segfault": lambda: ctypes.string_at(0),  # proves the harness sees a crash
         "kernels.ltc_step": graph(_ltc_wrapper(kernels.ltc_step)),
         "library.ltc_step": graph(native.ltc_step),
         "kernels.cfc_step": graph(kernels.cfc_step),

@@ -212,6 +212,11 @@ def codes(draw, mode: int, broken: set) -> tuple[int, int]:
 # --- the entry points -----------------------------------------------------------------
 
 
+def test_a_crash_is_caught_and_the_worker_restarted(worker):
+    assert worker.run(("segfault", [], {})).startswith("crash (exit ")
+    assert worker.run(("direct.lstm_step", [], {})) == "TypeError"  # a fresh worker
+
+
 @FUZZ
 @given(args=ltc_args())
 def test_ltc_step(worker, args):
