@@ -4,7 +4,9 @@ On MLX's CPU backend each graph operation costs about 2.5 us whatever its size, 
 LTC or CfC step is dozens of small ones (see :doc:`hardware`). :func:`ltc_step` runs all
 ODE unfolds of a semi-implicit LTC step in one C++ primitive, :func:`cfc_step` a CfC
 cell's step or all layers of a wired CfC's, each with a hand-written backward pass. They
-are compiled on first use (:mod:`ncps_mlx.kernels.build`).
+are compiled on first use, once per machine (:mod:`ncps_mlx.kernels.build`), proven
+against the MLX operations once per build (:mod:`ncps_mlx.kernels.selfcheck`), and check
+everything they are given before touching memory.
 
 The cells know nothing of them. Adapters registered per cell type
 (:mod:`ncps_mlx.kernels.registry`) offer a fused stepper where one applies: the CPU and
