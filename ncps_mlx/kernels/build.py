@@ -304,13 +304,19 @@ def _compile(sources: Sequence[Path], module: str, library: Path, folder: Path) 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _recorded_digest(library: Path) -> str:
+    # What `intact` compared with the library's own hash before it was loaded: notes are
+    # tied to it, so reading one does not hash the library again.
+    return library.with_name(_DIGEST).read_text().strip()
+
+
 def record(library: Path, name: str, text: str = "") -> None:
     """Note ``text`` about this build of ``library`` beside it (say, its self-check
-    passed); a later build replaces the library and voids the note."""
+    passed); a later build replaces the library and its digest, and voids the note."""
     # A name of its own: processes proving the same build at once each write theirs.
     fd, partial = tempfile.mkstemp(prefix=f".{name}.", dir=library.parent)
     with os.fdopen(fd, "w") as file:
-        file.write(f"{_sha256(library)}\n{text}")
+        file.write(f"{_recorded_digest(library)}\n{text}")
     os.replace(partial, library.with_name(name))
 
 
@@ -318,7 +324,7 @@ def recorded(library: Path, name: str) -> str | None:
     """The text of a note :func:`record` left about this very build, else ``None``."""
     try:
         digest, _, text = library.with_name(name).read_text().partition("\n")
-        return text if digest == _sha256(library) else None
+        return text if digest == _recorded_digest(library) else None
     except OSError:
         return None
 
