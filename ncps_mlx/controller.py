@@ -19,11 +19,12 @@ class Controller:
     everything derived from the weights computed then: later changes to the model are
     not seen.
 
-    Where the fused kernels run every part of the model (the CPU on Linux, float32
+    Where the fused kernels run every part of the model (the CPU device, float32
     weights, the LTC's semi-implicit solver; see :mod:`ncps_mlx.kernels`) each call runs
     them directly on the calling thread (:func:`ncps_mlx.kernels.direct_layer`): no MLX
     graph and no evaluation, whose hand-over to MLX's worker thread costs more than the
-    step itself on a virtual machine. Elsewhere (a Mac, the GPU, other dtypes or solvers) it calls
+    step itself on a virtual machine. Elsewhere (the GPU, other dtypes or solvers, a cell
+    of your own) it calls
     ``make_predict(model, frozen=True)`` with one-step sequences. :attr:`direct` says
     which; the results are the same (the tests compare both with the model's call).
 
