@@ -29,22 +29,39 @@ IMPLS = ("mlx", "torch")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A benchmarked model: ``family(INPUT_SIZE, units)`` with ``AutoNCP(units, motor)``
-    as the wiring when ``motor`` is set, else ``units`` fully connected."""
+    """A benchmarked model: ``family(input_size, units, **options)`` with
+    ``AutoNCP(units, motor)`` as the wiring when ``motor`` is set, else ``units`` fully
+    connected. ``seq_len`` and ``batch``, when set, are the model's own workload (the
+    papers' shapes) instead of the suite's."""
 
     family: str
     units: int
     motor: int | None = None
     mixed_memory: bool = False
+    input_size: int = INPUT_SIZE
+    proj_size: int | None = None
+    backbone_units: int | None = None
+    backbone_layers: int | None = None
+    activation: str | None = None
+    seq_len: int | None = None
+    batch: int | None = None
 
     @property
     def output_size(self) -> int:
+        if self.proj_size is not None:
+            return self.proj_size
         return self.motor if self.motor is not None else self.units
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments both implementations take, beyond the sizes."""
+        names = ("mixed_memory", "proj_size", "backbone_units", "backbone_layers", "activation")
+        found = {name: getattr(self, name) for name in names}
+        return {name: value for name, value in found.items() if value not in (None, False)}
 
     def describe(self) -> str:
         units = f"AutoNCP({self.units}, {self.motor})" if self.motor else str(self.units)
-        mixed = ", mixed_memory=True" if self.mixed_memory else ""
-        return f"{self.family}({INPUT_SIZE}, {units}{mixed})"
+        options = "".join(f", {name}={value!r}" for name, value in self.options().items())
+        return f"{self.family}({self.input_size}, {units}{options})"
 
 
 # Insertion order is the order of every table and plot.
@@ -56,17 +73,26 @@ MODELS: dict[str, ModelSpec] = {
     "ltc_mixed": ModelSpec("LTC", 32, 8, mixed_memory=True),
     "cfc_ncp128": ModelSpec("CfC", 128, 16),
     "ltc_ncp128": ModelSpec("LTC", 128, 16),
+    # The bit-stream XOR models of the CfC paper (Hasani et al. 2022), at its shapes.
+    "cfc_xor": ModelSpec(
+        "CfC", 192, input_size=1, proj_size=1, backbone_units=128, backbone_layers=1,
+        activation="relu", seq_len=32, batch=128,
+    ),  # fmt: skip
+    "ltc_xor": ModelSpec("LTC", 64, input_size=1, seq_len=32, batch=256),
 }
 CORE_MODELS = ("cfc_fc", "cfc_ncp", "ltc_ncp", "cfc_mixed", "ltc_mixed")
 LARGE_MODELS = ("cfc_ncp128", "ltc_ncp128")
+PAPER_MODELS = ("cfc_xor", "ltc_xor")
 SWEEP_MODELS = ("cfc_ncp", "ltc_ncp")
+# Dense models, whose matrix products grow with the batch: trained and run over batch.
+DENSE_SWEEP_MODELS = ("cfc_fc", "cfc_mixed")
 SWEEP_BATCHES = (8, 32, 128)
 SWEEP_SEQ_LENS = (32, 128, 512)
 
 
 @dataclass(frozen=True)
 class Case:
-    """One workload: a model, a mode and the input shape (batch, seq_len, INPUT_SIZE)."""
+    """One workload: a model, a mode and the input shape (batch, seq_len, input_size)."""
 
     model: str
     mode: str
@@ -91,8 +117,14 @@ class Case:
 def core_cases() -> list[Case]:
     """The issue's workloads: every model in every mode, the step modes at batch 1 and one
     step."""
-    found = [Case(name, mode) for name in (*CORE_MODELS, *LARGE_MODELS) for mode in MODES]
+    names = (*CORE_MODELS, *LARGE_MODELS, *PAPER_MODELS)
+    found = [_own_shape(Case(name, mode)) for name in names for mode in MODES]
     return [replace(c, batch=1, seq_len=1) if c.mode in STEP_MODES else c for c in found]
+
+
+def _own_shape(case: Case) -> Case:
+    spec = MODELS[case.model]
+    return replace(case, batch=spec.batch or case.batch, seq_len=spec.seq_len or case.seq_len)
 
 
 def sweep_cases() -> list[Case]:
@@ -105,6 +137,12 @@ def sweep_cases() -> list[Case]:
         for seq_len in SWEEP_SEQ_LENS
     ]
     found += [Case(name, "train", batch) for name in SWEEP_MODELS for batch in SWEEP_BATCHES]
+    found += [
+        Case(name, mode, batch)
+        for name in DENSE_SWEEP_MODELS
+        for mode in ("train", "inference")
+        for batch in SWEEP_BATCHES
+    ]
     return [case for case in found if (case.batch, case.seq_len) != (BATCH, SEQ_LEN)]
 
 
@@ -117,7 +155,7 @@ def case_info(case: Case, impl: str) -> dict[str, Any]:
     """What a result needs to be read without its test id (stored as ``extra_info``)."""
     spec = MODELS[case.model]
     info = {"model": case.model, "mode": case.mode, "impl": impl, "batch": case.batch}
-    info.update(seq_len=case.seq_len, input_size=INPUT_SIZE, units=spec.units)
+    info.update(seq_len=case.seq_len, input_size=spec.input_size, units=spec.units)
     info.update(motor=spec.motor, mixed_memory=spec.mixed_memory, description=spec.describe())
     return info
 
@@ -128,7 +166,7 @@ def build_mlx(spec: ModelSpec) -> Any:
 
     units = AutoNCP(spec.units, spec.motor) if spec.motor else spec.units
     family = CfC if spec.family == "CfC" else LTC
-    return family(INPUT_SIZE, units, mixed_memory=spec.mixed_memory)
+    return family(spec.input_size, units, **spec.options())
 
 
 def build_torch(spec: ModelSpec) -> Any:
@@ -137,13 +175,13 @@ def build_torch(spec: ModelSpec) -> Any:
 
     units = nw.AutoNCP(spec.units, spec.motor) if spec.motor else spec.units
     family = nt.CfC if spec.family == "CfC" else nt.LTC
-    return family(INPUT_SIZE, units, mixed_memory=spec.mixed_memory)
+    return family(spec.input_size, units, **spec.options())
 
 
 def make_data(case: Case, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (batch, seq_len, INPUT_SIZE) and regression targets, fixed by a seed."""
+    """Inputs (batch, seq_len, input_size) and regression targets, fixed by a seed."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((case.batch, case.seq_len, INPUT_SIZE), dtype=np.float32)
+    x = rng.standard_normal((case.batch, case.seq_len, spec.input_size), dtype=np.float32)
     y = rng.standard_normal((case.batch, case.seq_len, spec.output_size), dtype=np.float32)
     return x, y
 

@@ -33,6 +33,7 @@ class Plan(NamedTuple):
 
     stepper: Any
     consts: Any
+    lstm: Any = None
     lstm_consts: Any = None
 
 
@@ -60,8 +61,10 @@ def check_call(layer: Any, x: Any, hx: Any = None, timespans: Any = None, mask: 
 def plan(layer: Any) -> Plan:
     """Choose the stepper of ``layer``'s cell here and now and derive its arrays."""
     stepper = kernels.graph_stepper(layer.rnn_cell) or layer.rnn_cell
-    lstm_consts = layer.lstm.derive() if layer.mixed_memory else None
-    return Plan(stepper, stepper.derive(), lstm_consts)
+    if not layer.mixed_memory:
+        return Plan(stepper, stepper.derive())
+    lstm = kernels.graph_stepper(layer.lstm) or layer.lstm
+    return Plan(stepper, stepper.derive(), lstm, lstm.derive())
 
 
 def run(layer: Any, call: Call, planned: Plan | None = None) -> tuple[mx.array, State]:
@@ -96,17 +99,17 @@ def scan(
         c = zeros if c is None else c.astype(dtype)
     if isinstance(dt, mx.array):
         dt = dt.astype(dtype)
-    stepper, consts, lstm_consts = plan(layer) if planned is None else planned
+    stepper, consts, lstm, lstm_consts = plan(layer) if planned is None else planned
     inputs = _steps(stepper.project(consts, x))
     if layer.mixed_memory:
-        lstm_inputs = ops.split_steps(layer.lstm.project(lstm_consts, x))
+        lstm_inputs = ops.split_steps(lstm.project(lstm_consts, x))
     timed = isinstance(dt, mx.array)
     outputs = []
     last = None
     for t in range(x.shape[1]):
         h_before, c_before = h, c
         if layer.mixed_memory:
-            h, c = layer.lstm.step(lstm_consts, lstm_inputs[t], h, c)
+            h, c = lstm.step(lstm_consts, lstm_inputs[t], h, c)
         y, h = stepper.step(consts, inputs[t], h, dt[:, t] if timed else dt)
         if mask is not None:
             # A masked step leaves the state as it was; only real steps move it.

@@ -155,6 +155,7 @@ def _command(sources: Sequence[Path], target: Path) -> list[str]:
     # fmt: off
     return [
         compiler(), *_optimisation(), "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden",
+        "-pthread",
         f"-DNB_DOMAIN={_NB_DOMAIN}",
         f"-I{mlx_root / 'include'}",
         f"-I{nanobind / 'include'}",

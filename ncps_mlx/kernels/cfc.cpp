@@ -18,12 +18,14 @@
 // pre-activations (a "cache"), so the backward pass does not compute the step again.
 
 #include <cmath>
+#include <functional>
 #include <numbers>
 #include <string>
 #include <typeinfo>
 
 #include "common.h"
 #include "dense.h"
+#include "parallel.h"
 
 namespace ncps {
 namespace {
@@ -32,61 +34,6 @@ namespace {
 // cfc_mode_names() and cfc_activation_names() (checked against the cells' at load time).
 enum Mode { kDefault = 0, kPure = 1, kNoGate = 2 };
 enum Activation { kLecunTanh = 0, kTanh = 1, kRelu = 2, kSilu = 3, kGelu = 4 };
-
-// out (k, n) += x^T (k, B) @ d (B, n): a weight's gradient, four samples at a time so
-// each row of `out` is loaded and stored once per four.
-void outer_add(float* out, Rows x, Rows d, int batch, int k, int n) {
-  int b = 0;
-  for (; b + 4 <= batch; b += 4) {
-    const float *d0 = d[b], *d1 = d[b + 1], *d2 = d[b + 2], *d3 = d[b + 3];
-    for (int i = 0; i < k; ++i) {
-      const float a0 = x[b][i], a1 = x[b + 1][i], a2 = x[b + 2][i], a3 = x[b + 3][i];
-      float* oi = out + size_t(i) * n;
-      for (int j = 0; j < n; ++j)
-        oi[j] += a0 * d0[j] + a1 * d1[j] + a2 * d2[j] + a3 * d3[j];
-    }
-  }
-  for (; b < batch; ++b) {
-    const float* db = d[b];
-    for (int i = 0; i < k; ++i) {
-      const float a = x[b][i];
-      float* oi = out + size_t(i) * n;
-      for (int j = 0; j < n; ++j)
-        oi[j] += a * db[j];
-    }
-  }
-}
-
-// out (B, k) += d (B, n) @ w^T for w (k, n): the gradient that flows back through a
-// product, as dot products along the rows of w (no transposed copy). Sixteen partial
-// sums per dot product, so the loop vectorises without reassociating a float sum.
-void matmul_transposed_add(float* out, int64_t ldo, Rows d, Rows w, int batch, int k, int n) {
-  constexpr int lanes = 16;
-  for (int b = 0; b < batch; ++b) {
-    const float* db = d[b];
-    for (int i = 0; i < k; ++i) {
-      const float* wi = w[i];
-      float partial[lanes] = {};
-      int j = 0;
-      for (; j + lanes <= n; j += lanes)
-        for (int l = 0; l < lanes; ++l)
-          partial[l] += db[j + l] * wi[j + l];
-      float sum = 0.f;
-      for (; j < n; ++j)
-        sum += db[j] * wi[j];
-      for (int l = 0; l < lanes; ++l)
-        sum += partial[l];
-      out[b * ldo + i] += sum;
-    }
-  }
-}
-
-// out (n,) += the column sums of d (B, n): a bias's gradient.
-void column_sums_add(float* out, Rows d, int batch, int n) {
-  for (int b = 0; b < batch; ++b)
-    for (int j = 0; j < n; ++j)
-      out[j] += d[b][j];
-}
 
 // LeCun's tanh as the reference has it: 1.7159 tanh(0.666 x) (0.666, not 2/3).
 constexpr float kLecunScale = 1.7159f, kLecunSlope = 0.666f;
@@ -246,18 +193,52 @@ int64_t cache_size(const std::vector<Unit>& chain, int batch) {
   return last.cache + int64_t(batch) * (int64_t(last.layers) * last.width + last.heads);
 }
 
-// Writes h'_u (B, n) into out's columns, given the unit's heads (B, heads) dense.
+// The batch rows of a piece of work: a fixed count, so that the pieces (and every
+// value computed in them) are the same whatever the thread count.
+constexpr int kRowGrain = 8;
+// The weight rows of a piece of a weight's gradient.
+constexpr int kWeightGrain = 16;
+
+struct Piece {
+  int first, count;
+};
+
+Piece row_piece(int index, int batch) {
+  const int first = index * kRowGrain;
+  return {first, std::min(kRowGrain, batch - first)};
+}
+
+// The weights of a call as Rows, read once before the pieces run (copied only when
+// strided).
+class Weights {
+ public:
+  explicit Weights(const std::vector<mx::array>& in, int count)
+      : rows_(count), buffers_(count) {
+    for (int i = kInputs; i < count; ++i)
+      rows_[i] = rows(in[i], buffers_[i]);
+  }
+  Rows operator[](int index) const {
+    return rows_[index];
+  }
+
+ private:
+  std::vector<Rows> rows_;
+  std::vector<std::vector<float>> buffers_;
+};
+
+// Writes h'_u into out's columns for the rows of `piece`, given the unit's heads for
+// those rows (count, heads) dense.
 void solve(const Unit& u, int mode, const float* heads, const std::vector<mx::array>& in,
-           float* out, int64_t ldo, int batch) {
+           const Weights& w, float* out, int64_t ldo, Piece piece) {
   const mx::array& dt = in[2];
   const int64_t dt_ld = dt.strides()[0];
   const int n = u.n;
-  std::vector<float> tau_buffer, amp_buffer;
-  const float* w_tau = mode == kPure ? rows(in[u.tau], tau_buffer)[0] : nullptr;
-  const float* amp = mode == kPure ? rows(in[u.amp], amp_buffer)[0] : nullptr;
-  for (int b = 0; b < batch; ++b) {
+  const float* w_tau = mode == kPure ? w[u.tau][0] : nullptr;
+  const float* amp = mode == kPure ? w[u.amp][0] : nullptr;
+  for (int r = 0; r < piece.count; ++r) {
+    const int b = piece.first + r;
     const float t = dt.data<float>()[b * dt_ld];
-    const float* hb = heads + int64_t(b) * u.heads;
+    const float* hb = heads + int64_t(r) * u.heads;
     float* o = out + b * ldo + u.state;
     if (mode == kPure) {
       for (int j = 0; j < n; ++j) {
@@ -274,75 +255,91 @@ void solve(const Unit& u, int mode, const float* heads, const std::vector<mx::ar
   }
 }
 
-// The forward pass: `out[0]` the new state (B, N), `out[1]` the cache.
+// The forward pass of one unit for the rows of `piece`: its pre-activations and heads
+// into the cache, its new state into `next` (B, N).
+void forward_unit(const Unit& u, const std::vector<mx::array>& in, const Weights& w, Rows p,
+                  Rows h, float* next, int width, float* cache, int batch, int activation,
+                  int mode, Piece piece) {
+  const int first = piece.first, count = piece.count;
+  float* pre = cache + u.segment(0, batch) + int64_t(first) * u.width;
+  if (u.in == 0) {
+    for (int r = 0; r < count; ++r)
+      std::copy(p[first + r], p[first + r] + u.width, pre + int64_t(r) * u.width);
+  } else {
+    fill_rows(pre, u.width, w[u.bx], count, u.width);
+    const Rows previous{next + int64_t(first) * width + (u.state - u.in), width};
+    matmul_add(pre, u.width, previous, w[u.wx], count, u.in, u.width);
+  }
+  matmul_add(pre, u.width, Rows{h[first] + u.state, h.ld}, w[u.wh], count, u.n, u.width);
+  std::vector<float> z(size_t(count) * u.width);
+  for (int i = 1; i <= u.layers; ++i) {
+    activate(activation, cache + u.segment(i - 1, batch) + int64_t(first) * u.width, z.data(),
+             count * u.width);
+    const bool last = i == u.layers;
+    const int cols = last ? u.heads : u.width;
+    const int wi = last ? u.head_w : u.hidden_w[i - 1], bi = last ? u.head_b : u.hidden_b[i - 1];
+    float* target = cache + u.segment(i, batch) + int64_t(first) * cols;
+    fill_rows(target, cols, w[bi], count, cols);
+    matmul_add(target, cols, Rows{z.data(), u.width}, w[wi], count, u.width, cols);
+  }
+  const float* heads = cache + u.segment(u.layers, batch) + int64_t(first) * u.heads;
+  solve(u, mode, heads, in, w, next, width, piece);
+}
+
+// The forward pass: `out[0]` the new state (B, N), `out[1]` the cache. Samples are
+// independent: each piece of rows runs the whole chain.
 void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
              const std::vector<Unit>& chain, int mode, int activation) {
   const int batch = in[1].shape(0), width = in[1].shape(1);
-  std::vector<float> hbuf, pbuf, wbuf, bbuf, z;
-  const Rows h = rows(in[1], hbuf);
+  std::vector<float> hbuf, pbuf;
+  const Rows h = rows(in[1], hbuf), p = rows(in[0], pbuf);
+  const Weights w(in, int(in.size()));
   float* next = out[0].data<float>();
   float* cache = out[1].data<float>();
-  for (const Unit& u : chain) {
-    float* pre = cache + u.segment(0, batch);
-    if (u.in == 0) {
-      const Rows p = rows(in[0], pbuf);
-      for (int b = 0; b < batch; ++b)
-        std::copy(p[b], p[b] + u.width, pre + int64_t(b) * u.width);
-    } else {
-      fill_rows(pre, u.width, rows(in[u.bx], bbuf), batch, u.width);
-      const Rows previous{next + (u.state - u.in), width};
-      matmul_add(pre, u.width, previous, rows(in[u.wx], wbuf), batch, u.in, u.width);
-    }
-    matmul_add(pre, u.width, Rows{h.data + u.state, h.ld}, rows(in[u.wh], wbuf), batch, u.n,
-               u.width);
-    float* heads = pre;
-    if (u.layers) {
-      z.resize(size_t(batch) * u.width);
-      for (int i = 1; i <= u.layers; ++i) {
-        activate(activation, cache + u.segment(i - 1, batch), z.data(), batch * u.width);
-        const bool last = i == u.layers;
-        const int cols = last ? u.heads : u.width;
-        const int w = last ? u.head_w : u.hidden_w[i - 1], b = last ? u.head_b : u.hidden_b[i - 1];
-        float* target = cache + u.segment(i, batch);
-        fill_rows(target, cols, rows(in[b], bbuf), batch, cols);
-        matmul_add(target, cols, Rows{z.data(), u.width}, rows(in[w], wbuf), batch, u.width,
-                   cols);
-      }
-      heads = cache + u.segment(u.layers, batch);
-    }
-    solve(u, mode, heads, in, next, width, batch);
-  }
+  parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
+    for (const Unit& u : chain)
+      forward_unit(u, in, w, p, h, next, width, cache, batch, activation, mode,
+                   row_piece(index, batch));
+  });
 }
 
-// d_heads (B, heads) from the new state's cotangent `g` (B, n) of a unit; adds to the
-// cotangents of dt, w_tau and A.
+// What the backward pass keeps per sample for the weights' gradients, in the cache's
+// layout: each layer's input (the activations z) and the cotangent of its output; in
+// pure mode, each unit's per-sample terms of the w_tau and A gradients (B, n).
+struct PerSample {
+  std::vector<float> z, d;
+  std::vector<std::vector<float>> tau, amp;
+};
+
+// d_heads (count, heads) for the rows of `piece` from the new state's cotangent `g`
+// (its rows, the unit's columns); adds to the cotangent of dt and writes the per-sample
+// terms of w_tau and A.
 void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
-                    const std::vector<mx::array>& in, std::vector<mx::array>& out,
-                    float* d_heads, int batch) {
+                    const std::vector<mx::array>& in, const Weights& w, float* d_dt,
+                    float* d_heads, float* tau_terms, float* amp_terms, Piece piece) {
   const mx::array& dt = in[2];
   const int64_t dt_ld = dt.strides()[0];
-  float* d_dt = out[2].data<float>();
   const int n = u.n;
-  std::vector<float> tau_buffer, amp_buffer;
-  const float* w_tau = mode == kPure ? rows(in[u.tau], tau_buffer)[0] : nullptr;
-  const float* amp = mode == kPure ? rows(in[u.amp], amp_buffer)[0] : nullptr;
-  float* d_tau = mode == kPure ? out[u.tau].data<float>() : nullptr;
-  float* d_amp = mode == kPure ? out[u.amp].data<float>() : nullptr;
-  for (int b = 0; b < batch; ++b) {
+  const float* w_tau = mode == kPure ? w[u.tau][0] : nullptr;
+  const float* amp = mode == kPure ? w[u.amp][0] : nullptr;
+  for (int r = 0; r < piece.count; ++r) {
+    const int b = piece.first + r;
     const float t = dt.data<float>()[b * dt_ld];
-    const float* hb = heads + int64_t(b) * u.heads;
-    float* dh = d_heads + int64_t(b) * u.heads;
-    const float* gb = g[b];
+    const float* hb = heads + int64_t(r) * u.heads;
+    float* dh = d_heads + int64_t(r) * u.heads;
+    const float* gb = g[r];
     float d_t = 0.f;
     if (mode == kPure) {
+      float* d_tau = tau_terms + int64_t(b) * n;
+      float* d_amp = amp_terms + int64_t(b) * n;
       for (int j = 0; j < n; ++j) {
-        const float a = amp[j], x = hb[j], w = w_tau[j];
-        const float rate = std::fabs(w) + std::fabs(x), decay = std::exp(-t * rate);
-        const float sign_x = float((x > 0.f) - (x < 0.f)), sign_w = float((w > 0.f) - (w < 0.f));
+        const float a = amp[j], x = hb[j], wt = w_tau[j];
+        const float rate = std::fabs(wt) + std::fabs(x), decay = std::exp(-t * rate);
+        const float sign_x = float((x > 0.f) - (x < 0.f)), sign_w = float((wt > 0.f) - (wt < 0.f));
         // h' = -a decay x + a, decay = exp(-t (|w| + |x|))
         dh[j] = -gb[j] * a * decay * (1.f - t * x * sign_x);
-        d_amp[j] += gb[j] * (1.f - decay * x);
-        d_tau[j] += gb[j] * a * x * decay * t * sign_w;
+        d_amp[j] = gb[j] * (1.f - decay * x);
+        d_tau[j] = gb[j] * a * x * decay * t * sign_w;
         d_t += gb[j] * a * x * decay * rate;
       }
     } else {
@@ -364,63 +361,139 @@ void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
   }
 }
 
+// The transposes of the chain's matrices (by input index), for products with W^T.
+std::vector<std::vector<float>> transposes(const std::vector<Unit>& chain, const Weights& w,
+                                           int count) {
+  std::vector<std::vector<float>> t(count);
+  for (const Unit& u : chain) {
+    if (u.in)
+      t[u.wx] = transposed(w[u.wx], u.in, u.width);
+    t[u.wh] = transposed(w[u.wh], u.n, u.width);
+    for (int i = 1; i <= u.layers; ++i) {
+      const bool last = i == u.layers;
+      const int index = last ? u.head_w : u.hidden_w[i - 1];
+      t[index] = transposed(w[index], u.width, last ? u.heads : u.width);
+    }
+  }
+  return t;
+}
+
+// The per-sample part of the backward pass for the rows of `piece`: every cotangent
+// that is per sample (state, projected input, dt) and what the weights' gradients need.
+void backward_rows(const std::vector<Unit>& chain, const std::vector<mx::array>& in,
+                   std::vector<mx::array>& out, const Weights& w,
+                   const std::vector<std::vector<float>>& wt, const float* cache, Rows cotangent,
+                   PerSample& kept, int mode, int activation, Piece piece) {
+  const int batch = in[1].shape(0), width = in[1].shape(1), first = piece.first;
+  const int count = piece.count;
+  // The new state's cotangent, to which each unit adds what flows into its input.
+  std::vector<float> g(size_t(count) * width);
+  for (int r = 0; r < count; ++r)
+    std::copy(cotangent[first + r], cotangent[first + r] + width, g.data() + int64_t(r) * width);
+  float* d_h = out[1].data<float>() + int64_t(first) * width;
+  for (auto u = chain.rbegin(); u != chain.rend(); ++u) {
+    const int k = int(chain.rend() - u) - 1;
+    float* d = kept.d.data() + u->segment(u->layers, batch) + int64_t(first) * u->heads;
+    solve_backward(*u, mode, cache + u->segment(u->layers, batch) + int64_t(first) * u->heads,
+                   Rows{g.data() + u->state, width}, in, w, out[2].data<float>(), d,
+                   mode == kPure ? kept.tau[k].data() : nullptr,
+                   mode == kPure ? kept.amp[k].data() : nullptr, piece);
+    // Back through the heads and the backbone, to the first layer's pre-activations.
+    for (int i = u->layers; i >= 1; --i) {
+      const int cols = i == u->layers ? u->heads : u->width;
+      const int wi = i == u->layers ? u->head_w : u->hidden_w[i - 1];
+      const int64_t at = u->segment(i - 1, batch) + int64_t(first) * u->width;
+      activate(activation, cache + at, kept.z.data() + at, count * u->width);
+      float* d_before = kept.d.data() + at;
+      std::fill_n(d_before, count * u->width, 0.f);
+      matmul_add(d_before, u->width, Rows{d, cols}, Rows{wt[wi].data(), u->width}, count, cols,
+                 u->width);
+      activate_backward(activation, cache + at, d_before, count * u->width);
+      d = d_before;
+    }
+    matmul_add(d_h + u->state, width, Rows{d, u->width}, Rows{wt[u->wh].data(), u->n}, count,
+               u->width, u->n);
+    if (u->in == 0) {
+      float* d_projected = out[0].data<float>() + int64_t(first) * u->width;
+      std::copy(d, d + int64_t(count) * u->width, d_projected);
+    } else {
+      matmul_add(g.data() + (u->state - u->in), width, Rows{d, u->width},
+                 Rows{wt[u->wx].data(), u->in}, count, u->width, u->in);
+    }
+  }
+}
+
+// The weights' gradients as pieces: sums over the batch of what backward_rows kept.
+std::vector<std::function<void()>> weight_gradients(
+    const std::vector<Unit>& chain, const std::vector<mx::array>& in,
+    std::vector<mx::array>& out, Rows h, const float* next, const PerSample& kept, int mode) {
+  const int batch = in[1].shape(0), width = in[1].shape(1);
+  std::vector<std::function<void()>> pieces;
+  auto product = [&](int index, Rows x, Rows d, int k, int n) { // out[index] += x^T d
+    float* target = out[index].data<float>();
+    for (int first = 0; first < k; first += kWeightGrain)
+      pieces.push_back([=] {
+        outer_add(target, x, d, batch, first, std::min(kWeightGrain, k - first), n);
+      });
+  };
+  auto sums = [&](int index, Rows d, int n) { // out[index] += column sums of d
+    float* target = out[index].data<float>();
+    pieces.push_back([=] { column_sums_add(target, d, batch, 0, n); });
+  };
+  for (size_t k = 0; k < chain.size(); ++k) {
+    const Unit& u = chain[k];
+    for (int i = 1; i <= u.layers; ++i) {
+      const int cols = i == u.layers ? u.heads : u.width;
+      const Rows z{kept.z.data() + u.segment(i - 1, batch), u.width};
+      const Rows d{kept.d.data() + u.segment(i, batch), cols};
+      product(i == u.layers ? u.head_w : u.hidden_w[i - 1], z, d, u.width, cols);
+      sums(i == u.layers ? u.head_b : u.hidden_b[i - 1], d, cols);
+    }
+    const Rows d{kept.d.data() + u.segment(0, batch), u.width};
+    product(u.wh, Rows{h.data + u.state, h.ld}, d, u.n, u.width);
+    if (u.in) {
+      product(u.wx, Rows{next + (u.state - u.in), width}, d, u.in, u.width);
+      sums(u.bx, d, u.width);
+    }
+    if (mode == kPure) {
+      sums(u.tau, Rows{kept.tau[k].data(), u.n}, u.n);
+      sums(u.amp, Rows{kept.amp[k].data(), u.n}, u.n);
+    }
+  }
+  return pieces;
+}
+
 // The backward pass. Inputs: the primals, the forward outputs (new state, cache) and
-// the new state's cotangent. Outputs: the primals' cotangents.
+// the new state's cotangent. Outputs: the primals' cotangents. First every per-sample
+// cotangent, in pieces of rows; then each weight's gradient, in pieces of its rows,
+// each value summed over the whole batch in order.
 void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
               const std::vector<Unit>& chain, int mode, int activation) {
   const int count = int(out.size());
-  const int batch = in[1].shape(0), width = in[1].shape(1);
+  const int batch = in[1].shape(0);
   for (auto& a : out)
     std::fill_n(a.data<float>(), a.size(), 0.f);
-  std::vector<float> hbuf, gbuf, wbuf;
-  const Rows h = rows(in[1], hbuf);
+  std::vector<float> hbuf, gbuf;
+  const Rows h = rows(in[1], hbuf), cotangent = rows(in[count + 2], gbuf);
   const float* next = in[count].data<float>();
   const float* cache = in[count + 1].data<float>();
-  // The new state's cotangent, to which each unit adds what flows into its input.
-  const Rows cotangent = rows(in[count + 2], gbuf);
-  std::vector<float> g(size_t(batch) * width);
-  for (int b = 0; b < batch; ++b)
-    std::copy(cotangent[b], cotangent[b] + width, g.data() + int64_t(b) * width);
-  float* d_h = out[1].data<float>();
-  std::vector<float> d_heads, d_z, z;
-  for (auto u = chain.rbegin(); u != chain.rend(); ++u) {
-    const float* heads = cache + u->segment(u->layers, batch);
-    d_heads.assign(size_t(batch) * u->heads, 0.f);
-    solve_backward(*u, mode, heads, Rows{g.data() + u->state, width}, in, out, d_heads.data(),
-                   batch);
-    // Back through the heads and the backbone: d_heads becomes d_pre (B, width) of the
-    // first layer.
-    for (int i = u->layers; i >= 1; --i) {
-      const bool last = i == u->layers;
-      const int cols = last ? u->heads : u->width;
-      const int w = last ? u->head_w : u->hidden_w[i - 1], b = last ? u->head_b : u->hidden_b[i - 1];
-      const float* before = cache + u->segment(i - 1, batch);
-      z.resize(size_t(batch) * u->width);
-      activate(activation, before, z.data(), batch * u->width);
-      const Rows d{d_heads.data(), cols};
-      column_sums_add(out[b].data<float>(), d, batch, cols);
-      outer_add(out[w].data<float>(), Rows{z.data(), u->width}, d, batch, u->width, cols);
-      d_z.assign(size_t(batch) * u->width, 0.f);
-      matmul_transposed_add(d_z.data(), u->width, d, rows(in[w], wbuf), batch, u->width, cols);
-      activate_backward(activation, before, d_z.data(), batch * u->width);
-      std::swap(d_heads, d_z);
+  const Weights w(in, count);
+  const auto wt = transposes(chain, w, count);
+  PerSample kept{std::vector<float>(cache_size(chain, batch)),
+                 std::vector<float>(cache_size(chain, batch)),
+                 {},
+                 {}};
+  if (mode == kPure)
+    for (const Unit& u : chain) {
+      kept.tau.emplace_back(size_t(batch) * u.n);
+      kept.amp.emplace_back(size_t(batch) * u.n);
     }
-    const Rows d{d_heads.data(), u->width};
-    const Rows h_u{h.data + u->state, h.ld};
-    outer_add(out[u->wh].data<float>(), h_u, d, batch, u->n, u->width);
-    matmul_transposed_add(d_h + u->state, width, d, rows(in[u->wh], wbuf), batch, u->n, u->width);
-    if (u->in == 0) {
-      float* d_projected = out[0].data<float>();
-      for (int b = 0; b < batch; ++b)
-        std::copy(d[b], d[b] + u->width, d_projected + int64_t(b) * u->width);
-      continue;
-    }
-    const Rows previous{next + (u->state - u->in), width};
-    outer_add(out[u->wx].data<float>(), previous, d, batch, u->in, u->width);
-    column_sums_add(out[u->bx].data<float>(), d, batch, u->width);
-    matmul_transposed_add(g.data() + (u->state - u->in), width, d, rows(in[u->wx], wbuf), batch,
-                          u->in, u->width);
-  }
+  parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
+    backward_rows(chain, in, out, w, wt, cache, cotangent, kept, mode, activation,
+                  row_piece(index, batch));
+  });
+  const auto pieces = weight_gradients(chain, in, out, h, next, kept, mode);
+  parallel_for(int(pieces.size()), [&](int index) { pieces[index](); });
 }
 
 // The chain of a call, its arguments checked against it.

@@ -80,7 +80,8 @@ class FusedCfC:
         return chain(self.cell)
 
     def project(self, consts: Chain, x: mx.array) -> mx.array:
-        return _units(self.cell)[0].project(consts.first, x)
+        # The first unit's project (b + x @ wx_t) on the kernels' product.
+        return primitives.addmm(consts.first["b"], x, consts.first["wx_t"])
 
     def step(
         self, consts: Chain, inputs: mx.array, h: mx.array, dt: mx.array | float

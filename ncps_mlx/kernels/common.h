@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -192,6 +193,9 @@ mx::array ltc_step(
     const mx::array& w_erev,
     int unfolds);
 
+// c + a @ b for matrices a (M, K), b (K, N) and an optional c (N,): any strides.
+mx::array addmm(const mx::array& a, const mx::array& b, const std::optional<mx::array>& c);
+
 // The names of cfc_step's modes and activations, indexed by their codes.
 std::vector<std::string> cfc_mode_names();
 std::vector<std::string> cfc_activation_names();
@@ -235,7 +239,14 @@ void synapse_sums_direct(
     mx::array& denominator);
 
 // The mixed-memory LSTM step: gates = z + h @ wh_t, split (i, ig, fg, og);
-// c' = c sigmoid(fg + 1) + tanh(i) sigmoid(ig), h' = tanh(c') sigmoid(og).
+// c' = c sigmoid(fg + 1) + tanh(i) sigmoid(ig), h' = tanh(c') sigmoid(og). Returns
+// (h', c'), differentiable in every input.
+std::vector<mx::array> lstm_step(
+    const mx::array& z,
+    const mx::array& h,
+    const mx::array& c,
+    const mx::array& wh_t);
+
 void lstm_step_direct(
     const mx::array& z,
     const mx::array& h,

@@ -1,7 +1,16 @@
-// Dense row-major helpers of the CfC and LSTM kernels: matrices as rows, and the
-// product of a batch of rows with a weight matrix.
+// Dense row-major helpers of the CfC and LSTM kernels: matrices as rows, and matrix
+// products as a register-blocked micro-kernel.
+//
+// The product C += A B runs tile by tile: a tile of kTileRows rows by kTileCols columns
+// of C is summed in vector registers over the whole inner dimension (each step one
+// broadcast of an A value per row and two vector loads of a B row), then added to C
+// once. The B panel of a tile column (inner x kTileCols values) stays in the L1 cache
+// while the tiles of every row pass over it. Every value of C is summed in the same
+// order whichever tile, piece or thread computes it.
 
 #pragma once
+
+#include <cstring>
 
 #include "common.h"
 
@@ -11,9 +20,16 @@ namespace ncps {
 struct Rows {
   const float* data;
   int64_t ld;
-  const float* operator[](int row) const {
+  const float* operator[](int64_t row) const {
     return data + row * ld;
   }
+};
+
+// A matrix read through any strides: element (r, q) at data[r * row + q * col]. A
+// transposed view of Rows is one.
+struct Strided {
+  const float* data;
+  int64_t row, col;
 };
 
 // An input as Rows: directly when its columns are contiguous, else copied to `buffer`.
@@ -31,34 +47,105 @@ inline Rows rows(const mx::array& a, std::vector<float>& buffer) {
   return {buffer.data(), cols};
 }
 
-// out (B, n) += x (B, k) @ w (k, n), four rows of x at a time so each row of w is
-// loaded once per four.
+// The widest vector of floats the target has, and the tile rows its vector registers
+// hold (two accumulators per row, a broadcast and two loads beside them): 32 registers
+// with AVX-512 and on arm64, 16 with AVX and SSE.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kTileRows = 8;
+#elif defined(__AVX__)
+constexpr int kLanes = 8, kTileRows = 4;
+#elif defined(__aarch64__)
+constexpr int kLanes = 4, kTileRows = 8;
+#else
+constexpr int kLanes = 4, kTileRows = 4;
+#endif
+using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
+using UnalignedVec = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(4)));
+constexpr int kTileCols = 2 * kLanes;
+
+inline Vec load(const float* p) {
+  return *reinterpret_cast<const UnalignedVec*>(p);
+}
+
+inline void store(float* p, Vec v) {
+  *reinterpret_cast<UnalignedVec*>(p) = v;
+}
+
+// C tile (R rows, `cols` <= kTileCols valid columns) += A (R, p) @ B (p, kTileCols).
+template <int R>
+inline void tile(float* c, int64_t ldc, Strided a, const float* b, int64_t ldb, int p,
+                 int cols) {
+  Vec sum[R][2] = {};
+  for (int q = 0; q < p; ++q) {
+    const Vec b0 = load(b + q * ldb), b1 = load(b + q * ldb + kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float x = a.data[r * a.row + q * a.col];
+      sum[r][0] += x * b0;
+      sum[r][1] += x * b1;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + r * ldc;
+    if (cols == kTileCols) {
+      store(cr, load(cr) + sum[r][0]);
+      store(cr + kLanes, load(cr + kLanes) + sum[r][1]);
+    } else {
+      float values[kTileCols];
+      std::memcpy(values, sum[r], sizeof(values));
+      for (int j = 0; j < cols; ++j)
+        cr[j] += values[j];
+    }
+  }
+}
+
+// C (m, n) += A (m, p) @ B (p, n), C's rows `ldc` apart.
+inline void gemm_add(float* c, int64_t ldc, Strided a, Rows b, int m, int p, int n) {
+  std::vector<float> edge;
+  for (int j = 0; j < n; j += kTileCols) {
+    const int cols = std::min(kTileCols, n - j);
+    const float* panel = b.data + j;
+    int64_t ld = b.ld;
+    if (cols < kTileCols) { // the last columns, zero-padded to a whole tile
+      edge.assign(size_t(p) * kTileCols, 0.f);
+      for (int q = 0; q < p; ++q)
+        std::copy(b[q] + j, b[q] + j + cols, edge.data() + int64_t(q) * kTileCols);
+      panel = edge.data();
+      ld = kTileCols;
+    }
+    int r = 0;
+    for (; r + kTileRows <= m; r += kTileRows)
+      tile<kTileRows>(c + r * ldc + j, ldc, {a.data + r * a.row, a.row, a.col}, panel, ld, p,
+                      cols);
+    for (; r < m; ++r)
+      tile<1>(c + r * ldc + j, ldc, {a.data + r * a.row, a.row, a.col}, panel, ld, p, cols);
+  }
+}
+
+// out (B, n) += x (B, k) @ w (k, n).
 inline void matmul_add(float* out, int64_t ldo, Rows x, Rows w, int batch, int k, int n) {
-  int b = 0;
-  for (; b + 4 <= batch; b += 4) {
-    float *o0 = out + b * ldo, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
-    const float *x0 = x[b], *x1 = x[b + 1], *x2 = x[b + 2], *x3 = x[b + 3];
-    for (int i = 0; i < k; ++i) {
-      const float a0 = x0[i], a1 = x1[i], a2 = x2[i], a3 = x3[i];
-      const float* wi = w[i];
-      for (int j = 0; j < n; ++j) {
-        const float wij = wi[j];
-        o0[j] += a0 * wij;
-        o1[j] += a1 * wij;
-        o2[j] += a2 * wij;
-        o3[j] += a3 * wij;
-      }
-    }
-  }
-  for (; b < batch; ++b) {
-    float* o = out + b * ldo;
-    for (int i = 0; i < k; ++i) {
-      const float a = x[b][i];
-      const float* wi = w[i];
-      for (int j = 0; j < n; ++j)
-        o[j] += a * wi[j];
-    }
-  }
+  gemm_add(out, ldo, {x.data, x.ld, 1}, w, batch, k, n);
+}
+
+// out (rows first..first+count of a (k, n) matrix) += x^T @ d for x (B, k), d (B, n):
+// those rows of a weight's gradient, each summed over the batch in order.
+inline void outer_add(float* out, Rows x, Rows d, int batch, int first, int count, int n) {
+  gemm_add(out + int64_t(first) * n, n, {x.data + first, 1, x.ld}, d, count, batch, n);
+}
+
+// w (k, n) as its transpose (n, k), for products with w^T.
+inline std::vector<float> transposed(Rows w, int k, int n) {
+  std::vector<float> t(size_t(k) * n);
+  for (int i = 0; i < k; ++i)
+    for (int j = 0; j < n; ++j)
+      t[size_t(j) * k + i] = w[i][j];
+  return t;
+}
+
+// out (n,) += the column sums of d (B, n) over columns first..first+count.
+inline void column_sums_add(float* out, Rows d, int batch, int first, int count) {
+  for (int b = 0; b < batch; ++b)
+    for (int j = first; j < first + count; ++j)
+      out[j] += d[b][j];
 }
 
 // Every row of out (B, n) set to the vector v.

@@ -1,11 +1,209 @@
-// The mixed-memory LSTM step, run directly for a controller (see common.h). Training
-// and sequences run it as MLX operations (ncps_mlx.cells.LSTMCell); this is its forward
-// pass only, with the rational tanh and sigmoid both paths share.
+// The mixed-memory LSTM step as one MLX primitive for the CPU, forward and backward,
+// with the rational tanh and sigmoid of ncps_mlx.ops:
+//   gates = z + h @ wh_t, split (i, ig, fg, og)   (z: the projected input and bias)
+//   c' = c sigmoid(fg + 1) + tanh(i) sigmoid(ig),   h' = tanh(c') sigmoid(og)
+// The forward pass also returns the gates (a cache), so the backward pass does not
+// compute the product again. Samples run in pieces of rows on the pool (parallel.h).
+
+#include <typeinfo>
 
 #include "common.h"
 #include "dense.h"
+#include "parallel.h"
 
 namespace ncps {
+namespace {
+
+constexpr int kRowGrain = 8, kWeightGrain = 16;
+
+struct Sizes {
+  int batch, n;
+};
+
+// Throws unless z (B, 4N), h (B, N), c (B, N) and wh_t (N, 4N) fit one another.
+Sizes check_step(const mx::array& z, const mx::array& h, const mx::array& c,
+                 const mx::array& wh_t) {
+  const int batch = h.ndim() == 2 ? h.shape(0) : 0, n = h.ndim() == 2 ? h.shape(1) : 0;
+  if (batch < 1 || n < 1)
+    throw argument_error("lstm_step", "'h' must be (B, N) with B, N >= 1");
+  checked_size("lstm_step", "the gates (B x 4N)", {batch, 4, n});
+  checked_size("lstm_step", "'wh_t' (N x 4N)", {n, 4, n});
+  check_matrix("lstm_step", z, "z", batch, 4 * n);
+  check_matrix("lstm_step", h, "h", batch, n);
+  check_matrix("lstm_step", c, "c", batch, n);
+  check_matrix("lstm_step", wh_t, "wh_t", n, 4 * n);
+  return {batch, n};
+}
+
+// Inputs z, h, c, wh_t; outputs h', c', gates (B, 4N).
+void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
+  const int batch = in[1].shape(0), n = in[1].shape(1);
+  std::vector<float> zbuf, hbuf, cbuf, wbuf;
+  const Rows z = rows(in[0], zbuf), h = rows(in[1], hbuf), c = rows(in[2], cbuf),
+             wh = rows(in[3], wbuf);
+  float* h_next = out[0].data<float>();
+  float* c_next = out[1].data<float>();
+  float* gates = out[2].data<float>();
+  parallel_for(pieces_of(batch, kRowGrain), [&](int piece) {
+    const int first = piece * kRowGrain, count = std::min(kRowGrain, batch - first);
+    float* g = gates + int64_t(first) * 4 * n;
+    for (int r = 0; r < count; ++r)
+      std::copy(z[first + r], z[first + r] + 4 * n, g + int64_t(r) * 4 * n);
+    matmul_add(g, 4 * n, Rows{h[first], h.ld}, wh, count, n, 4 * n);
+    for (int b = first; b < first + count; ++b) {
+      const float* gb = gates + int64_t(b) * 4 * n;
+      for (int j = 0; j < n; ++j) {
+        const float cell = c[b][j] * sigmoid(gb[2 * n + j] + 1.f) +
+            rational_tanh(gb[j]) * sigmoid(gb[n + j]);
+        c_next[int64_t(b) * n + j] = cell;
+        h_next[int64_t(b) * n + j] = rational_tanh(cell) * sigmoid(gb[3 * n + j]);
+      }
+    }
+  });
+}
+
+// Inputs: z, h, c, wh_t, then h', c', gates, then the cotangents of h' and c'.
+// Outputs: the cotangents of z (the gates'), h, c and wh_t.
+void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
+  const int batch = in[1].shape(0), n = in[1].shape(1);
+  std::vector<float> hbuf, cbuf, wbuf, dhbuf, dcbuf;
+  const Rows h = rows(in[1], hbuf), c = rows(in[2], cbuf), wh = rows(in[3], wbuf);
+  const Rows dh_next = rows(in[7], dhbuf), dc_next = rows(in[8], dcbuf);
+  const float* c_next = in[5].data<float>();
+  const float* gates = in[6].data<float>();
+  float* d_gates = out[0].data<float>();
+  float* d_h = out[1].data<float>();
+  float* d_c = out[2].data<float>();
+  float* d_wh = out[3].data<float>();
+  const std::vector<float> wh_t = transposed(wh, n, 4 * n);
+  parallel_for(pieces_of(batch, kRowGrain), [&](int piece) {
+    const int first = piece * kRowGrain, count = std::min(kRowGrain, batch - first);
+    for (int b = first; b < first + count; ++b) {
+      const float* g = gates + int64_t(b) * 4 * n;
+      float* dg = d_gates + int64_t(b) * 4 * n;
+      for (int j = 0; j < n; ++j) {
+        const float in_gate = sigmoid(g[n + j]), forget = sigmoid(g[2 * n + j] + 1.f);
+        const float out_gate = sigmoid(g[3 * n + j]), input = rational_tanh(g[j]);
+        const float memory = rational_tanh(c_next[int64_t(b) * n + j]);
+        const float dh = dh_next[b][j];
+        const float dc = dc_next[b][j] + dh * out_gate * (1.f - memory * memory);
+        dg[j] = dc * in_gate * (1.f - input * input);
+        dg[n + j] = dc * input * in_gate * (1.f - in_gate);
+        dg[2 * n + j] = dc * c[b][j] * forget * (1.f - forget);
+        dg[3 * n + j] = dh * memory * out_gate * (1.f - out_gate);
+        d_c[int64_t(b) * n + j] = dc * forget;
+      }
+    }
+    float* dh_rows = d_h + int64_t(first) * n;
+    std::fill_n(dh_rows, int64_t(count) * n, 0.f);
+    matmul_add(dh_rows, n, Rows{d_gates + int64_t(first) * 4 * n, 4 * n},
+               Rows{wh_t.data(), n}, count, 4 * n, n);
+  });
+  // d wh_t = h^T d_gates, in pieces of its rows, each summed over the whole batch.
+  std::fill_n(d_wh, int64_t(n) * 4 * n, 0.f);
+  parallel_for(pieces_of(n, kWeightGrain), [&](int piece) {
+    const int first = piece * kWeightGrain;
+    outer_add(d_wh, h, Rows{d_gates, 4 * n}, batch, first, std::min(kWeightGrain, n - first),
+              4 * n);
+  });
+}
+
+class LSTMStepBackward : public CPUPrimitive {
+ public:
+  using CPUPrimitive::CPUPrimitive;
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
+      override {
+    dispatch(stream(), inputs, outputs, [](auto& in, auto& out) { backward(in, out); });
+  }
+  const char* name() const override {
+    return "LSTMStepBackward";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return typeid(*this) == typeid(other);
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {inputs[0].shape(), inputs[1].shape(), inputs[2].shape(), inputs[3].shape()};
+  }
+
+ protected:
+  std::shared_ptr<mx::Primitive> clone() override {
+    return std::make_shared<LSTMStepBackward>(stream());
+  }
+  void validate(const std::vector<mx::array>& in) override {
+    if (in.size() != 9)
+      throw argument_error("lstm_step", "the backward pass takes nine arrays");
+    const auto [batch, n] = check_step(in[0], in[1], in[2], in[3]);
+    const char* names[] = {"new h", "new c", "gates", "cotangent of h", "cotangent of c"};
+    const int cols[] = {n, n, 4 * n, n, n};
+    for (int k = 0; k < 5; ++k)
+      check_matrix("lstm_step", in[4 + k], names[k], batch, cols[k]);
+  }
+};
+
+class LSTMStep : public CPUPrimitive {
+ public:
+  using CPUPrimitive::CPUPrimitive;
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
+      override {
+    dispatch(stream(), inputs, outputs, [](auto& in, auto& out) { forward(in, out); });
+  }
+  std::vector<mx::array> vjp(
+      const std::vector<mx::array>& primals,
+      const std::vector<mx::array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<mx::array>& outputs) override {
+    std::vector<mx::array> inputs(primals);
+    inputs.insert(inputs.end(), outputs.begin(), outputs.end());
+    inputs.push_back(cotangents[0]);
+    inputs.push_back(cotangents[1]);
+    std::vector<mx::Shape> shapes;
+    for (const auto& a : primals)
+      shapes.push_back(a.shape());
+    auto grads = mx::array::make_arrays(
+        std::move(shapes), std::vector<mx::Dtype>(4, mx::float32),
+        std::make_shared<LSTMStepBackward>(stream()), inputs);
+    std::vector<mx::array> result;
+    for (int arg : argnums)
+      result.push_back(grads[arg]);
+    return result;
+  }
+  const char* name() const override {
+    return "LSTMStep";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return typeid(*this) == typeid(other);
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {inputs[1].shape(), inputs[1].shape(), inputs[0].shape()};
+  }
+
+ protected:
+  std::shared_ptr<mx::Primitive> clone() override {
+    return std::make_shared<LSTMStep>(stream());
+  }
+  void validate(const std::vector<mx::array>& in) override {
+    if (in.size() != 4)
+      throw argument_error("lstm_step", "takes z, h, c and wh_t");
+    check_step(in[0], in[1], in[2], in[3]);
+  }
+};
+
+} // namespace
+
+std::vector<mx::array> lstm_step(
+    const mx::array& z,
+    const mx::array& h,
+    const mx::array& c,
+    const mx::array& wh_t) {
+  check_step(z, h, c, wh_t);
+  const mx::Stream stream = mx::default_stream(mx::Device::cpu);
+  auto outputs = mx::array::make_arrays(
+      {h.shape(), h.shape(), z.shape()}, {mx::float32, mx::float32, mx::float32},
+      std::make_shared<LSTMStep>(stream), {z, h, c, wh_t});
+  return {outputs[0], outputs[1]};
+}
 
 void lstm_step_direct(
     const mx::array& z,
@@ -14,36 +212,11 @@ void lstm_step_direct(
     const mx::array& wh_t,
     mx::array& h_out,
     mx::array& c_out) {
-  const int batch = h.ndim() == 2 ? h.shape(0) : 0, n = h.ndim() == 2 ? h.shape(1) : 0;
-  if (batch < 1)
-    throw argument_error("lstm_step", "'h' must be (B, N) with B >= 1");
-  checked_size("lstm_step", "the gates (B x 4N)", {batch, 4, n});
-  checked_size("lstm_step", "'wh_t' (N x 4N)", {n, 4, n});
-  check_matrix("lstm_step", z, "z", batch, 4 * n);
-  check_matrix("lstm_step", c, "c", batch, n);
-  check_matrix("lstm_step", wh_t, "wh_t", n, 4 * n);
+  const auto [batch, n] = check_step(z, h, c, wh_t);
   check_matrix("lstm_step", h_out, "h_out", batch, n);
   check_matrix("lstm_step", c_out, "c_out", batch, n);
-  std::vector<float> buffer;
-  const Rows zr = rows(z, buffer);
-  std::vector<float> gates(size_t(batch) * 4 * n);
-  for (int b = 0; b < batch; ++b)
-    std::copy(zr[b], zr[b] + 4 * n, gates.data() + int64_t(b) * 4 * n);
-  std::vector<float> hbuf, wbuf, cbuf;
-  matmul_add(gates.data(), 4 * n, rows(h, hbuf), rows(wh_t, wbuf), batch, n, 4 * n);
-  const Rows cr = rows(c, cbuf);
-  float* h_next = h_out.data<float>();
-  float* c_next = c_out.data<float>();
-  for (int b = 0; b < batch; ++b) {
-    const float* g = gates.data() + int64_t(b) * 4 * n;
-    for (int j = 0; j < n; ++j) {
-      const float input = g[j], input_gate = g[n + j], forget = g[2 * n + j];
-      const float cell = cr[b][j] * sigmoid(forget + 1.f) +
-          rational_tanh(input) * sigmoid(input_gate);
-      c_next[b * n + j] = cell;
-      h_next[b * n + j] = rational_tanh(cell) * sigmoid(g[3 * n + j]);
-    }
-  }
+  std::vector<mx::array> outputs{h_out, c_out, allocated({batch, 4 * n})};
+  forward({z, h, c, wh_t}, outputs);
 }
 
 } // namespace ncps

@@ -1,11 +1,39 @@
-"""The mixed-memory LSTM's step on NumPy arrays (:func:`ncps_mlx.kernels.direct.lstm_step`)."""
+"""The mixed-memory LSTM on the fused step (:func:`~ncps_mlx.kernels.lstm_step`): in the
+graph (sequences, training) and directly on NumPy arrays (a controller)."""
 
+from typing import Any
+
+import mlx.core as mx
 import numpy as np
 
 from ..cells.lstm import LSTMCell
-from . import direct
+from . import direct, primitives
 from .library import usable
 from .registry import register
+
+
+class FusedLSTM:
+    """An LSTM cell whose step is one :func:`~ncps_mlx.kernels.lstm_step`."""
+
+    def __init__(self, cell: LSTMCell):
+        self.cell = cell
+
+    def derive(self) -> dict[str, Any]:
+        return self.cell.derive()
+
+    def project(self, consts: dict, x: mx.array) -> mx.array:
+        # The cell's input map (x @ W^T + b) on the kernels' product.
+        layer = self.cell.input_map
+        return primitives.addmm(layer.bias, x, layer.weight.T)
+
+    def step(
+        self, consts: dict, inputs: mx.array, h: mx.array, c: mx.array
+    ) -> tuple[mx.array, mx.array]:
+        # Reshaped, as the CfC's step does, so MLX lets go of each step's gates as soon
+        # as the next step has read the state.
+        batch = h.shape[0]
+        inputs, h, c = (a.reshape(batch, -1) for a in (inputs, h, c))
+        return primitives.lstm_step(inputs, h, c, consts["wh_t"])
 
 
 class DirectLSTM:
@@ -22,7 +50,12 @@ class DirectLSTM:
         return direct.lstm_step(x @ self._wx_t + self._b, h, c, self._wh_t)
 
 
+def _runs_fused(cell: LSTMCell) -> bool:
+    return usable(cell.input_map.weight.dtype)
+
+
 register(
     LSTMCell,
-    direct=lambda cell: DirectLSTM(cell) if usable(cell.input_map.weight.dtype) else None,
+    graph=lambda cell: FusedLSTM(cell) if _runs_fused(cell) else None,
+    direct=lambda cell: DirectLSTM(cell) if _runs_fused(cell) else None,
 )

@@ -13,33 +13,62 @@
 // with cm = C_m / (dt / unfolds), n = g_l v_l + sensory numerator and
 // d = g_l + sensory denominator + epsilon, all (B, N) and fixed over the step.
 // Internally the state is neuron-major (N, B), so every synapse is a loop over the batch.
+//
+// Samples are independent: the batch is cut into pieces of a fixed size, each a small
+// problem with its own neuron-major buffers, run on the pool (parallel.h) through all
+// unfolds. A piece sums its synapses' gradients over its samples; the pieces' sums are
+// then added in piece order. So any thread count gives the same bits.
 
 #include <typeinfo>
 
 #include "common.h"
+#include "parallel.h"
 
 namespace ncps {
 namespace {
 
-// A (B, N) input, possibly a broadcast or other strided view, as a dense (N, B) buffer.
-std::vector<float> neuron_major(const mx::array& a) {
-  const int batch = a.shape(0), neurons = a.shape(1);
+// The samples [first, first + count) of the batch, a piece of work.
+struct Samples {
+  int first, count;
+};
+
+// The samples of a piece have a fixed count, so the pieces do not depend on the thread
+// count; a piece's loops over its samples are whole vectors.
+constexpr int kBatchGrain = 16;
+
+Samples piece_samples(int piece, int batch) {
+  const int first = piece * kBatchGrain;
+  return {first, std::min(kBatchGrain, batch - first)};
+}
+
+// The samples `part` of a (B, N) input, possibly a broadcast or other strided view, as a
+// dense (N, count) buffer.
+std::vector<float> neuron_major(const mx::array& a, Samples part) {
+  const int neurons = a.shape(1);
   const int64_t row = a.strides()[0], col = a.strides()[1];
   const float* data = a.data<float>();
-  std::vector<float> out(batch * neurons);
-  for (int x = 0; x < batch; ++x)
+  std::vector<float> out(size_t(part.count) * neurons);
+  for (int x = 0; x < part.count; ++x)
     for (int k = 0; k < neurons; ++k)
-      out[k * batch + x] = data[x * row + k * col];
+      out[size_t(k) * part.count + x] = data[(part.first + x) * row + k * col];
   return out;
 }
 
-// A dense (N, B) buffer into the (B, N) output `out`.
-void batch_major(const std::vector<float>& in, mx::array& out) {
-  const int batch = out.shape(0), neurons = out.shape(1);
+std::vector<float> neuron_major(const mx::array& a) {
+  return neuron_major(a, {0, a.shape(0)});
+}
+
+// A dense (N, count) buffer into the rows `part` of the (B, N) output `out`.
+void batch_major(const std::vector<float>& in, mx::array& out, Samples part) {
+  const int neurons = out.shape(1);
   float* data = out.data<float>();
-  for (int x = 0; x < batch; ++x)
+  for (int x = 0; x < part.count; ++x)
     for (int k = 0; k < neurons; ++k)
-      data[x * neurons + k] = in[k * batch + x];
+      data[int64_t(part.first + x) * neurons + k] = in[size_t(k) * part.count + x];
+}
+
+void batch_major(const std::vector<float>& in, mx::array& out) {
+  batch_major(in, out, {0, out.shape(0)});
 }
 
 // A (S,) input, possibly strided, as a dense buffer.
@@ -103,9 +132,10 @@ void unfold(
     next[k] = num[k] / den[k];
 }
 
-Step load_step(const std::vector<mx::array>& in, int unfolds) {
-  return {in[0].shape(0), in[0].shape(1), unfolds,
-          neuron_major(in[1]), neuron_major(in[2]), neuron_major(in[3])};
+// The step's fixed terms for the samples `part`.
+Step load_step(const std::vector<mx::array>& in, int unfolds, Samples part) {
+  return {part.count, in[0].shape(1), unfolds, neuron_major(in[1], part),
+          neuron_major(in[2], part), neuron_major(in[3], part)};
 }
 
 // The synapses from `in[first]` on: pre, post, sigma, mu, w, w_erev.
@@ -116,43 +146,54 @@ Synapses load_synapses(const std::vector<mx::array>& in, int first = 4) {
           static_cast<int>(a[0].size())};
 }
 
-void forward(const std::vector<mx::array>& in, mx::array& out, int unfolds) {
-  const Step st = load_step(in, unfolds);
-  const Synapses syn = load_synapses(in);
-  const int size = st.batch * st.neurons;
-  std::vector<float> v = neuron_major(in[0]), next(size), num(size), den(size),
-                     act(syn.count * st.batch);
+// All unfolds for the samples `part`, into their rows of `out`.
+void forward_piece(const std::vector<mx::array>& in, const Synapses& syn, mx::array& out,
+                   int unfolds, Samples part) {
+  const Step st = load_step(in, unfolds, part);
+  const size_t size = size_t(st.batch) * st.neurons;
+  std::vector<float> v = neuron_major(in[0], part), next(size), num(size), den(size),
+                     act(size_t(syn.count) * st.batch);
   for (int u = 0; u < unfolds; ++u) {
     unfold(st, syn, v.data(), next.data(), num.data(), den.data(), act.data());
     std::swap(v, next);
   }
-  batch_major(v, out);
+  batch_major(v, out, part);
 }
 
-// Reverse-mode through the unfolds. Outputs: the cotangents of v, cm, n, d (B, N) and of
-// sigma, mu, w, w_erev (S,), given the cotangent `in[10]` of the step's result.
-void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int unfolds) {
-  const Step st = load_step(in, unfolds);
+void forward(const std::vector<mx::array>& in, mx::array& out, int unfolds) {
   const Synapses syn = load_synapses(in);
-  const int b = st.batch, size = b * st.neurons, slots = syn.count * b;
+  const int batch = in[0].shape(0);
+  parallel_for(pieces_of(batch, kBatchGrain), [&](int piece) {
+    forward_piece(in, syn, out, unfolds, piece_samples(piece, batch));
+  });
+}
+
+// Reverse-mode through the unfolds for the samples `part`: their rows of the cotangents
+// of v, cm, n, d, and into `sums` (4 x S) the sums over them of the cotangents of sigma,
+// mu, w and w_erev.
+void backward_piece(const std::vector<mx::array>& in, const Synapses& syn,
+                    std::vector<mx::array>& out, float* sums, int unfolds, Samples part) {
+  const Step st = load_step(in, unfolds, part);
+  const int b = st.batch;
+  const size_t size = size_t(b) * st.neurons, slots = size_t(syn.count) * b;
   // Forward again, keeping each unfold's potentials, denominators and activations.
   std::vector<float> vs((unfolds + 1) * size), dens(unfolds * size), acts(unfolds * slots);
-  std::vector<float> num(size), v0 = neuron_major(in[0]);
+  std::vector<float> num(size), v0 = neuron_major(in[0], part);
   std::copy(v0.begin(), v0.end(), vs.begin());
   for (int u = 0; u < unfolds; ++u) {
     float* v = vs.data() + u * size;
     unfold(st, syn, v, v + size, num.data(), dens.data() + u * size, acts.data() + u * slots);
   }
-  std::vector<float> g = neuron_major(in[10]), dv(size), dcm(size, 0.f), dn(size, 0.f),
+  std::vector<float> g = neuron_major(in[10], part), dv(size), dcm(size, 0.f), dn(size, 0.f),
                      dd(size, 0.f);
   std::vector<float> dnum(size), dden(size);
-  // Per (synapse, sample) partial sums, reduced over the batch at the end.
+  // Per (synapse, sample) partial sums, reduced over the samples at the end.
   std::vector<float> dsigma(slots, 0.f), dmu(slots, 0.f), dw(slots, 0.f), dwe(slots, 0.f);
   for (int u = unfolds - 1; u >= 0; --u) {
     const float* v = vs.data() + u * size;
     const float* next = v + size;
     const float* den = dens.data() + u * size;
-    for (int k = 0; k < size; ++k) {
+    for (size_t k = 0; k < size; ++k) {
       dnum[k] = g[k] / den[k];
       dden[k] = -dnum[k] * next[k];
       dv[k] = dnum[k] * st.cm[k];
@@ -161,7 +202,7 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int
       dd[k] += dden[k];
     }
     for (int s = 0; s < syn.count; ++s) {
-      const int i = syn.pre[s] * b, j = syn.post[s] * b, o = s * b;
+      const size_t i = size_t(syn.pre[s]) * b, j = size_t(syn.post[s]) * b, o = size_t(s) * b;
       const float sigma = syn.sigma[s], mu = syn.mu[s], w = syn.w[s], we = syn.w_erev[s];
       const float* a = acts.data() + u * slots + o;
       for (int x = 0; x < b; ++x) {
@@ -178,14 +219,34 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int
   }
   const std::vector<float>* per_neuron[] = {&g, &dcm, &dn, &dd};
   for (int k = 0; k < 4; ++k)
-    batch_major(*per_neuron[k], out[k]);
+    batch_major(*per_neuron[k], out[k], part);
   const std::vector<float>* per_synapse[] = {&dsigma, &dmu, &dw, &dwe};
+  for (int k = 0; k < 4; ++k)
+    for (int s = 0; s < syn.count; ++s) {
+      float sum = 0.f;
+      for (int x = 0; x < b; ++x)
+        sum += (*per_synapse[k])[size_t(s) * b + x];
+      sums[size_t(k) * syn.count + s] = sum;
+    }
+}
+
+// Reverse-mode through the unfolds. Outputs: the cotangents of v, cm, n, d (B, N) and of
+// sigma, mu, w, w_erev (S,), given the cotangent `in[10]` of the step's result.
+void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int unfolds) {
+  const Synapses syn = load_synapses(in);
+  const int batch = in[0].shape(0), pieces = pieces_of(batch, kBatchGrain);
+  const size_t per_piece = size_t(4) * syn.count;
+  std::vector<float> sums(pieces * per_piece);
+  parallel_for(pieces, [&](int piece) {
+    backward_piece(in, syn, out, sums.data() + piece * per_piece, unfolds,
+                   piece_samples(piece, batch));
+  });
   for (int k = 0; k < 4; ++k) {
     float* total = out[4 + k].data<float>();
     for (int s = 0; s < syn.count; ++s) {
       float sum = 0.f;
-      for (int x = 0; x < b; ++x)
-        sum += (*per_synapse[k])[s * b + x];
+      for (int piece = 0; piece < pieces; ++piece)
+        sum += sums[piece * per_piece + size_t(k) * syn.count + s];
       total[s] = sum;
     }
   }

@@ -2,10 +2,12 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "common.h"
+#include "parallel.h"
 
 namespace nb = nanobind;
 namespace mx = mlx::core;
@@ -118,6 +120,13 @@ NB_MODULE(_ncps_kernels, m) {
       nb::arg("activation"),
       "One step of a chain of CfC units (a CfC cell, or a wiring's CfC layers): see "
       "ncps_mlx.kernels.cfc_step.");
+  m.def("lstm_step", &ncps::lstm_step, nb::arg("z"), nb::arg("h"), nb::arg("c"), nb::arg("wh_t"),
+        "The mixed-memory LSTM step (see ncps_mlx.kernels.lstm_step): [h', c'].");
+  m.def("addmm", &ncps::addmm, nb::arg("a"), nb::arg("b"), nb::arg("c") = nb::none(),
+        "c + a @ b for float32 matrices a (M, K), b (K, N) and c (N,) or None.");
+  m.def("thread_count", &ncps::thread_count, "The threads the kernels use.");
+  m.def("set_thread_count", &ncps::set_thread_count, nb::arg("count"),
+        "Use 'count' threads (1 to 256) from now on.");
   m.def("cfc_mode_names", &ncps::cfc_mode_names, "cfc_step's modes, by code.");
   m.def("cfc_activation_names", &ncps::cfc_activation_names,
         "cfc_step's backbone activations, by code.");

@@ -11,6 +11,21 @@ _PER_NEURON = ("v", "cm", "numerator", "denominator")
 _PER_SYNAPSE = ("sigma", "mu", "w", "w_erev")
 
 
+def addmm(c: mx.array | None, a: mx.array, b: mx.array) -> mx.array:
+    """``c + a @ b`` as one primitive, as :func:`mlx.core.addmm` computes it (``c`` may be
+    ``None``): ``a`` ``(..., K)``, ``b`` ``(K, N)``, ``c`` ``(N,)``, all float32, any
+    strides. The products run on the kernels' micro-kernel over every core; their
+    gradients too. Raises ``ValueError`` for shapes that do not fit."""
+    if a.ndim < 1 or b.ndim != 2 or (c is not None and c.ndim != 1):
+        raise ValueError(
+            f"[addmm] takes a (..., K), b (K, N) and c (N,) but got a {a.shape}, b {b.shape}"
+            f" and c {None if c is None else c.shape}"
+        )
+    leading = a.shape[:-1]
+    flat = a.reshape(-1, a.shape[-1])
+    return library("addmm").addmm(flat, b, c).reshape(*leading, b.shape[1])
+
+
 def ltc_step(
     v: mx.array,
     cm: mx.array,
@@ -114,3 +129,23 @@ def chain_codes(
     check_choice("cfc_step", "activation", activation, ACTIVATIONS)
     flat = [int(value) for unit in layout for value in unit]
     return flat, MODES.index(mode), list(ACTIVATIONS).index(activation)
+
+
+def lstm_step(
+    z: mx.array, h: mx.array, c: mx.array, wh_t: mx.array
+) -> tuple[mx.array, mx.array]:
+    r"""The mixed-memory LSTM step (:class:`~ncps_mlx.cells.LSTMCell`) as one primitive:
+    ``gates = z + h @ wh_t`` split ``(i, g_i, g_f, g_o)``,
+    ``c' = c sigmoid(g_f + 1) + tanh(i) sigmoid(g_i)``, ``h' = tanh(c') sigmoid(g_o)``.
+
+    Args:
+        z: The projected input with its bias, float32 ``(B, 4N)``.
+        h, c: The state, float32 ``(B, N)`` each.
+        wh_t: The recurrent weight as ``h @ wh_t`` takes it, float32 ``(N, 4N)``.
+
+    Returns:
+        ``(h', c')``, differentiable in every input. Raises ``ValueError`` for shapes that
+        do not fit and ``RuntimeError`` when the kernels are unavailable.
+    """
+    h_next, c_next = library("lstm_step").lstm_step(z, h, c, wh_t)
+    return h_next, c_next
