@@ -75,8 +75,15 @@ MODELS: dict[str, ModelSpec] = {
     "ltc_ncp128": ModelSpec("LTC", 128, 16),
     # The bit-stream XOR models of the CfC paper (Hasani et al. 2022), at its shapes.
     "cfc_xor": ModelSpec(
-        "CfC", 192, input_size=1, proj_size=1, backbone_units=128, backbone_layers=1,
-        activation="relu", seq_len=32, batch=128,
+        "CfC",
+        192,
+        input_size=1,
+        proj_size=1,
+        backbone_units=128,
+        backbone_layers=1,
+        activation="relu",
+        seq_len=32,
+        batch=128,
     ),  # fmt: skip
     "ltc_xor": ModelSpec("LTC", 64, input_size=1, seq_len=32, batch=256),
 }

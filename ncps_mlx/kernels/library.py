@@ -27,8 +27,15 @@ from .build import BuildError
 SOURCES = tuple(
     Path(__file__).with_name(name)
     for name in (
-        "common.h", "dense.h", "parallel.h", "parallel.cpp", "product.cpp", "ltc.cpp",
-        "cfc.cpp", "lstm.cpp", "module.cpp",
+        "common.h",
+        "dense.h",
+        "parallel.h",
+        "parallel.cpp",
+        "product.cpp",
+        "ltc.cpp",
+        "cfc.cpp",
+        "lstm.cpp",
+        "module.cpp",
     )
 )
 NAME = "_ncps_kernels"

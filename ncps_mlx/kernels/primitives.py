@@ -131,9 +131,7 @@ def chain_codes(
     return flat, MODES.index(mode), list(ACTIVATIONS).index(activation)
 
 
-def lstm_step(
-    z: mx.array, h: mx.array, c: mx.array, wh_t: mx.array
-) -> tuple[mx.array, mx.array]:
+def lstm_step(z: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx.array, mx.array]:
     r"""The mixed-memory LSTM step (:class:`~ncps_mlx.cells.LSTMCell`) as one primitive:
     ``gates = z + h @ wh_t`` split ``(i, g_i, g_f, g_o)``,
     ``c' = c sigmoid(g_f + 1) + tanh(i) sigmoid(g_i)``, ``h' = tanh(c') sigmoid(g_o)``.
