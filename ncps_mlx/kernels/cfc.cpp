@@ -208,14 +208,14 @@ Piece row_piece(int index, int batch) {
   return {first, std::min(kRowGrain, batch - first)};
 }
 
-// The weights of a call as Rows, read once before the pieces run (copied only when
-// strided).
+// The weights of a call as Rows by their index among the primals (kInputs..count-1),
+// read from in[index + offset] once before the pieces run (copied only when strided).
 class Weights {
  public:
-  explicit Weights(const std::vector<mx::array>& in, int count)
+  Weights(const std::vector<mx::array>& in, int count, int offset = 0)
       : rows_(count), buffers_(count) {
     for (int i = kInputs; i < count; ++i)
-      rows_[i] = rows(in[i], buffers_[i]);
+      rows_[i] = rows(in[i + offset], buffers_[i]);
   }
   Rows operator[](int index) const {
     return rows_[index];
@@ -225,6 +225,10 @@ class Weights {
   std::vector<Rows> rows_;
   std::vector<std::vector<float>> buffers_;
 };
+
+// The default and no_gate modes differ by f1's weight, 1 - g or 1: written as
+// 1 - gated g with gated 1 or 0 (exactly the same values), so the loops over a row have
+// no branch and vectorise.
 
 // Writes h'_u into out's columns for the rows of `piece`, given the unit's heads for
 // those rows (count, heads) dense.
@@ -247,10 +251,11 @@ void solve(const Unit& u, int mode, const float* heads, const std::vector<mx::ar
       }
       continue;
     }
+    const float gated = mode == kNoGate ? 0.f : 1.f; // 1 or 0: see the note above solve()
     for (int j = 0; j < n; ++j) {
       const float f1 = rational_tanh(hb[j]), f2 = rational_tanh(hb[n + j]);
       const float g = sigmoid(hb[2 * n + j] * t + hb[3 * n + j]);
-      o[j] = mode == kNoGate ? f1 + g * f2 : f1 * (1.f - g) + g * f2;
+      o[j] = f1 * (1.f - gated * g) + g * f2;
     }
   }
 }
@@ -311,6 +316,27 @@ struct PerSample {
   std::vector<std::vector<float>> tau, amp;
 };
 
+// One row of the default or no_gate solution's backward pass: d_heads `dh` (4n) and the
+// dt terms (n) from the heads `hb` (4n) and the new state's cotangent `gb` (n). Its own
+// function so that its pointers are __restrict__ (distinct), and the loop vectorises.
+void gate_backward(int n, float t, float gated, const float* __restrict__ hb,
+                   const float* __restrict__ gb, float* __restrict__ dh,
+                   float* __restrict__ dt_terms) {
+  for (int j = 0; j < n; ++j) {
+    const float f1 = rational_tanh(hb[j]), f2 = rational_tanh(hb[n + j]);
+    const float a = hb[2 * n + j];
+    const float gate = sigmoid(a * t + hb[3 * n + j]);
+    const float keep = 1.f - gated * gate; // gated 1 or 0: see the note above solve()
+    const float d_gate = gb[j] * (f2 - gated * f1);
+    const float d_z = d_gate * gate * (1.f - gate);
+    dh[j] = gb[j] * keep * (1.f - f1 * f1);
+    dh[n + j] = gb[j] * gate * (1.f - f2 * f2);
+    dh[2 * n + j] = d_z * t;
+    dh[3 * n + j] = d_z;
+    dt_terms[j] = d_z * a;
+  }
+}
+
 // d_heads (count, heads) for the rows of `piece` from the new state's cotangent `g`
 // (its rows, the unit's columns); adds to the cotangent of dt and writes the per-sample
 // terms of w_tau and A.
@@ -322,13 +348,15 @@ void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
   const int n = u.n;
   const float* w_tau = mode == kPure ? w[u.tau][0] : nullptr;
   const float* amp = mode == kPure ? w[u.amp][0] : nullptr;
+  // Each row's dt terms, summed after the loop over them (so that loop vectorises).
+  std::vector<float> dt_buffer(n);
+  float* dt_terms = dt_buffer.data();
   for (int r = 0; r < piece.count; ++r) {
     const int b = piece.first + r;
     const float t = dt.data<float>()[b * dt_ld];
     const float* hb = heads + int64_t(r) * u.heads;
     float* dh = d_heads + int64_t(r) * u.heads;
     const float* gb = g[r];
-    float d_t = 0.f;
     if (mode == kPure) {
       float* d_tau = tau_terms + int64_t(b) * n;
       float* d_amp = amp_terms + int64_t(b) * n;
@@ -340,49 +368,23 @@ void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
         dh[j] = -gb[j] * a * decay * (1.f - t * x * sign_x);
         d_amp[j] = gb[j] * (1.f - decay * x);
         d_tau[j] = gb[j] * a * x * decay * t * sign_w;
-        d_t += gb[j] * a * x * decay * rate;
+        dt_terms[j] = gb[j] * a * x * decay * rate;
       }
     } else {
-      for (int j = 0; j < n; ++j) {
-        const float f1 = rational_tanh(hb[j]), f2 = rational_tanh(hb[n + j]);
-        const float a = hb[2 * n + j];
-        const float gate = sigmoid(a * t + hb[3 * n + j]);
-        const float keep = mode == kNoGate ? 1.f : 1.f - gate;
-        const float d_gate = gb[j] * (mode == kNoGate ? f2 : f2 - f1);
-        const float d_z = d_gate * gate * (1.f - gate);
-        dh[j] = gb[j] * keep * (1.f - f1 * f1);
-        dh[n + j] = gb[j] * gate * (1.f - f2 * f2);
-        dh[2 * n + j] = d_z * t;
-        dh[3 * n + j] = d_z;
-        d_t += d_z * a;
-      }
+      gate_backward(n, t, mode == kNoGate ? 0.f : 1.f, hb, gb, dh, dt_terms);
     }
+    float d_t = 0.f;
+    for (int j = 0; j < n; ++j)
+      d_t += dt_terms[j];
     d_dt[b] += d_t;
   }
-}
-
-// The transposes of the chain's matrices (by input index), for products with W^T.
-std::vector<std::vector<float>> transposes(const std::vector<Unit>& chain, const Weights& w,
-                                           int count) {
-  std::vector<std::vector<float>> t(count);
-  for (const Unit& u : chain) {
-    if (u.in)
-      t[u.wx] = transposed(w[u.wx], u.in, u.width);
-    t[u.wh] = transposed(w[u.wh], u.n, u.width);
-    for (int i = 1; i <= u.layers; ++i) {
-      const bool last = i == u.layers;
-      const int index = last ? u.head_w : u.hidden_w[i - 1];
-      t[index] = transposed(w[index], u.width, last ? u.heads : u.width);
-    }
-  }
-  return t;
 }
 
 // The per-sample part of the backward pass for the rows of `piece`: every cotangent
 // that is per sample (state, projected input, dt) and what the weights' gradients need.
 void backward_rows(const std::vector<Unit>& chain, const std::vector<mx::array>& in,
-                   std::vector<mx::array>& out, const Weights& w,
-                   const std::vector<std::vector<float>>& wt, const float* cache, Rows cotangent,
+                   std::vector<mx::array>& out, const Weights& w, const Weights& wt,
+                   const float* cache, Rows cotangent,
                    PerSample& kept, int mode, int activation, Piece piece) {
   const int batch = in[1].shape(0), width = in[1].shape(1), first = piece.first;
   const int count = piece.count;
@@ -406,19 +408,17 @@ void backward_rows(const std::vector<Unit>& chain, const std::vector<mx::array>&
       activate(activation, cache + at, kept.z.data() + at, count * u->width);
       float* d_before = kept.d.data() + at;
       std::fill_n(d_before, count * u->width, 0.f);
-      matmul_add(d_before, u->width, Rows{d, cols}, Rows{wt[wi].data(), u->width}, count, cols,
-                 u->width);
+      matmul_add(d_before, u->width, Rows{d, cols}, wt[wi], count, cols, u->width);
       activate_backward(activation, cache + at, d_before, count * u->width);
       d = d_before;
     }
-    matmul_add(d_h + u->state, width, Rows{d, u->width}, Rows{wt[u->wh].data(), u->n}, count,
-               u->width, u->n);
+    matmul_add(d_h + u->state, width, Rows{d, u->width}, wt[u->wh], count, u->width, u->n);
     if (u->in == 0) {
       float* d_projected = out[0].data<float>() + int64_t(first) * u->width;
       std::copy(d, d + int64_t(count) * u->width, d_projected);
     } else {
-      matmul_add(g.data() + (u->state - u->in), width, Rows{d, u->width},
-                 Rows{wt[u->wx].data(), u->in}, count, u->width, u->in);
+      matmul_add(g.data() + (u->state - u->in), width, Rows{d, u->width}, wt[u->wx], count,
+                 u->width, u->in);
     }
   }
 }
@@ -463,8 +463,9 @@ std::vector<std::function<void()>> weight_gradients(
   return pieces;
 }
 
-// The backward pass. Inputs: the primals, the forward outputs (new state, cache) and
-// the new state's cotangent. Outputs: the primals' cotangents. First every per-sample
+// The backward pass. Inputs: the primals, the forward outputs (new state, cache), the
+// new state's cotangent and the weights' transposes (transposed_copy). Outputs: the
+// primals' cotangents. First every per-sample
 // cotangent, in pieces of rows; then each weight's gradient, in pieces of its rows,
 // each value summed over the whole batch in order.
 void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
@@ -477,8 +478,7 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
   const Rows h = rows(in[1], hbuf), cotangent = rows(in[count + 2], gbuf);
   const float* next = in[count].data<float>();
   const float* cache = in[count + 1].data<float>();
-  const Weights w(in, count);
-  const auto wt = transposes(chain, w, count);
+  const Weights w(in, count), wt(in, count, count + 3 - kInputs);
   PerSample kept{std::vector<float>(cache_size(chain, batch)),
                  std::vector<float>(cache_size(chain, batch)),
                  {},
@@ -567,10 +567,16 @@ class CfCStepBackward : public Chain {
   std::shared_ptr<mx::Primitive> clone() override {
     return std::make_shared<CfCStepBackward>(stream(), layout_, mode_, activation_);
   }
-  // Inputs: the primals, the forward's new state and cache, the state's cotangent.
+  // Inputs: the primals, the forward's new state and cache, the state's cotangent, the
+  // weights' transposes.
   void validate(const std::vector<mx::array>& in) override {
-    const int primals = int(in.size()) - 3;
+    const int primals = (int(in.size()) - 3 + kInputs) / 2;
+    if (primals < kInputs || int(in.size()) != 2 * primals + 3 - kInputs)
+      throw argument_error("cfc_step", "the backward pass takes the primals, three arrays and "
+                                       "the weights' transposes");
     const auto units = checked(in, primals);
+    check_transposes("cfc_step", in.data() + kInputs, in.data() + primals + 3,
+                     primals - kInputs);
     const int batch = in[1].shape(0), width = in[1].shape(1);
     check_matrix("cfc_step", in[primals], "new state", batch, width);
     check_matrix("cfc_step", in[primals + 2], "cotangent", batch, width);
@@ -581,7 +587,7 @@ class CfCStepBackward : public Chain {
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     std::vector<mx::Shape> shapes;
-    for (size_t i = 0; i + 3 < inputs.size(); ++i)
+    for (int i = 0; i < (int(inputs.size()) - 3 + kInputs) / 2; ++i)
       shapes.push_back(inputs[i].shape());
     return shapes;
   }
@@ -607,6 +613,8 @@ class CfCStep : public Chain {
     std::vector<mx::array> inputs(primals);
     inputs.insert(inputs.end(), outputs.begin(), outputs.end());
     inputs.push_back(cotangents[0]);
+    for (size_t i = kInputs; i < primals.size(); ++i)
+      inputs.push_back(transposed_copy(primals[i], stream()));
     std::vector<mx::Shape> shapes;
     for (const auto& a : primals)
       shapes.push_back(a.shape());

@@ -24,9 +24,13 @@ namespace mx = mlx::core;
 // tanh as the clamped minimax rational function of ncps_mlx.ops (Eigen's and XLA's):
 // multiplies, adds and one division, so the batch loops vectorise, and the same values
 // as the graph-level path.
-inline float rational_tanh(float x) {
+// Always inlined: a call inside a loop over a row keeps it from vectorising.
+#define NCPS_VECTOR_INLINE inline __attribute__((always_inline))
+
+NCPS_VECTOR_INLINE float rational_tanh(float x) {
   constexpr float clamp = 7.90531110763549805f;
-  x = std::min(std::max(x, -clamp), clamp);
+  // Compares, not std::min/max: their references defeat vectorisation in some loops.
+  x = x < -clamp ? -clamp : (x > clamp ? clamp : x);
   const float z = x * x;
   float p = -2.76076847742355e-16f;
   p = p * z + 2.00018790482477e-13f;
@@ -42,7 +46,7 @@ inline float rational_tanh(float x) {
   return x * p / q;
 }
 
-inline float sigmoid(float x) {
+NCPS_VECTOR_INLINE float sigmoid(float x) {
   return 0.5f + 0.5f * rational_tanh(0.5f * x);
 }
 
@@ -132,6 +136,24 @@ inline void check_indices(const char* op, const mx::array& index, const char* na
       throw argument_error(
           op, std::string("'") + name + "' holds index " + std::to_string(data[s * stride]) +
               " outside [0, " + std::to_string(bound) + ")");
+}
+
+// A row-major copy of `a`'s transpose, made in the graph by a backward pass's vjp: the
+// gradient through x @ w is d @ w^T, which the micro-kernel reads along rows of w^T.
+// Every time step's vjp asks for the same copy, and mx.compile keeps one.
+inline mx::array transposed_copy(const mx::array& a, mx::Stream stream) {
+  return mx::contiguous(mx::transpose(a, stream), false, stream);
+}
+
+// Throws unless each of `transposes` has the shape of the matching `arrays` reversed.
+inline void check_transposes(const char* op, const mx::array* arrays, const mx::array* transposes,
+                             int count) {
+  for (int i = 0; i < count; ++i) {
+    auto shape = arrays[i].shape();
+    std::reverse(shape.begin(), shape.end());
+    if (transposes[i].shape() != shape || transposes[i].dtype() != mx::float32)
+      throw argument_error(op, "a transposed weight does not fit its weight");
+  }
 }
 
 // A primitive with a CPU implementation only.

@@ -132,15 +132,6 @@ inline void outer_add(float* out, Rows x, Rows d, int batch, int first, int coun
   gemm_add(out + int64_t(first) * n, n, {x.data + first, 1, x.ld}, d, count, batch, n);
 }
 
-// w (k, n) as its transpose (n, k), for products with w^T.
-inline std::vector<float> transposed(Rows w, int k, int n) {
-  std::vector<float> t(size_t(k) * n);
-  for (int i = 0; i < k; ++i)
-    for (int j = 0; j < n; ++j)
-      t[size_t(j) * k + i] = w[i][j];
-  return t;
-}
-
 // out (n,) += the column sums of d (B, n) over columns first..first+count.
 inline void column_sums_add(float* out, Rows d, int batch, int first, int count) {
   for (int b = 0; b < batch; ++b)

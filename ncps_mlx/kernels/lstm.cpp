@@ -35,6 +35,39 @@ Sizes check_step(const mx::array& z, const mx::array& h, const mx::array& c,
   return {batch, n};
 }
 
+// The rows below are functions of their own so that their pointers are __restrict__
+// (distinct) and their loops vectorise.
+
+// One sample's c' and h' from its gates (4n) and c (n).
+void update_row(int n, const float* __restrict__ g, const float* __restrict__ c,
+                float* __restrict__ h_next, float* __restrict__ c_next) {
+  for (int j = 0; j < n; ++j) {
+    const float cell = c[j] * sigmoid(g[2 * n + j] + 1.f) + rational_tanh(g[j]) * sigmoid(g[n + j]);
+    c_next[j] = cell;
+    h_next[j] = rational_tanh(cell) * sigmoid(g[3 * n + j]);
+  }
+}
+
+// One sample's cotangents of the gates (4n) and of c (n), from its gates, c, c' and the
+// cotangents of h' and c'.
+void update_row_backward(int n, const float* __restrict__ g, const float* __restrict__ c,
+                         const float* __restrict__ c_next, const float* __restrict__ dh_next,
+                         const float* __restrict__ dc_next, float* __restrict__ dg,
+                         float* __restrict__ d_c) {
+  for (int j = 0; j < n; ++j) {
+    const float in_gate = sigmoid(g[n + j]), forget = sigmoid(g[2 * n + j] + 1.f);
+    const float out_gate = sigmoid(g[3 * n + j]), input = rational_tanh(g[j]);
+    const float memory = rational_tanh(c_next[j]);
+    const float dh = dh_next[j];
+    const float dc = dc_next[j] + dh * out_gate * (1.f - memory * memory);
+    dg[j] = dc * in_gate * (1.f - input * input);
+    dg[n + j] = dc * input * in_gate * (1.f - in_gate);
+    dg[2 * n + j] = dc * c[j] * forget * (1.f - forget);
+    dg[3 * n + j] = dh * memory * out_gate * (1.f - out_gate);
+    d_c[j] = dc * forget;
+  }
+}
+
 // Inputs z, h, c, wh_t; outputs h', c', gates (B, 4N).
 void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
   const int batch = in[1].shape(0), n = in[1].shape(1);
@@ -50,24 +83,19 @@ void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
     for (int r = 0; r < count; ++r)
       std::copy(z[first + r], z[first + r] + 4 * n, g + int64_t(r) * 4 * n);
     matmul_add(g, 4 * n, Rows{h[first], h.ld}, wh, count, n, 4 * n);
-    for (int b = first; b < first + count; ++b) {
-      const float* gb = gates + int64_t(b) * 4 * n;
-      for (int j = 0; j < n; ++j) {
-        const float cell = c[b][j] * sigmoid(gb[2 * n + j] + 1.f) +
-            rational_tanh(gb[j]) * sigmoid(gb[n + j]);
-        c_next[int64_t(b) * n + j] = cell;
-        h_next[int64_t(b) * n + j] = rational_tanh(cell) * sigmoid(gb[3 * n + j]);
-      }
-    }
+    for (int b = first; b < first + count; ++b)
+      update_row(n, gates + int64_t(b) * 4 * n, c[b], h_next + int64_t(b) * n,
+                 c_next + int64_t(b) * n);
   });
 }
 
-// Inputs: z, h, c, wh_t, then h', c', gates, then the cotangents of h' and c'.
+// Inputs: z, h, c, wh_t, then h', c', gates, then the cotangents of h' and c', then
+// wh_t's transpose (transposed_copy).
 // Outputs: the cotangents of z (the gates'), h, c and wh_t.
 void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
   const int batch = in[1].shape(0), n = in[1].shape(1);
   std::vector<float> hbuf, cbuf, wbuf, dhbuf, dcbuf;
-  const Rows h = rows(in[1], hbuf), c = rows(in[2], cbuf), wh = rows(in[3], wbuf);
+  const Rows h = rows(in[1], hbuf), c = rows(in[2], cbuf), wh = rows(in[9], wbuf);
   const Rows dh_next = rows(in[7], dhbuf), dc_next = rows(in[8], dcbuf);
   const float* c_next = in[5].data<float>();
   const float* gates = in[6].data<float>();
@@ -75,29 +103,15 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
   float* d_h = out[1].data<float>();
   float* d_c = out[2].data<float>();
   float* d_wh = out[3].data<float>();
-  const std::vector<float> wh_t = transposed(wh, n, 4 * n);
   parallel_for(pieces_of(batch, kRowGrain), [&](int piece) {
     const int first = piece * kRowGrain, count = std::min(kRowGrain, batch - first);
-    for (int b = first; b < first + count; ++b) {
-      const float* g = gates + int64_t(b) * 4 * n;
-      float* dg = d_gates + int64_t(b) * 4 * n;
-      for (int j = 0; j < n; ++j) {
-        const float in_gate = sigmoid(g[n + j]), forget = sigmoid(g[2 * n + j] + 1.f);
-        const float out_gate = sigmoid(g[3 * n + j]), input = rational_tanh(g[j]);
-        const float memory = rational_tanh(c_next[int64_t(b) * n + j]);
-        const float dh = dh_next[b][j];
-        const float dc = dc_next[b][j] + dh * out_gate * (1.f - memory * memory);
-        dg[j] = dc * in_gate * (1.f - input * input);
-        dg[n + j] = dc * input * in_gate * (1.f - in_gate);
-        dg[2 * n + j] = dc * c[b][j] * forget * (1.f - forget);
-        dg[3 * n + j] = dh * memory * out_gate * (1.f - out_gate);
-        d_c[int64_t(b) * n + j] = dc * forget;
-      }
-    }
+    for (int b = first; b < first + count; ++b)
+      update_row_backward(n, gates + int64_t(b) * 4 * n, c[b], c_next + int64_t(b) * n,
+                          dh_next[b], dc_next[b], d_gates + int64_t(b) * 4 * n,
+                          d_c + int64_t(b) * n);
     float* dh_rows = d_h + int64_t(first) * n;
     std::fill_n(dh_rows, int64_t(count) * n, 0.f);
-    matmul_add(dh_rows, n, Rows{d_gates + int64_t(first) * 4 * n, 4 * n},
-               Rows{wh_t.data(), n}, count, 4 * n, n);
+    matmul_add(dh_rows, n, Rows{d_gates + int64_t(first) * 4 * n, 4 * n}, wh, count, 4 * n, n);
   });
   // d wh_t = h^T d_gates, in pieces of its rows, each summed over the whole batch.
   std::fill_n(d_wh, int64_t(n) * 4 * n, 0.f);
@@ -131,9 +145,10 @@ class LSTMStepBackward : public CPUPrimitive {
     return std::make_shared<LSTMStepBackward>(stream());
   }
   void validate(const std::vector<mx::array>& in) override {
-    if (in.size() != 9)
-      throw argument_error("lstm_step", "the backward pass takes nine arrays");
+    if (in.size() != 10)
+      throw argument_error("lstm_step", "the backward pass takes ten arrays");
     const auto [batch, n] = check_step(in[0], in[1], in[2], in[3]);
+    check_transposes("lstm_step", &in[3], &in[9], 1);
     const char* names[] = {"new h", "new c", "gates", "cotangent of h", "cotangent of c"};
     const int cols[] = {n, n, 4 * n, n, n};
     for (int k = 0; k < 5; ++k)
@@ -158,6 +173,7 @@ class LSTMStep : public CPUPrimitive {
     inputs.insert(inputs.end(), outputs.begin(), outputs.end());
     inputs.push_back(cotangents[0]);
     inputs.push_back(cotangents[1]);
+    inputs.push_back(transposed_copy(primals[3], stream()));
     std::vector<mx::Shape> shapes;
     for (const auto& a : primals)
       shapes.push_back(a.shape());
