@@ -28,13 +28,15 @@ class Call(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """How a call runs its steps: the stepper (the cell, or a fused stepper with its
-    protocol) with what it derives from the weights, and the mixed-memory LSTM's."""
+    """How a call runs: the stepper (the cell, or a fused stepper with its protocol) with
+    what it derives from the weights, the mixed-memory LSTM's, and the output projection
+    (the layer's, or a fused one with its call)."""
 
     stepper: Any
     consts: Any
     lstm: Any = None
     lstm_consts: Any = None
+    projection: Any = None
 
 
 def check_call(layer: Any, x: Any, hx: Any = None, timespans: Any = None, mask: Any = None) -> Call:
@@ -61,10 +63,13 @@ def check_call(layer: Any, x: Any, hx: Any = None, timespans: Any = None, mask: 
 def plan(layer: Any) -> Plan:
     """Choose the stepper of ``layer``'s cell here and now and derive its arrays."""
     stepper = kernels.graph_stepper(layer.rnn_cell) or layer.rnn_cell
+    projection = None
+    if layer.proj_size is not None:
+        projection = kernels.graph_stepper(layer.fc) or layer.fc
     if not layer.mixed_memory:
-        return Plan(stepper, stepper.derive())
+        return Plan(stepper, stepper.derive(), projection=projection)
     lstm = kernels.graph_stepper(layer.lstm) or layer.lstm
-    return Plan(stepper, stepper.derive(), lstm, lstm.derive())
+    return Plan(stepper, stepper.derive(), lstm, lstm.derive(), projection)
 
 
 def run(layer: Any, call: Call, planned: Plan | None = None) -> tuple[mx.array, State]:
@@ -99,7 +104,7 @@ def scan(
         c = zeros if c is None else c.astype(dtype)
     if isinstance(dt, mx.array):
         dt = dt.astype(dtype)
-    stepper, consts, lstm, lstm_consts = plan(layer) if planned is None else planned
+    stepper, consts, lstm, lstm_consts, projection = plan(layer) if planned is None else planned
     inputs = _steps(stepper.project(consts, x))
     if layer.mixed_memory:
         lstm_inputs = ops.split_steps(lstm.project(lstm_consts, x))
@@ -123,8 +128,8 @@ def scan(
         y = mx.stack(outputs, axis=1)
     elif last is not None:
         y = last  # the output of each sample's last real step
-    if layer.proj_size is not None:
-        y = layer.fc(y)
+    if projection is not None:
+        y = projection(y)
     if mask is not None and layer.return_sequences:
         y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
     return y, h, c

@@ -21,6 +21,7 @@ Set ``NCPS_MLX_KERNELS=0`` to never use or build them.
 """
 
 from . import cfc as _cfc  # noqa: F401  (registers the CfC adapters)
+from . import linear as _linear  # noqa: F401  (registers the output projection's adapter)
 from . import lstm as _lstm  # noqa: F401  (registers the LSTM adapter)
 from . import ltc as _ltc  # noqa: F401  (registers the LTC adapter)
 from .build import BuildError as BuildError

@@ -273,9 +273,9 @@ void forward_unit(const Unit& u, const std::vector<mx::array>& in, const Weights
   } else {
     fill_rows(pre, u.width, w[u.bx], count, u.width);
     const Rows previous{next + int64_t(first) * width + (u.state - u.in), width};
-    matmul_add(pre, u.width, previous, w[u.wx], count, u.in, u.width);
+    matmul(pre, u.width, previous, w[u.wx], count, u.in, u.width);
   }
-  matmul_add(pre, u.width, Rows{h[first] + u.state, h.ld}, w[u.wh], count, u.n, u.width);
+  matmul(pre, u.width, Rows{h[first] + u.state, h.ld}, w[u.wh], count, u.n, u.width);
   std::vector<float> z(size_t(count) * u.width);
   for (int i = 1; i <= u.layers; ++i) {
     activate(activation, cache + u.segment(i - 1, batch) + int64_t(first) * u.width, z.data(),
@@ -285,7 +285,7 @@ void forward_unit(const Unit& u, const std::vector<mx::array>& in, const Weights
     const int wi = last ? u.head_w : u.hidden_w[i - 1], bi = last ? u.head_b : u.hidden_b[i - 1];
     float* target = cache + u.segment(i, batch) + int64_t(first) * cols;
     fill_rows(target, cols, w[bi], count, cols);
-    matmul_add(target, cols, Rows{z.data(), u.width}, w[wi], count, u.width, cols);
+    matmul(target, cols, Rows{z.data(), u.width}, w[wi], count, u.width, cols);
   }
   const float* heads = cache + u.segment(u.layers, batch) + int64_t(first) * u.heads;
   solve(u, mode, heads, in, w, next, width, piece);
@@ -312,8 +312,8 @@ void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
 // layout: each layer's input (the activations z) and the cotangent of its output; in
 // pure mode, each unit's per-sample terms of the w_tau and A gradients (B, n).
 struct PerSample {
-  std::vector<float> z, d;
-  std::vector<std::vector<float>> tau, amp;
+  Buffer z, d;
+  std::vector<Buffer> tau, amp;
 };
 
 // One row of the default or no_gate solution's backward pass: d_heads `dh` (4n) and the
@@ -395,30 +395,30 @@ void backward_rows(const std::vector<Unit>& chain, const std::vector<mx::array>&
   float* d_h = out[1].data<float>() + int64_t(first) * width;
   for (auto u = chain.rbegin(); u != chain.rend(); ++u) {
     const int k = int(chain.rend() - u) - 1;
-    float* d = kept.d.data() + u->segment(u->layers, batch) + int64_t(first) * u->heads;
+    float* d = kept.d.get() + u->segment(u->layers, batch) + int64_t(first) * u->heads;
     solve_backward(*u, mode, cache + u->segment(u->layers, batch) + int64_t(first) * u->heads,
                    Rows{g.data() + u->state, width}, in, w, out[2].data<float>(), d,
-                   mode == kPure ? kept.tau[k].data() : nullptr,
-                   mode == kPure ? kept.amp[k].data() : nullptr, piece);
+                   mode == kPure ? kept.tau[k].get() : nullptr,
+                   mode == kPure ? kept.amp[k].get() : nullptr, piece);
     // Back through the heads and the backbone, to the first layer's pre-activations.
     for (int i = u->layers; i >= 1; --i) {
       const int cols = i == u->layers ? u->heads : u->width;
       const int wi = i == u->layers ? u->head_w : u->hidden_w[i - 1];
       const int64_t at = u->segment(i - 1, batch) + int64_t(first) * u->width;
-      activate(activation, cache + at, kept.z.data() + at, count * u->width);
-      float* d_before = kept.d.data() + at;
-      std::fill_n(d_before, count * u->width, 0.f);
-      matmul_add(d_before, u->width, Rows{d, cols}, wt[wi], count, cols, u->width);
+      activate(activation, cache + at, kept.z.get() + at, count * u->width);
+      float* d_before = kept.d.get() + at;
+      matmul(d_before, u->width, Rows{d, cols}, wt[wi], count, cols, u->width, Write::kSet);
       activate_backward(activation, cache + at, d_before, count * u->width);
       d = d_before;
     }
-    matmul_add(d_h + u->state, width, Rows{d, u->width}, wt[u->wh], count, u->width, u->n);
+    matmul(d_h + u->state, width, Rows{d, u->width}, wt[u->wh], count, u->width, u->n,
+           Write::kSet);
     if (u->in == 0) {
       float* d_projected = out[0].data<float>() + int64_t(first) * u->width;
       std::copy(d, d + int64_t(count) * u->width, d_projected);
     } else {
-      matmul_add(g.data() + (u->state - u->in), width, Rows{d, u->width}, wt[u->wx], count,
-                 u->width, u->in);
+      matmul(g.data() + (u->state - u->in), width, Rows{d, u->width}, wt[u->wx], count, u->width,
+             u->in);
     }
   }
 }
@@ -433,31 +433,31 @@ std::vector<std::function<void()>> weight_gradients(
     float* target = out[index].data<float>();
     for (int first = 0; first < k; first += kWeightGrain)
       pieces.push_back([=] {
-        outer_add(target, x, d, batch, first, std::min(kWeightGrain, k - first), n);
+        outer(target, x, d, batch, first, std::min(kWeightGrain, k - first), n);
       });
   };
   auto sums = [&](int index, Rows d, int n) { // out[index] += column sums of d
     float* target = out[index].data<float>();
-    pieces.push_back([=] { column_sums_add(target, d, batch, 0, n); });
+    pieces.push_back([=] { column_sums(target, d, batch, n); });
   };
   for (size_t k = 0; k < chain.size(); ++k) {
     const Unit& u = chain[k];
     for (int i = 1; i <= u.layers; ++i) {
       const int cols = i == u.layers ? u.heads : u.width;
-      const Rows z{kept.z.data() + u.segment(i - 1, batch), u.width};
-      const Rows d{kept.d.data() + u.segment(i, batch), cols};
+      const Rows z{kept.z.get() + u.segment(i - 1, batch), u.width};
+      const Rows d{kept.d.get() + u.segment(i, batch), cols};
       product(i == u.layers ? u.head_w : u.hidden_w[i - 1], z, d, u.width, cols);
       sums(i == u.layers ? u.head_b : u.hidden_b[i - 1], d, cols);
     }
-    const Rows d{kept.d.data() + u.segment(0, batch), u.width};
+    const Rows d{kept.d.get() + u.segment(0, batch), u.width};
     product(u.wh, Rows{h.data + u.state, h.ld}, d, u.n, u.width);
     if (u.in) {
       product(u.wx, Rows{next + (u.state - u.in), width}, d, u.in, u.width);
       sums(u.bx, d, u.width);
     }
     if (mode == kPure) {
-      sums(u.tau, Rows{kept.tau[k].data(), u.n}, u.n);
-      sums(u.amp, Rows{kept.amp[k].data(), u.n}, u.n);
+      sums(u.tau, Rows{kept.tau[k].get(), u.n}, u.n);
+      sums(u.amp, Rows{kept.amp[k].get(), u.n}, u.n);
     }
   }
   return pieces;
@@ -465,24 +465,20 @@ std::vector<std::function<void()>> weight_gradients(
 
 // The backward pass. Inputs: the primals, the forward outputs (new state, cache), the
 // new state's cotangent and the weights' transposes (transposed_copy). Outputs: the
-// primals' cotangents. First every per-sample
-// cotangent, in pieces of rows; then each weight's gradient, in pieces of its rows,
-// each value summed over the whole batch in order.
+// primals' cotangents. First every per-sample cotangent, in pieces of rows; then each
+// weight's gradient, in pieces of its rows, each value summed over the whole batch in
+// order. Every output is written once, whole (dt's is summed over the units).
 void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
               const std::vector<Unit>& chain, int mode, int activation) {
   const int count = int(out.size());
   const int batch = in[1].shape(0);
-  for (auto& a : out)
-    std::fill_n(a.data<float>(), a.size(), 0.f);
+  std::fill_n(out[2].data<float>(), out[2].size(), 0.f);
   std::vector<float> hbuf, gbuf;
   const Rows h = rows(in[1], hbuf), cotangent = rows(in[count + 2], gbuf);
   const float* next = in[count].data<float>();
   const float* cache = in[count + 1].data<float>();
   const Weights w(in, count), wt(in, count, count + 3 - kInputs);
-  PerSample kept{std::vector<float>(cache_size(chain, batch)),
-                 std::vector<float>(cache_size(chain, batch)),
-                 {},
-                 {}};
+  PerSample kept{Buffer(cache_size(chain, batch)), Buffer(cache_size(chain, batch)), {}, {}};
   if (mode == kPure)
     for (const Unit& u : chain) {
       kept.tau.emplace_back(size_t(batch) * u.n);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstring>
+#include <memory>
 
 #include "common.h"
 
@@ -23,6 +24,18 @@ struct Rows {
   const float* operator[](int64_t row) const {
     return data + row * ld;
   }
+};
+
+// Scratch values, left uninitialised: every use writes before it reads.
+class Buffer {
+ public:
+  explicit Buffer(size_t size) : values_(new float[size]) {}
+  float* get() const {
+    return values_.get();
+  }
+
+ private:
+  std::unique_ptr<float[]> values_;
 };
 
 // A matrix read through any strides: element (r, q) at data[r * row + q * col]. A
@@ -71,10 +84,13 @@ inline void store(float* p, Vec v) {
   *reinterpret_cast<UnalignedVec*>(p) = v;
 }
 
-// C tile (R rows, `cols` <= kTileCols valid columns) += A (R, p) @ B (p, kTileCols).
+// Whether a product adds to C or overwrites it (no zeroing of C beforehand).
+enum class Write { kAdd, kSet };
+
+// C tile (R rows, `cols` <= kTileCols valid columns) += (or =) A (R, p) @ B (p, kTileCols).
 template <int R>
 inline void tile(float* c, int64_t ldc, Strided a, const float* b, int64_t ldb, int p,
-                 int cols) {
+                 int cols, Write write) {
   Vec sum[R][2] = {};
   for (int q = 0; q < p; ++q) {
     const Vec b0 = load(b + q * ldb), b1 = load(b + q * ldb + kLanes);
@@ -84,22 +100,23 @@ inline void tile(float* c, int64_t ldc, Strided a, const float* b, int64_t ldb, 
       sum[r][1] += x * b1;
     }
   }
+  const bool add = write == Write::kAdd;
   for (int r = 0; r < R; ++r) {
     float* cr = c + r * ldc;
     if (cols == kTileCols) {
-      store(cr, load(cr) + sum[r][0]);
-      store(cr + kLanes, load(cr + kLanes) + sum[r][1]);
+      store(cr, add ? load(cr) + sum[r][0] : sum[r][0]);
+      store(cr + kLanes, add ? load(cr + kLanes) + sum[r][1] : sum[r][1]);
     } else {
       float values[kTileCols];
       std::memcpy(values, sum[r], sizeof(values));
       for (int j = 0; j < cols; ++j)
-        cr[j] += values[j];
+        cr[j] = add ? cr[j] + values[j] : values[j];
     }
   }
 }
 
-// C (m, n) += A (m, p) @ B (p, n), C's rows `ldc` apart.
-inline void gemm_add(float* c, int64_t ldc, Strided a, Rows b, int m, int p, int n) {
+// C (m, n) += (or =) A (m, p) @ B (p, n), C's rows `ldc` apart.
+inline void gemm(float* c, int64_t ldc, Strided a, Rows b, int m, int p, int n, Write write) {
   std::vector<float> edge;
   for (int j = 0; j < n; j += kTileCols) {
     const int cols = std::min(kTileCols, n - j);
@@ -115,27 +132,30 @@ inline void gemm_add(float* c, int64_t ldc, Strided a, Rows b, int m, int p, int
     int r = 0;
     for (; r + kTileRows <= m; r += kTileRows)
       tile<kTileRows>(c + r * ldc + j, ldc, {a.data + r * a.row, a.row, a.col}, panel, ld, p,
-                      cols);
+                      cols, write);
     for (; r < m; ++r)
-      tile<1>(c + r * ldc + j, ldc, {a.data + r * a.row, a.row, a.col}, panel, ld, p, cols);
+      tile<1>(c + r * ldc + j, ldc, {a.data + r * a.row, a.row, a.col}, panel, ld, p, cols,
+              write);
   }
 }
 
-// out (B, n) += x (B, k) @ w (k, n).
-inline void matmul_add(float* out, int64_t ldo, Rows x, Rows w, int batch, int k, int n) {
-  gemm_add(out, ldo, {x.data, x.ld, 1}, w, batch, k, n);
+// out (B, n) += (or =) x (B, k) @ w (k, n).
+inline void matmul(float* out, int64_t ldo, Rows x, Rows w, int batch, int k, int n,
+                   Write write = Write::kAdd) {
+  gemm(out, ldo, {x.data, x.ld, 1}, w, batch, k, n, write);
 }
 
-// out (rows first..first+count of a (k, n) matrix) += x^T @ d for x (B, k), d (B, n):
-// those rows of a weight's gradient, each summed over the batch in order.
-inline void outer_add(float* out, Rows x, Rows d, int batch, int first, int count, int n) {
-  gemm_add(out + int64_t(first) * n, n, {x.data + first, 1, x.ld}, d, count, batch, n);
+// Rows first..first+count of a (k, n) matrix set to those of x^T @ d for x (B, k),
+// d (B, n): those rows of a weight's gradient, each summed over the batch in order.
+inline void outer(float* out, Rows x, Rows d, int batch, int first, int count, int n) {
+  gemm(out + int64_t(first) * n, n, {x.data + first, 1, x.ld}, d, count, batch, n, Write::kSet);
 }
 
-// out (n,) += the column sums of d (B, n) over columns first..first+count.
-inline void column_sums_add(float* out, Rows d, int batch, int first, int count) {
+// out (n,) set to the column sums of d (B, n): a bias's gradient.
+inline void column_sums(float* out, Rows d, int batch, int n) {
+  std::fill_n(out, n, 0.f);
   for (int b = 0; b < batch; ++b)
-    for (int j = first; j < first + count; ++j)
+    for (int j = 0; j < n; ++j)
       out[j] += d[b][j];
 }
 

@@ -82,7 +82,7 @@ void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
     float* g = gates + int64_t(first) * 4 * n;
     for (int r = 0; r < count; ++r)
       std::copy(z[first + r], z[first + r] + 4 * n, g + int64_t(r) * 4 * n);
-    matmul_add(g, 4 * n, Rows{h[first], h.ld}, wh, count, n, 4 * n);
+    matmul(g, 4 * n, Rows{h[first], h.ld}, wh, count, n, 4 * n);
     for (int b = first; b < first + count; ++b)
       update_row(n, gates + int64_t(b) * 4 * n, c[b], h_next + int64_t(b) * n,
                  c_next + int64_t(b) * n);
@@ -110,14 +110,13 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
                           dh_next[b], dc_next[b], d_gates + int64_t(b) * 4 * n,
                           d_c + int64_t(b) * n);
     float* dh_rows = d_h + int64_t(first) * n;
-    std::fill_n(dh_rows, int64_t(count) * n, 0.f);
-    matmul_add(dh_rows, n, Rows{d_gates + int64_t(first) * 4 * n, 4 * n}, wh, count, 4 * n, n);
+    matmul(dh_rows, n, Rows{d_gates + int64_t(first) * 4 * n, 4 * n}, wh, count, 4 * n, n,
+           Write::kSet);
   });
   // d wh_t = h^T d_gates, in pieces of its rows, each summed over the whole batch.
-  std::fill_n(d_wh, int64_t(n) * 4 * n, 0.f);
   parallel_for(pieces_of(n, kWeightGrain), [&](int piece) {
     const int first = piece * kWeightGrain;
-    outer_add(d_wh, h, Rows{d_gates, 4 * n}, batch, first, std::min(kWeightGrain, n - first),
+    outer(d_wh, h, Rows{d_gates, 4 * n}, batch, first, std::min(kWeightGrain, n - first),
               4 * n);
   });
 }

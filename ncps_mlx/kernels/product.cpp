@@ -57,12 +57,16 @@ void product(const std::vector<mx::array>& in, mx::array& out) {
   std::vector<float> bbuf, cbuf;
   const Rows bv = rows(b, bbuf);
   float* o = out.data<float>();
-  if (in.size() == 3)
-    fill_rows(o, n, rows(in[2], cbuf), m, n);
-  else
-    std::fill_n(o, int64_t(m) * n, 0.f);
   const Split s = split(m, k, n);
-  std::vector<float> partials(s.inner > 1 ? size_t(s.inner) * m * n : 0, 0.f);
+  // Without an inner split each piece writes its part of the output (set, or added to
+  // the bias); with one, each piece sets its part of a partial, added in order after.
+  std::vector<float> partials(s.inner > 1 ? size_t(s.inner) * m * n : 0);
+  const bool bias = in.size() == 3;
+  if (bias)
+    fill_rows(o, n, rows(in[2], cbuf), m, n);
+  else if (s.inner > 1)
+    std::fill_n(o, int64_t(m) * n, 0.f);
+  const Write write = bias && s.inner == 1 ? Write::kAdd : Write::kSet;
   parallel_for(s.rows * s.cols * s.inner, [&](int piece) {
     const int r = piece / (s.cols * s.inner) * kPieceRows;
     const int c = piece / s.inner % s.cols * kPieceCols;
@@ -70,9 +74,8 @@ void product(const std::vector<mx::array>& in, mx::array& out) {
     const int rows_here = std::min(kPieceRows, m - r), cols_here = std::min(kPieceCols, n - c);
     const int inner_here = s.inner > 1 ? std::min(kInnerGrain, k - q) : k;
     float* target = s.inner > 1 ? partials.data() + size_t(piece % s.inner) * m * n : o;
-    gemm_add(target + int64_t(r) * n + c, n,
-             {av.data + r * av.row + q * av.col, av.row, av.col}, Rows{bv[q] + c, bv.ld},
-             rows_here, inner_here, cols_here);
+    gemm(target + int64_t(r) * n + c, n, {av.data + r * av.row + q * av.col, av.row, av.col},
+         Rows{bv[q] + c, bv.ld}, rows_here, inner_here, cols_here, write);
   });
   for (int part = 0; part < (s.inner > 1 ? s.inner : 0); ++part) // in order
     for (int64_t i = 0; i < int64_t(m) * n; ++i)

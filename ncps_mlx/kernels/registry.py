@@ -2,7 +2,9 @@
 
 A cell states its math once; the kernels offer faster ways to run it. An adapter for a
 cell type is two factories, each taking a cell and returning a stepper when it runs that
-cell here and now (the device, the dtype, the cell's options), else ``None``:
+cell here and now (the device, the dtype, the cell's options), else ``None``. (A layer
+the scan calls, such as the output projection's ``nn.Linear``, may have a ``graph``
+adapter too: a stand-in with the layer's call.)
 
 * ``graph(cell)``: an object with the cell's own ``derive`` / ``project`` / ``step``
   protocol (:class:`~ncps_mlx.cells.Cell`) whose step is a fused MLX primitive: lazy,
