@@ -71,20 +71,42 @@ void batch_major(const std::vector<float>& in, mx::array& out) {
   batch_major(in, out, {0, out.shape(0)});
 }
 
-// A (S,) input, possibly strided, as a dense buffer.
+// A (S,) input read in place, or copied to a dense buffer when strided.
 template <class T>
-std::vector<T> dense(const mx::array& a) {
-  const int64_t stride = a.strides()[0];
-  const T* data = a.data<T>();
-  std::vector<T> out(a.size());
-  for (size_t s = 0; s < out.size(); ++s)
-    out[s] = data[s * stride];
-  return out;
-}
+class Vector {
+ public:
+  explicit Vector(const mx::array& a) : data_(a.data<T>()) {
+    const int64_t stride = a.strides()[0];
+    if (stride == 1)
+      return;
+    buffer_.resize(a.size());
+    for (size_t s = 0; s < buffer_.size(); ++s)
+      buffer_[s] = data_[s * stride];
+    data_ = buffer_.data();
+  }
+  Vector(const Vector&) = delete;
+  Vector& operator=(const Vector&) = delete;
 
+  const T& operator[](size_t s) const {
+    return data_[s];
+  }
+  const T* data() const {
+    return data_;
+  }
+
+ private:
+  const T* data_;
+  std::vector<T> buffer_;
+};
+
+// The synapses from `a` on: pre, post, sigma, mu, w, w_erev.
 struct Synapses {
-  std::vector<int32_t> pre, post;
-  std::vector<float> sigma, mu, w, w_erev;
+  explicit Synapses(const mx::array* a)
+      : pre(a[0]), post(a[1]), sigma(a[2]), mu(a[3]), w(a[4]), w_erev(a[5]),
+        count(int(a[0].size())) {}
+
+  Vector<int32_t> pre, post;
+  Vector<float> sigma, mu, w, w_erev;
   int count;
 };
 
@@ -93,10 +115,29 @@ struct Step {
   std::vector<float> cm, n, d; // (N, B)
 };
 
+// The activations a_s = sigmoid(sigma_s (v_pre - mu_s)) of one sample, vectorised over
+// the synapses (gathering v).
+void activations(int count, const int32_t* __restrict__ pre, const float* __restrict__ sigma,
+                 const float* __restrict__ mu, const float* __restrict__ v,
+                 float* __restrict__ act) {
+  for (int s = 0; s < count; ++s)
+    act[s] = sigmoid(sigma[s] * (v[pre[s]] - mu[s]));
+}
+
 // Adds each synapse's w_erev a and w a to its postsynaptic `num` and `den` (N, B), for
-// presynaptic potentials `v` (pre, B); the activations a go to `act` (S, B).
+// presynaptic potentials `v` (pre, B); the activations a go to `act` (S, B). A single
+// sample (a controller's step) has no batch to vectorise over: its activations are
+// vectorised over the synapses instead, then added in the same order.
 void add_synapses(
     const Synapses& syn, const float* v, float* num, float* den, float* act, int b) {
+  if (b == 1) {
+    activations(syn.count, syn.pre.data(), syn.sigma.data(), syn.mu.data(), v, act);
+    for (int s = 0; s < syn.count; ++s) {
+      num[syn.post[s]] += syn.w_erev[s] * act[s];
+      den[syn.post[s]] += syn.w[s] * act[s];
+    }
+    return;
+  }
   for (int s = 0; s < syn.count; ++s) {
     const float* vi = v + syn.pre[s] * b;
     float* nj = num + syn.post[s] * b;
@@ -138,14 +179,6 @@ Step load_step(const std::vector<mx::array>& in, int unfolds, Samples part) {
           neuron_major(in[2], part), neuron_major(in[3], part)};
 }
 
-// The synapses from `in[first]` on: pre, post, sigma, mu, w, w_erev.
-Synapses load_synapses(const std::vector<mx::array>& in, int first = 4) {
-  const auto* a = in.data() + first;
-  return {dense<int32_t>(a[0]), dense<int32_t>(a[1]), dense<float>(a[2]),
-          dense<float>(a[3]),   dense<float>(a[4]),   dense<float>(a[5]),
-          static_cast<int>(a[0].size())};
-}
-
 // All unfolds for the samples `part`, into their rows of `out`.
 void forward_piece(const std::vector<mx::array>& in, const Synapses& syn, mx::array& out,
                    int unfolds, Samples part) {
@@ -161,7 +194,7 @@ void forward_piece(const std::vector<mx::array>& in, const Synapses& syn, mx::ar
 }
 
 void forward(const std::vector<mx::array>& in, mx::array& out, int unfolds) {
-  const Synapses syn = load_synapses(in);
+  const Synapses syn(in.data() + 4);
   const int batch = in[0].shape(0);
   parallel_for(pieces_of(batch, kBatchGrain), [&](int piece) {
     forward_piece(in, syn, out, unfolds, piece_samples(piece, batch));
@@ -245,7 +278,7 @@ void backward_piece(const std::vector<mx::array>& in, const Synapses& syn,
 // Reverse-mode through the unfolds. Outputs: the cotangents of v, cm, n, d (B, N) and of
 // sigma, mu, w, w_erev (S,), given the cotangent `in[10]` of the step's result.
 void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int unfolds) {
-  const Synapses syn = load_synapses(in);
+  const Synapses syn(in.data() + 4);
   const int batch = in[0].shape(0), pieces = pieces_of(batch, kBatchGrain);
   const size_t per_piece = size_t(4) * syn.count;
   std::vector<float> sums(pieces * per_piece);
@@ -446,7 +479,7 @@ void synapse_sums_direct(
     throw argument_error("synapse_sums", "needs pre, post, sigma, mu, w, w_erev");
   checked_size("synapse_sums", "the outputs (B x N)", {batch, neurons});
   check_synapses("synapse_sums", synapses.data(), features, neurons, batch, 1);
-  const Synapses syn = load_synapses(synapses, 0);
+  const Synapses syn(synapses.data());
   std::vector<float> num(size_t(neurons) * batch, 0.f), den(num.size(), 0.f),
       act(size_t(syn.count) * batch);
   add_synapses(syn, neuron_major(x).data(), num.data(), den.data(), act.data(), batch);
