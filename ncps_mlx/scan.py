@@ -105,7 +105,36 @@ def scan(
     if isinstance(dt, mx.array):
         dt = dt.astype(dtype)
     stepper, consts, lstm, lstm_consts, projection = plan(layer) if planned is None else planned
-    inputs = _steps(stepper.project(consts, x))
+    projected = stepper.project(consts, x)
+    if mask is None and not layer.mixed_memory and hasattr(stepper, "sequence"):
+        # A fused stepper runs every step in one call: no graph operations per step.
+        ys, states = stepper.sequence(consts, projected, h, dt)
+        h = states[:, -1]
+        y = ys if layer.return_sequences else ys[:, -1]
+    else:
+        steppers = (stepper, consts, lstm, lstm_consts)
+        y, h, c = _step_by_step(layer, steppers, projected, x, h, c, dt, mask)
+    if projection is not None:
+        y = projection(y)
+    if mask is not None and layer.return_sequences:
+        y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
+    return y, h, c
+
+
+def _step_by_step(
+    layer: Any,
+    steppers: tuple,
+    projected: Any,
+    x: mx.array,
+    h: mx.array,
+    c: mx.array | None,
+    dt: mx.array | float,
+    mask: mx.array | None,
+) -> tuple[mx.array, mx.array, mx.array | None]:
+    """The time loop, one step (and the mixed-memory LSTM's) at a time: ``(y, h, c)``
+    with ``y`` before the output projection."""
+    stepper, consts, lstm, lstm_consts = steppers
+    inputs = _steps(projected)
     if layer.mixed_memory:
         lstm_inputs = ops.split_steps(lstm.project(lstm_consts, x))
     timed = isinstance(dt, mx.array)
@@ -128,10 +157,6 @@ def scan(
         y = mx.stack(outputs, axis=1)
     elif last is not None:
         y = last  # the output of each sample's last real step
-    if projection is not None:
-        y = projection(y)
-    if mask is not None and layer.return_sequences:
-        y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
     return y, h, c
 
 

@@ -468,6 +468,7 @@ def test_optimizers_keep_their_own_defaults():
 
 
 def test_a_step_over_the_memory_budget_is_a_problem_of_the_budget():
-    found = single_problem(tiny(training={"memory_budget_mb": 0.01}))
+    # 1 KiB: less than a step of one sample needs.
+    found = single_problem(tiny(training={"memory_budget_mb": 0.001}))
     assert found.startswith("training.memory_budget_mb: a training step of batch_size=")
-    assert "the memory budget is 0.01 MiB" in found and "no batch_size fits" in found
+    assert "the memory budget is 0.001 MiB" in found and "no batch_size fits" in found

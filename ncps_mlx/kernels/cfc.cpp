@@ -226,27 +226,82 @@ class Weights {
   std::vector<std::vector<float>> buffers_;
 };
 
+// A (B, T, C) input, or a (B, C) one as T = 1, with contiguous columns: the row of
+// sample b at step t is at data + b * batch_stride + t * step_stride.
+struct Steps {
+  const float* data;
+  int64_t batch_stride, step_stride;
+
+  const float* at(int b, int t) const {
+    return data + b * batch_stride + t * step_stride;
+  }
+  Rows step(int t) const {
+    return {data + t * step_stride, batch_stride};
+  }
+};
+
+// An input as Steps: in place when its columns are contiguous (or single), else copied
+// to `buffer`.
+Steps steps(const mx::array& a, std::vector<float>& buffer) {
+  const bool sequence = a.ndim() == 3;
+  const int64_t step_stride = sequence ? a.strides()[1] : 0;
+  if (a.strides().back() == 1 || a.shape(-1) == 1)
+    return {a.data<float>(), a.strides()[0], step_stride};
+  const int batch = a.shape(0), count = sequence ? a.shape(1) : 1, cols = a.shape(-1);
+  buffer.resize(size_t(batch) * count * cols);
+  const int64_t col = a.strides().back();
+  for (int b = 0; b < batch; ++b)
+    for (int t = 0; t < count; ++t)
+      for (int j = 0; j < cols; ++j)
+        buffer[(size_t(b) * count + t) * cols + j] =
+            a.data<float>()[b * a.strides()[0] + t * step_stride + j * col];
+  return {buffer.data(), int64_t(count) * cols, cols};
+}
+
+// Where a call's time steps read and write. A single step is a sequence of one step:
+// its (B, C) arrays are the (B, T, C) ones with T = 1.
+struct Sequence {
+  int batch, steps, width; // B, T, N
+  Steps p, dt; // the projected input (B, T, width_0) and dt (B, T, 1)
+  Rows h0; // the state before the first step (B, N)
+  float* states; // (B, T, N): the state after each step
+  float* cache; // T blocks of `block` values: each step's cache
+  int64_t block;
+
+  int64_t state_ld() const {
+    return int64_t(steps) * width;
+  }
+  // The state step t starts from.
+  Rows before(int t) const {
+    return t == 0 ? h0 : Rows{states + int64_t(t - 1) * width, state_ld()};
+  }
+  float* after(int t) const {
+    return states + int64_t(t) * width;
+  }
+  float timespan(int b, int t) const {
+    return *dt.at(b, t);
+  }
+};
+
 // The default and no_gate modes differ by f1's weight, 1 - g or 1: written as
 // 1 - gated g with gated 1 or 0 (exactly the same values), so the loops over a row have
 // no branch and vectorise.
 
-// Writes h'_u into out's columns for the rows of `piece`, given the unit's heads for
-// those rows (count, heads) dense.
-void solve(const Unit& u, int mode, const float* heads, const std::vector<mx::array>& in,
-           const Weights& w, float* out, int64_t ldo, Piece piece) {
-  const mx::array& dt = in[2];
-  const int64_t dt_ld = dt.strides()[0];
+// Writes h'_u of step t into the state's columns for the rows of `piece`, given the
+// unit's heads for those rows (count, heads) dense.
+void solve(const Unit& u, int mode, const float* heads, const Sequence& s, int t,
+           const Weights& w, Piece piece) {
   const int n = u.n;
   const float* w_tau = mode == kPure ? w[u.tau][0] : nullptr;
   const float* amp = mode == kPure ? w[u.amp][0] : nullptr;
   for (int r = 0; r < piece.count; ++r) {
     const int b = piece.first + r;
-    const float t = dt.data<float>()[b * dt_ld];
+    const float dt = s.timespan(b, t);
     const float* hb = heads + int64_t(r) * u.heads;
-    float* o = out + b * ldo + u.state;
+    float* o = s.after(t) + b * s.state_ld() + u.state;
     if (mode == kPure) {
       for (int j = 0; j < n; ++j) {
-        const float decay = std::exp(-t * (std::fabs(w_tau[j]) + std::fabs(hb[j])));
+        const float decay = std::exp(-dt * (std::fabs(w_tau[j]) + std::fabs(hb[j])));
         o[j] = -amp[j] * decay * hb[j] + amp[j];
       }
       continue;
@@ -254,27 +309,29 @@ void solve(const Unit& u, int mode, const float* heads, const std::vector<mx::ar
     const float gated = mode == kNoGate ? 0.f : 1.f; // 1 or 0: see the note above solve()
     for (int j = 0; j < n; ++j) {
       const float f1 = rational_tanh(hb[j]), f2 = rational_tanh(hb[n + j]);
-      const float g = sigmoid(hb[2 * n + j] * t + hb[3 * n + j]);
+      const float g = sigmoid(hb[2 * n + j] * dt + hb[3 * n + j]);
       o[j] = f1 * (1.f - gated * g) + g * f2;
     }
   }
 }
 
-// The forward pass of one unit for the rows of `piece`: its pre-activations and heads
-// into the cache, its new state into `next` (B, N).
-void forward_unit(const Unit& u, const std::vector<mx::array>& in, const Weights& w, Rows p,
-                  Rows h, float* next, int width, float* cache, int batch, int activation,
+// Step t of one unit for the rows of `piece`: its pre-activations and heads into the
+// step's cache, its new state into the state's columns.
+void forward_unit(const Unit& u, const Sequence& s, int t, const Weights& w, int activation,
                   int mode, Piece piece) {
-  const int first = piece.first, count = piece.count;
+  const int first = piece.first, count = piece.count, batch = s.batch;
+  float* cache = s.cache + t * s.block;
   float* pre = cache + u.segment(0, batch) + int64_t(first) * u.width;
   if (u.in == 0) {
+    const Rows p = s.p.step(t);
     for (int r = 0; r < count; ++r)
       std::copy(p[first + r], p[first + r] + u.width, pre + int64_t(r) * u.width);
   } else {
     fill_rows(pre, u.width, w[u.bx], count, u.width);
-    const Rows previous{next + int64_t(first) * width + (u.state - u.in), width};
+    const Rows previous{s.after(t) + first * s.state_ld() + (u.state - u.in), s.state_ld()};
     matmul(pre, u.width, previous, w[u.wx], count, u.in, u.width);
   }
+  const Rows h = s.before(t);
   matmul(pre, u.width, Rows{h[first] + u.state, h.ld}, w[u.wh], count, u.n, u.width);
   std::vector<float> z(size_t(count) * u.width);
   for (int i = 1; i <= u.layers; ++i) {
@@ -288,32 +345,34 @@ void forward_unit(const Unit& u, const std::vector<mx::array>& in, const Weights
     matmul(target, cols, Rows{z.data(), u.width}, w[wi], count, u.width, cols);
   }
   const float* heads = cache + u.segment(u.layers, batch) + int64_t(first) * u.heads;
-  solve(u, mode, heads, in, w, next, width, piece);
+  solve(u, mode, heads, s, t, w, piece);
 }
 
-// The forward pass: `out[0]` the new state (B, N), `out[1]` the cache. Samples are
-// independent: each piece of rows runs the whole chain.
-void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
-             const std::vector<Unit>& chain, int mode, int activation) {
-  const int batch = in[1].shape(0), width = in[1].shape(1);
-  std::vector<float> hbuf, pbuf;
-  const Rows h = rows(in[1], hbuf), p = rows(in[0], pbuf);
-  const Weights w(in, int(in.size()));
-  float* next = out[0].data<float>();
-  float* cache = out[1].data<float>();
-  parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
-    for (const Unit& u : chain)
-      forward_unit(u, in, w, p, h, next, width, cache, batch, activation, mode,
-                   row_piece(index, batch));
+// The forward pass: every step's state and cache. Samples are independent: each piece
+// of rows runs the whole chain through every step, with no wait between steps.
+void forward(const Sequence& s, const Weights& w, const std::vector<Unit>& chain, int mode,
+             int activation) {
+  parallel_for(pieces_of(s.batch, kRowGrain), [&](int index) {
+    const Piece piece = row_piece(index, s.batch);
+    for (int t = 0; t < s.steps; ++t)
+      for (const Unit& u : chain)
+        forward_unit(u, s, t, w, activation, mode, piece);
   });
 }
 
-// What the backward pass keeps per sample for the weights' gradients, in the cache's
-// layout: each layer's input (the activations z) and the cotangent of its output; in
-// pure mode, each unit's per-sample terms of the w_tau and A gradients (B, n).
-struct PerSample {
+// What the backward pass keeps per sample for the weights' gradients, in the forward
+// cache's layout (a block per step): each layer's input (the activations z) and the
+// cotangent of its output; in pure mode, each unit's per-sample terms of the w_tau and
+// A gradients (T, B, n).
+struct Kept {
   Buffer z, d;
   std::vector<Buffer> tau, amp;
+};
+
+// Where the backward pass writes the per-sample cotangents: the projected input's
+// (B, T, width_0), the first state's (B, N) and dt's (B, T), all dense.
+struct SampleGradients {
+  float *projected, *h0, *dt;
 };
 
 // One row of the default or no_gate solution's backward pass: d_heads `dh` (4n) and the
@@ -337,14 +396,12 @@ void gate_backward(int n, float t, float gated, const float* __restrict__ hb,
   }
 }
 
-// d_heads (count, heads) for the rows of `piece` from the new state's cotangent `g`
-// (its rows, the unit's columns); adds to the cotangent of dt and writes the per-sample
-// terms of w_tau and A.
-void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
-                    const std::vector<mx::array>& in, const Weights& w, float* d_dt,
-                    float* d_heads, float* tau_terms, float* amp_terms, Piece piece) {
-  const mx::array& dt = in[2];
-  const int64_t dt_ld = dt.strides()[0];
+// d_heads (count, heads) of step t for the rows of `piece` from the new state's
+// cotangent `g` (its rows, the unit's columns); adds to the cotangent of dt and writes
+// the per-sample terms of w_tau and A (rows of (B, n)).
+void solve_backward(const Unit& u, int mode, const float* heads, Rows g, const Sequence& s,
+                    int t, const Weights& w, float* d_dt, float* d_heads, float* tau_terms,
+                    float* amp_terms, Piece piece) {
   const int n = u.n;
   const float* w_tau = mode == kPure ? w[u.tau][0] : nullptr;
   const float* amp = mode == kPure ? w[u.amp][0] : nullptr;
@@ -353,7 +410,7 @@ void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
   float* dt_terms = dt_buffer.data();
   for (int r = 0; r < piece.count; ++r) {
     const int b = piece.first + r;
-    const float t = dt.data<float>()[b * dt_ld];
+    const float dt = s.timespan(b, t);
     const float* hb = heads + int64_t(r) * u.heads;
     float* dh = d_heads + int64_t(r) * u.heads;
     const float* gb = g[r];
@@ -362,137 +419,194 @@ void solve_backward(const Unit& u, int mode, const float* heads, Rows g,
       float* d_amp = amp_terms + int64_t(b) * n;
       for (int j = 0; j < n; ++j) {
         const float a = amp[j], x = hb[j], wt = w_tau[j];
-        const float rate = std::fabs(wt) + std::fabs(x), decay = std::exp(-t * rate);
+        const float rate = std::fabs(wt) + std::fabs(x), decay = std::exp(-dt * rate);
         const float sign_x = float((x > 0.f) - (x < 0.f)), sign_w = float((wt > 0.f) - (wt < 0.f));
-        // h' = -a decay x + a, decay = exp(-t (|w| + |x|))
-        dh[j] = -gb[j] * a * decay * (1.f - t * x * sign_x);
+        // h' = -a decay x + a, decay = exp(-dt (|w| + |x|))
+        dh[j] = -gb[j] * a * decay * (1.f - dt * x * sign_x);
         d_amp[j] = gb[j] * (1.f - decay * x);
-        d_tau[j] = gb[j] * a * x * decay * t * sign_w;
+        d_tau[j] = gb[j] * a * x * decay * dt * sign_w;
         dt_terms[j] = gb[j] * a * x * decay * rate;
       }
     } else {
-      gate_backward(n, t, mode == kNoGate ? 0.f : 1.f, hb, gb, dh, dt_terms);
+      gate_backward(n, dt, mode == kNoGate ? 0.f : 1.f, hb, gb, dh, dt_terms);
     }
-    float d_t = 0.f;
+    float sum = 0.f;
     for (int j = 0; j < n; ++j)
-      d_t += dt_terms[j];
-    d_dt[b] += d_t;
+      sum += dt_terms[j];
+    d_dt[int64_t(b) * s.steps + t] += sum;
   }
 }
 
-// The per-sample part of the backward pass for the rows of `piece`: every cotangent
-// that is per sample (state, projected input, dt) and what the weights' gradients need.
-void backward_rows(const std::vector<Unit>& chain, const std::vector<mx::array>& in,
-                   std::vector<mx::array>& out, const Weights& w, const Weights& wt,
-                   const float* cache, Rows cotangent,
-                   PerSample& kept, int mode, int activation, Piece piece) {
-  const int batch = in[1].shape(0), width = in[1].shape(1), first = piece.first;
-  const int count = piece.count;
-  // The new state's cotangent, to which each unit adds what flows into its input.
-  std::vector<float> g(size_t(count) * width);
-  for (int r = 0; r < count; ++r)
-    std::copy(cotangent[first + r], cotangent[first + r] + width, g.data() + int64_t(r) * width);
-  float* d_h = out[1].data<float>() + int64_t(first) * width;
+// Step t of the per-sample backward pass for the rows of `piece`: from `g`, the
+// cotangent of the step's new state (count, N), to `carry`, that of the state it
+// started from; the projected input's and dt's cotangents, and what the weights'
+// gradients need.
+void backward_step(const std::vector<Unit>& chain, const Sequence& s, int t, const Weights& wt,
+                   const Weights& w, float* g, float* carry, Kept& kept,
+                   const SampleGradients& out, int mode, int activation, Piece piece) {
+  const int batch = s.batch, width = s.width, first = piece.first, count = piece.count;
+  const float* cache = s.cache + t * s.block;
   for (auto u = chain.rbegin(); u != chain.rend(); ++u) {
     const int k = int(chain.rend() - u) - 1;
-    float* d = kept.d.get() + u->segment(u->layers, batch) + int64_t(first) * u->heads;
+    float* d = kept.d.get() + t * s.block + u->segment(u->layers, batch) +
+        int64_t(first) * u->heads;
+    const int64_t terms = int64_t(t) * batch * u->n;
     solve_backward(*u, mode, cache + u->segment(u->layers, batch) + int64_t(first) * u->heads,
-                   Rows{g.data() + u->state, width}, in, w, out[2].data<float>(), d,
-                   mode == kPure ? kept.tau[k].get() : nullptr,
-                   mode == kPure ? kept.amp[k].get() : nullptr, piece);
+                   Rows{g + u->state, width}, s, t, w, out.dt, d,
+                   mode == kPure ? kept.tau[k].get() + terms : nullptr,
+                   mode == kPure ? kept.amp[k].get() + terms : nullptr, piece);
     // Back through the heads and the backbone, to the first layer's pre-activations.
     for (int i = u->layers; i >= 1; --i) {
       const int cols = i == u->layers ? u->heads : u->width;
       const int wi = i == u->layers ? u->head_w : u->hidden_w[i - 1];
-      const int64_t at = u->segment(i - 1, batch) + int64_t(first) * u->width;
-      activate(activation, cache + at, kept.z.get() + at, count * u->width);
+      const int64_t at = t * s.block + u->segment(i - 1, batch) + int64_t(first) * u->width;
+      const float* before = s.cache + at;
+      activate(activation, before, kept.z.get() + at, count * u->width);
       float* d_before = kept.d.get() + at;
       matmul(d_before, u->width, Rows{d, cols}, wt[wi], count, cols, u->width, Write::kSet);
-      activate_backward(activation, cache + at, d_before, count * u->width);
+      activate_backward(activation, before, d_before, count * u->width);
       d = d_before;
     }
-    matmul(d_h + u->state, width, Rows{d, u->width}, wt[u->wh], count, u->width, u->n,
+    matmul(carry + u->state, width, Rows{d, u->width}, wt[u->wh], count, u->width, u->n,
            Write::kSet);
     if (u->in == 0) {
-      float* d_projected = out[0].data<float>() + int64_t(first) * u->width;
-      std::copy(d, d + int64_t(count) * u->width, d_projected);
+      for (int r = 0; r < count; ++r)
+        std::copy(d + int64_t(r) * u->width, d + int64_t(r + 1) * u->width,
+                  out.projected + (int64_t(first + r) * s.steps + t) * u->width);
     } else {
-      matmul(g.data() + (u->state - u->in), width, Rows{d, u->width}, wt[u->wx], count, u->width,
+      matmul(g + (u->state - u->in), width, Rows{d, u->width}, wt[u->wx], count, u->width,
              u->in);
     }
   }
 }
 
-// The weights' gradients as pieces: sums over the batch of what backward_rows kept.
-std::vector<std::function<void()>> weight_gradients(
-    const std::vector<Unit>& chain, const std::vector<mx::array>& in,
-    std::vector<mx::array>& out, Rows h, const float* next, const PerSample& kept, int mode) {
-  const int batch = in[1].shape(0), width = in[1].shape(1);
+// The per-sample backward pass for the rows of `piece`, from the last step to the first:
+// each step's state cotangent is the states' cotangent there plus what flows back from
+// the step after.
+void backward_rows(const std::vector<Unit>& chain, const Sequence& s, Steps cotangent,
+                   const Weights& wt, const Weights& w, Kept& kept, const SampleGradients& out,
+                   int mode, int activation, Piece piece) {
+  const int width = s.width, count = piece.count;
+  std::vector<float> g(size_t(count) * width), carry(size_t(count) * width, 0.f);
+  for (int t = s.steps - 1; t >= 0; --t) {
+    for (int r = 0; r < count; ++r) {
+      const float* c = cotangent.at(piece.first + r, t);
+      for (int j = 0; j < width; ++j)
+        g[size_t(r) * width + j] = c[j] + carry[size_t(r) * width + j];
+    }
+    backward_step(chain, s, t, wt, w, g.data(), carry.data(), kept, out, mode, activation, piece);
+  }
+  std::copy(carry.begin(), carry.end(), out.h0 + int64_t(piece.first) * width);
+}
+
+// A (B, k) matrix per time step: `first` at step 0, then rows `ld` apart from
+// base + t * step_stride.
+struct PerStep {
+  Rows first;
+  const float* base;
+  int64_t step_stride, ld;
+
+  Rows at(int t) const {
+    return t == 0 ? first : Rows{base + t * step_stride, ld};
+  }
+};
+
+PerStep uniform(const float* base, int64_t step_stride, int64_t ld) {
+  return {{base, ld}, base, step_stride, ld};
+}
+
+// The weights' gradients as pieces: sums over every step and sample of what the
+// per-sample pass kept, each value summed in the same order (step, then sample)
+// whatever the thread count.
+std::vector<std::function<void()>> weight_gradients(const std::vector<Unit>& chain,
+                                                    const Sequence& s, std::vector<mx::array>& out,
+                                                    const Kept& kept, int mode) {
+  const int batch = s.batch, steps = s.steps;
   std::vector<std::function<void()>> pieces;
-  auto product = [&](int index, Rows x, Rows d, int k, int n) { // out[index] += x^T d
+  auto product = [&](int index, PerStep x, PerStep d, int k, int n) { // out[index] = sum x^T d
     float* target = out[index].data<float>();
     for (int first = 0; first < k; first += kWeightGrain)
       pieces.push_back([=] {
-        outer(target, x, d, batch, first, std::min(kWeightGrain, k - first), n);
+        const int count = std::min(kWeightGrain, k - first);
+        for (int t = 0; t < steps; ++t)
+          outer(target, x.at(t), d.at(t), batch, first, count, n,
+                t == 0 ? Write::kSet : Write::kAdd);
       });
   };
-  auto sums = [&](int index, Rows d, int n) { // out[index] += column sums of d
+  auto sums = [&](int index, PerStep d, int n) { // out[index] = column sums of d
     float* target = out[index].data<float>();
-    pieces.push_back([=] { column_sums(target, d, batch, n); });
+    pieces.push_back([=] {
+      std::fill_n(target, n, 0.f);
+      for (int t = 0; t < steps; ++t)
+        column_sums_add(target, d.at(t), batch, n);
+    });
   };
+  const int64_t ld = s.state_ld();
   for (size_t k = 0; k < chain.size(); ++k) {
     const Unit& u = chain[k];
+    auto kept_at = [&](const Buffer& values, int segment, int cols) {
+      return uniform(values.get() + u.segment(segment, batch), s.block, cols);
+    };
     for (int i = 1; i <= u.layers; ++i) {
       const int cols = i == u.layers ? u.heads : u.width;
-      const Rows z{kept.z.get() + u.segment(i - 1, batch), u.width};
-      const Rows d{kept.d.get() + u.segment(i, batch), cols};
-      product(i == u.layers ? u.head_w : u.hidden_w[i - 1], z, d, u.width, cols);
+      const PerStep d = kept_at(kept.d, i, cols);
+      product(i == u.layers ? u.head_w : u.hidden_w[i - 1], kept_at(kept.z, i - 1, u.width), d,
+              u.width, cols);
       sums(i == u.layers ? u.head_b : u.hidden_b[i - 1], d, cols);
     }
-    const Rows d{kept.d.get() + u.segment(0, batch), u.width};
-    product(u.wh, Rows{h.data + u.state, h.ld}, d, u.n, u.width);
+    const PerStep d = kept_at(kept.d, 0, u.width);
+    // The state each step started from: the first state, then the states before.
+    const PerStep before{{s.h0.data + u.state, s.h0.ld}, s.states + u.state - s.width, s.width, ld};
+    product(u.wh, before, d, u.n, u.width);
     if (u.in) {
-      product(u.wx, Rows{next + (u.state - u.in), width}, d, u.in, u.width);
+      product(u.wx, uniform(s.states + (u.state - u.in), s.width, ld), d, u.in, u.width);
       sums(u.bx, d, u.width);
     }
     if (mode == kPure) {
-      sums(u.tau, Rows{kept.tau[k].get(), u.n}, u.n);
-      sums(u.amp, Rows{kept.amp[k].get(), u.n}, u.n);
+      sums(u.tau, uniform(kept.tau[k].get(), int64_t(batch) * u.n, u.n), u.n);
+      sums(u.amp, uniform(kept.amp[k].get(), int64_t(batch) * u.n, u.n), u.n);
     }
   }
   return pieces;
 }
 
-// The backward pass. Inputs: the primals, the forward outputs (new state, cache), the
-// new state's cotangent and the weights' transposes (transposed_copy). Outputs: the
-// primals' cotangents. First every per-sample cotangent, in pieces of rows; then each
-// weight's gradient, in pieces of its rows, each value summed over the whole batch in
-// order. Every output is written once, whole (dt's is summed over the units).
-void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
-              const std::vector<Unit>& chain, int mode, int activation) {
-  const int count = int(out.size());
-  const int batch = in[1].shape(0);
+// The backward pass over the Sequence `s` (its states and cache those of the forward
+// pass) given the states' cotangent. `out` are the primals' cotangents. First every
+// per-sample cotangent, in pieces of rows; then each weight's gradient, in pieces of its
+// rows. Every output is written once, whole (dt's is summed over the units).
+void backward(const Sequence& s, Steps cotangent, const Weights& w, const Weights& wt,
+              std::vector<mx::array>& out, const std::vector<Unit>& chain, int mode,
+              int activation) {
+  const int batch = s.batch;
   std::fill_n(out[2].data<float>(), out[2].size(), 0.f);
-  std::vector<float> hbuf, gbuf;
-  const Rows h = rows(in[1], hbuf), cotangent = rows(in[count + 2], gbuf);
-  const float* next = in[count].data<float>();
-  const float* cache = in[count + 1].data<float>();
-  const Weights w(in, count), wt(in, count, count + 3 - kInputs);
-  PerSample kept{Buffer(cache_size(chain, batch)), Buffer(cache_size(chain, batch)), {}, {}};
+  Kept kept{Buffer(s.steps * s.block), Buffer(s.steps * s.block), {}, {}};
   if (mode == kPure)
     for (const Unit& u : chain) {
-      kept.tau.emplace_back(size_t(batch) * u.n);
-      kept.amp.emplace_back(size_t(batch) * u.n);
+      kept.tau.emplace_back(size_t(s.steps) * batch * u.n);
+      kept.amp.emplace_back(size_t(s.steps) * batch * u.n);
     }
+  const SampleGradients gradients{out[0].data<float>(), out[1].data<float>(),
+                                  out[2].data<float>()};
   parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
-    backward_rows(chain, in, out, w, wt, cache, cotangent, kept, mode, activation,
+    backward_rows(chain, s, cotangent, wt, w, kept, gradients, mode, activation,
                   row_piece(index, batch));
   });
-  const auto pieces = weight_gradients(chain, in, out, h, next, kept, mode);
+  const auto pieces = weight_gradients(chain, s, out, kept, mode);
   parallel_for(int(pieces.size()), [&](int index) { pieces[index](); });
 }
 
-// The chain of a call, its arguments checked against it.
+// Throws unless `a` is a float32 (B, T, C) array.
+void check_steps(const mx::array& a, const char* name, int batch, int steps, int cols) {
+  if (a.ndim() != 3 || a.shape(0) != batch || a.shape(1) != steps || a.shape(2) != cols ||
+      a.dtype() != mx::float32)
+    throw argument_error(
+        "cfc_step", std::string("'") + name + "' must be float32 of shape (" +
+            std::to_string(batch) + ", " + std::to_string(steps) + ", " + std::to_string(cols) +
+            ")");
+}
+
+// The chain of a call, its arguments checked against it: one step (projected (B, W),
+// dt (B, 1)) or a sequence (projected (B, T, W), dt (B, T, 1)).
 std::vector<Unit> checked_chain(
     const mx::array& projected,
     const mx::array& h,
@@ -511,9 +625,70 @@ std::vector<Unit> checked_chain(
   if (batch < 1)
     throw argument_error("cfc_step", "'h' must be (B, N) with B >= 1");
   check_matrix("cfc_step", h, "h", batch, width);
-  check_matrix("cfc_step", projected, "projected", batch, chain.front().width);
-  check_matrix("cfc_step", dt, "dt", batch, 1);
+  if (projected.ndim() == 3) {
+    const int steps = projected.shape(1);
+    if (steps < 1)
+      throw argument_error("cfc_step", "a sequence needs at least one step");
+    check_steps(projected, "projected", batch, steps, chain.front().width);
+    check_steps(dt, "dt", batch, steps, 1);
+    checked_size("cfc_step", "the states (B x T x N)", {batch, steps, width});
+    checked_size("cfc_step", "the cache (T x B x values per sample)",
+                 {steps, cache_size(chain, batch)});
+  } else {
+    check_matrix("cfc_step", projected, "projected", batch, chain.front().width);
+    check_matrix("cfc_step", dt, "dt", batch, 1);
+  }
   return chain;
+}
+
+int steps_of(const mx::array& projected) {
+  return projected.ndim() == 3 ? projected.shape(1) : 1;
+}
+
+// The forward outputs' shapes: the states ((B, N) for a step, (B, T, N) for a
+// sequence) and the cache (T blocks).
+std::vector<mx::Shape> forward_shapes(const std::vector<Unit>& chain, const mx::array& projected,
+                                      const mx::array& h) {
+  const int steps = steps_of(projected), batch = h.shape(0);
+  mx::Shape states = projected.ndim() == 3 ? mx::Shape{batch, steps, h.shape(1)} : h.shape();
+  return {states, {int(steps * cache_size(chain, batch))}};
+}
+
+// A call's Sequence: its inputs `in` (projected, h, dt, ...) and its forward outputs'
+// states and cache, with `buffers` holding copies of strided inputs.
+Sequence sequence_of(const std::vector<mx::array>& in, float* states, float* cache,
+                     const std::vector<Unit>& chain, std::vector<float> (&buffers)[3]) {
+  const int batch = in[1].shape(0);
+  return {batch,
+          steps_of(in[0]),
+          int(in[1].shape(1)),
+          steps(in[0], buffers[0]),
+          steps(in[2], buffers[1]),
+          rows(in[1], buffers[2]),
+          states,
+          cache,
+          cache_size(chain, batch)};
+}
+
+void run_forward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
+                 const std::vector<Unit>& chain, int mode, int activation) {
+  std::vector<float> buffers[3];
+  const Sequence s = sequence_of(in, out[0].data<float>(), out[1].data<float>(), chain, buffers);
+  forward(s, Weights(in, int(in.size())), chain, mode, activation);
+}
+
+// Inputs: the primals, the forward outputs (states, cache), the states' cotangent and
+// the weights' transposes (transposed_copy). Outputs: the primals' cotangents.
+void run_backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
+                  const std::vector<Unit>& chain, int mode, int activation) {
+  const int count = int(out.size());
+  std::vector<float> buffers[3], cotangent_buffer, states, cache;
+  // The forward outputs, read only (the Sequence's pointers are for the forward pass to
+  // write): dense unless a transformation sliced them.
+  const Sequence s = sequence_of(in, const_cast<float*>(dense(in[count], states)),
+                                 const_cast<float*>(dense(in[count + 1], cache)), chain, buffers);
+  const Weights w(in, count), wt(in, count, count + 3 - kInputs);
+  backward(s, steps(in[count + 2], cotangent_buffer), w, wt, out, chain, mode, activation);
 }
 
 // What the forward and backward primitives share: the chain's layout, mode and
@@ -545,7 +720,7 @@ class Chain : public CPUPrimitive {
   int mode_, activation_;
 };
 
-class CfCStepBackward : public Chain {
+class CfCChainBackward : public Chain {
  public:
   using Chain::Chain;
 
@@ -554,16 +729,16 @@ class CfCStepBackward : public Chain {
     const auto units = chain(inputs, int(outputs.size()));
     const int mode = mode_, activation = activation_;
     dispatch(stream(), inputs, outputs, [units, mode, activation](auto& in, auto& out) {
-      backward(in, out, units, mode, activation);
+      run_backward(in, out, units, mode, activation);
     });
   }
   const char* name() const override {
-    return "CfCStepBackward";
+    return "CfCChainBackward";
   }
   std::shared_ptr<mx::Primitive> clone() override {
-    return std::make_shared<CfCStepBackward>(stream(), layout_, mode_, activation_);
+    return std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_);
   }
-  // Inputs: the primals, the forward's new state and cache, the state's cotangent, the
+  // Inputs: the primals, the forward's states and cache, the states' cotangent, the
   // weights' transposes.
   void validate(const std::vector<mx::array>& in) override {
     const int primals = (int(in.size()) - 3 + kInputs) / 2;
@@ -573,13 +748,13 @@ class CfCStepBackward : public Chain {
     const auto units = checked(in, primals);
     check_transposes("cfc_step", in.data() + kInputs, in.data() + primals + 3,
                      primals - kInputs);
-    const int batch = in[1].shape(0), width = in[1].shape(1);
-    check_matrix("cfc_step", in[primals], "new state", batch, width);
-    check_matrix("cfc_step", in[primals + 2], "cotangent", batch, width);
-    const mx::array& cache = in[primals + 1];
-    if (cache.ndim() != 1 || cache.shape(0) != cache_size(units, batch) ||
-        cache.dtype() != mx::float32)
-      throw argument_error("cfc_step", "the cache does not fit the chain");
+    const auto shapes = forward_shapes(units, in[0], in[1]);
+    const char* names[] = {"states", "cache", "cotangent"};
+    for (int k = 0; k < 3; ++k) {
+      const mx::array& a = in[primals + k];
+      if (a.shape() != shapes[k == 2 ? 0 : k] || a.dtype() != mx::float32)
+        throw argument_error("cfc_step", std::string("the ") + names[k] + " do not fit the chain");
+    }
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     std::vector<mx::Shape> shapes;
@@ -589,7 +764,8 @@ class CfCStepBackward : public Chain {
   }
 };
 
-class CfCStep : public Chain {
+// One step, or a whole sequence of steps, of a chain: outputs the states and a cache.
+class CfCChain : public Chain {
  public:
   using Chain::Chain;
 
@@ -598,7 +774,7 @@ class CfCStep : public Chain {
     const auto units = chain(inputs, int(inputs.size()));
     const int mode = mode_, activation = activation_;
     dispatch(stream(), inputs, outputs, [units, mode, activation](auto& in, auto& out) {
-      forward(in, out, units, mode, activation);
+      run_forward(in, out, units, mode, activation);
     });
   }
   std::vector<mx::array> vjp(
@@ -617,7 +793,7 @@ class CfCStep : public Chain {
     auto grads = mx::array::make_arrays(
         std::move(shapes),
         std::vector<mx::Dtype>(primals.size(), mx::float32),
-        std::make_shared<CfCStepBackward>(stream(), layout_, mode_, activation_),
+        std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_),
         inputs);
     std::vector<mx::array> result;
     for (int arg : argnums)
@@ -625,17 +801,16 @@ class CfCStep : public Chain {
     return result;
   }
   const char* name() const override {
-    return "CfCStep";
+    return "CfCChain";
   }
   std::shared_ptr<mx::Primitive> clone() override {
-    return std::make_shared<CfCStep>(stream(), layout_, mode_, activation_);
+    return std::make_shared<CfCChain>(stream(), layout_, mode_, activation_);
   }
   void validate(const std::vector<mx::array>& in) override {
     checked(in, int(in.size()));
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    const auto units = chain(inputs, int(inputs.size()));
-    return {inputs[1].shape(), {int(cache_size(units, inputs[1].shape(0)))}};
+    return forward_shapes(chain(inputs, int(inputs.size())), inputs[0], inputs[1]);
   }
 };
 
@@ -661,11 +836,10 @@ mx::array cfc_step(
   std::vector<mx::array> inputs{projected, h, dt};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   const mx::Stream stream = mx::default_stream(mx::Device::cpu);
-  const auto primitive = std::make_shared<CfCStep>(stream, layout, mode, activation);
   auto outputs = mx::array::make_arrays(
-      {h.shape(), {int(cache_size(chain, h.shape(0)))}},
+      forward_shapes(chain, projected, h),
       {mx::float32, mx::float32},
-      primitive,
+      std::make_shared<CfCChain>(stream, layout, mode, activation),
       inputs);
   return outputs[0];
 }
@@ -679,12 +853,14 @@ void cfc_step_direct(
     int mode,
     int activation,
     mx::array& out) {
+  if (projected.ndim() != 2)
+    throw argument_error("cfc_step", "the direct form runs one step: 'projected' (B, W)");
   const auto chain = checked_chain(projected, h, dt, weights, layout, mode, activation);
   check_matrix("cfc_step", out, "out", h.shape(0), h.shape(1));
   std::vector<mx::array> inputs{projected, h, dt};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   std::vector<mx::array> outputs{out, allocated({int(cache_size(chain, h.shape(0)))})};
-  forward(inputs, outputs, chain, mode, activation);
+  run_forward(inputs, outputs, chain, mode, activation);
 }
 
 } // namespace ncps

@@ -67,7 +67,7 @@ def _output(cell: CfCCell | WiredCfCCell, h_next: Any) -> Any:
     """The output: the last unit's new state (the whole state for a single cell)."""
     if isinstance(cell, CfCCell):
         return h_next
-    return h_next[:, -cell.layer_sizes[-1] :]
+    return h_next[..., -cell.layer_sizes[-1] :]
 
 
 class FusedCfC:
@@ -97,6 +97,21 @@ class FusedCfC:
         mode, activation = self.cell.mode, _activation(self.cell)
         h_next = primitives.cfc_step(inputs, h, dt, consts.weights, consts.layout, mode, activation)
         return _output(self.cell, h_next), h_next
+
+    def sequence(
+        self, consts: Chain, projected: mx.array, h: mx.array, dt: mx.array | float
+    ) -> tuple[mx.array, mx.array]:
+        """Every step at once: ``(outputs, states)``, (B, T, ...) each, for the
+        projected inputs (B, T, width) from ``h`` (B, N), ``dt`` a float or (B, T, 1)."""
+        batch, steps = projected.shape[:2]
+        if not isinstance(dt, mx.array):
+            dt = mx.array(dt, dtype=h.dtype).reshape(1, 1, 1)
+        dt = mx.broadcast_to(dt, (batch, steps, 1))
+        mode, activation = self.cell.mode, _activation(self.cell)
+        states = primitives.cfc_sequence(
+            projected, h, dt, consts.weights, consts.layout, mode, activation
+        )
+        return _output(self.cell, states), states
 
 
 class DirectCfC:

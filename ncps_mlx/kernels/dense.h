@@ -60,6 +60,23 @@ inline Rows rows(const mx::array& a, std::vector<float>& buffer) {
   return {buffer.data(), cols};
 }
 
+// The values of `a` in row-major order: in place when it is, else copied to `buffer`.
+inline const float* dense(const mx::array& a, std::vector<float>& buffer) {
+  if (a.flags().row_contiguous)
+    return a.data<float>();
+  buffer.resize(a.size());
+  std::vector<int> index(a.ndim(), 0);
+  for (size_t i = 0; i < buffer.size(); ++i) {
+    int64_t at = 0;
+    for (int d = 0; d < a.ndim(); ++d)
+      at += index[d] * a.strides()[d];
+    buffer[i] = a.data<float>()[at];
+    for (int d = a.ndim() - 1; d >= 0 && ++index[d] == a.shape(d); --d)
+      index[d] = 0;
+  }
+  return buffer.data();
+}
+
 // The widest vector of floats the target has, and the tile rows its vector registers
 // hold (two accumulators per row, a broadcast and two loads beside them): 32 registers
 // with AVX-512 and on arm64, 16 with AVX and SSE.
@@ -145,15 +162,16 @@ inline void matmul(float* out, int64_t ldo, Rows x, Rows w, int batch, int k, in
   gemm(out, ldo, {x.data, x.ld, 1}, w, batch, k, n, write);
 }
 
-// Rows first..first+count of a (k, n) matrix set to those of x^T @ d for x (B, k),
-// d (B, n): those rows of a weight's gradient, each summed over the batch in order.
-inline void outer(float* out, Rows x, Rows d, int batch, int first, int count, int n) {
-  gemm(out + int64_t(first) * n, n, {x.data + first, 1, x.ld}, d, count, batch, n, Write::kSet);
+// Rows first..first+count of a (k, n) matrix set to (or added to) those of x^T @ d for
+// x (B, k), d (B, n): those rows of a weight's gradient, each summed over the batch in
+// order.
+inline void outer(float* out, Rows x, Rows d, int batch, int first, int count, int n,
+                  Write write = Write::kSet) {
+  gemm(out + int64_t(first) * n, n, {x.data + first, 1, x.ld}, d, count, batch, n, write);
 }
 
-// out (n,) set to the column sums of d (B, n): a bias's gradient.
-inline void column_sums(float* out, Rows d, int batch, int n) {
-  std::fill_n(out, n, 0.f);
+// out (n,) += the column sums of d (B, n): a bias's gradient.
+inline void column_sums_add(float* out, Rows d, int batch, int n) {
   for (int b = 0; b < batch; ++b)
     for (int j = 0; j < n; ++j)
       out[j] += d[b][j];

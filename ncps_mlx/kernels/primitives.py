@@ -120,6 +120,28 @@ def cfc_step(
     return native.cfc_step(projected, h, dt, list(weights), *chain_codes(layout, mode, activation))
 
 
+def cfc_sequence(
+    projected: mx.array,
+    h: mx.array,
+    dt: mx.array,
+    weights: list[mx.array],
+    layout: list[tuple[int, int]],
+    mode: str = "default",
+    activation: str = "lecun_tanh",
+) -> mx.array:
+    """Every step of a sequence of :func:`cfc_step` as one primitive: ``projected``
+    ``(B, T, width_0)`` and ``dt`` ``(B, T, 1)`` (a broadcast view is fine) per step, ``h``
+    ``(B, N)`` the state before the first. Returns the state after each step,
+    ``(B, T, N)``, differentiable in every input; the backward pass sums each weight's
+    gradient over the steps inside the kernel."""
+    if projected.ndim != 3:
+        raise ValueError(
+            f"[cfc_sequence] 'projected' must be (B, T, width) but has shape {projected.shape}"
+        )
+    native = library("cfc_sequence")
+    return native.cfc_step(projected, h, dt, list(weights), *chain_codes(layout, mode, activation))
+
+
 def chain_codes(
     layout: list[tuple[int, int]], mode: str, activation: str
 ) -> tuple[list[int], int, int]:

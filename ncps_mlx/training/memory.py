@@ -141,7 +141,9 @@ class MemoryEstimate:
 
 
 def _mib(nbytes: float) -> str:
-    return f"{nbytes / _MIB:.2f} MiB"
+    mib = nbytes / _MIB
+    # Two decimals, and below a hundredth the leading digits, not "0.00".
+    return f"{mib:.2f} MiB" if mib >= 0.01 or mib == 0 else f"{mib:.2g} MiB"
 
 
 def _nbytes(tree: Any) -> int:
