@@ -265,8 +265,8 @@ struct Sequence {
   Steps p, dt; // the projected input (B, T, width_0) and dt (B, T, 1)
   Rows h0; // the state before the first step (B, N)
   float* states; // (B, T, N): the state after each step
-  float* cache; // T blocks of `block` values: each step's cache
-  int64_t block;
+  float* cache; // each step's cache: T blocks of `block` values, or one reused (stride 0)
+  int64_t block, block_stride;
 
   int64_t state_ld() const {
     return int64_t(steps) * width;
@@ -320,7 +320,7 @@ void solve(const Unit& u, int mode, const float* heads, const Sequence& s, int t
 void forward_unit(const Unit& u, const Sequence& s, int t, const Weights& w, int activation,
                   int mode, Piece piece) {
   const int first = piece.first, count = piece.count, batch = s.batch;
-  float* cache = s.cache + t * s.block;
+  float* cache = s.cache + t * s.block_stride;
   float* pre = cache + u.segment(0, batch) + int64_t(first) * u.width;
   if (u.in == 0) {
     const Rows p = s.p.step(t);
@@ -445,7 +445,7 @@ void backward_step(const std::vector<Unit>& chain, const Sequence& s, int t, con
                    const Weights& w, float* g, float* carry, Kept& kept,
                    const SampleGradients& out, int mode, int activation, Piece piece) {
   const int batch = s.batch, width = s.width, first = piece.first, count = piece.count;
-  const float* cache = s.cache + t * s.block;
+  const float* cache = s.cache + t * s.block_stride;
   for (auto u = chain.rbegin(); u != chain.rend(); ++u) {
     const int k = int(chain.rend() - u) - 1;
     float* d = kept.d.get() + t * s.block + u->segment(u->layers, batch) +
@@ -460,7 +460,7 @@ void backward_step(const std::vector<Unit>& chain, const Sequence& s, int t, con
       const int cols = i == u->layers ? u->heads : u->width;
       const int wi = i == u->layers ? u->head_w : u->hidden_w[i - 1];
       const int64_t at = t * s.block + u->segment(i - 1, batch) + int64_t(first) * u->width;
-      const float* before = s.cache + at;
+      const float* before = s.cache + at; // the backward pass has every block
       activate(activation, before, kept.z.get() + at, count * u->width);
       float* d_before = kept.d.get() + at;
       matmul(d_before, u->width, Rows{d, cols}, wt[wi], count, cols, u->width, Write::kSet);
@@ -646,19 +646,23 @@ int steps_of(const mx::array& projected) {
 }
 
 // The forward outputs' shapes: the states ((B, N) for a step, (B, T, N) for a
-// sequence) and the cache (T blocks).
+// sequence) and, when kept for the backward pass, the cache (T blocks).
 std::vector<mx::Shape> forward_shapes(const std::vector<Unit>& chain, const mx::array& projected,
-                                      const mx::array& h) {
+                                      const mx::array& h, bool keep_cache = true) {
   const int steps = steps_of(projected), batch = h.shape(0);
   mx::Shape states = projected.ndim() == 3 ? mx::Shape{batch, steps, h.shape(1)} : h.shape();
+  if (!keep_cache)
+    return {states};
   return {states, {int(steps * cache_size(chain, batch))}};
 }
 
 // A call's Sequence: its inputs `in` (projected, h, dt, ...) and its forward outputs'
-// states and cache, with `buffers` holding copies of strided inputs.
-Sequence sequence_of(const std::vector<mx::array>& in, float* states, float* cache,
+// states and cache (every step's, or one block reused when `reused`), with `buffers`
+// holding copies of strided inputs.
+Sequence sequence_of(const std::vector<mx::array>& in, float* states, float* cache, bool reused,
                      const std::vector<Unit>& chain, std::vector<float> (&buffers)[3]) {
   const int batch = in[1].shape(0);
+  const int64_t block = cache_size(chain, batch);
   return {batch,
           steps_of(in[0]),
           int(in[1].shape(1)),
@@ -667,13 +671,19 @@ Sequence sequence_of(const std::vector<mx::array>& in, float* states, float* cac
           rows(in[1], buffers[2]),
           states,
           cache,
-          cache_size(chain, batch)};
+          block,
+          reused ? 0 : block};
 }
 
+// The forward pass into `out`: the states, and the cache when it is an output. Without
+// it, one step's block serves every step: each piece of rows writes its own rows of it.
 void run_forward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
                  const std::vector<Unit>& chain, int mode, int activation) {
   std::vector<float> buffers[3];
-  const Sequence s = sequence_of(in, out[0].data<float>(), out[1].data<float>(), chain, buffers);
+  const bool kept = out.size() == 2;
+  Buffer scratch(kept ? 0 : cache_size(chain, in[1].shape(0)));
+  float* cache = kept ? out[1].data<float>() : scratch.get();
+  const Sequence s = sequence_of(in, out[0].data<float>(), cache, !kept, chain, buffers);
   forward(s, Weights(in, int(in.size())), chain, mode, activation);
 }
 
@@ -686,22 +696,27 @@ void run_backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
   // The forward outputs, read only (the Sequence's pointers are for the forward pass to
   // write): dense unless a transformation sliced them.
   const Sequence s = sequence_of(in, const_cast<float*>(dense(in[count], states)),
-                                 const_cast<float*>(dense(in[count + 1], cache)), chain, buffers);
+                                 const_cast<float*>(dense(in[count + 1], cache)), false, chain,
+                                 buffers);
   const Weights w(in, count), wt(in, count, count + 3 - kInputs);
   backward(s, steps(in[count + 2], cotangent_buffer), w, wt, out, chain, mode, activation);
 }
 
 // What the forward and backward primitives share: the chain's layout, mode and
-// activation, and equivalence by them (for the compiler's common subexpressions).
+// activation, whether the forward pass keeps its cache, and equivalence by them (for
+// the compiler's common subexpressions).
 class Chain : public CPUPrimitive {
  public:
-  Chain(mx::Stream stream, std::vector<int> layout, int mode, int activation)
-      : CPUPrimitive(stream), layout_(std::move(layout)), mode_(mode), activation_(activation) {}
+  Chain(mx::Stream stream, std::vector<int> layout, int mode, int activation,
+        bool keep_cache = true)
+      : CPUPrimitive(stream), layout_(std::move(layout)), mode_(mode), activation_(activation),
+        keep_cache_(keep_cache) {}
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto* same = dynamic_cast<const Chain*>(&other);
     return same && typeid(*this) == typeid(other) && same->layout_ == layout_ &&
-        same->mode_ == mode_ && same->activation_ == activation_;
+        same->mode_ == mode_ && same->activation_ == activation_ &&
+        same->keep_cache_ == keep_cache_;
   }
 
  protected:
@@ -718,6 +733,7 @@ class Chain : public CPUPrimitive {
 
   std::vector<int> layout_;
   int mode_, activation_;
+  bool keep_cache_;
 };
 
 class CfCChainBackward : public Chain {
@@ -764,7 +780,9 @@ class CfCChainBackward : public Chain {
   }
 };
 
-// One step, or a whole sequence of steps, of a chain: outputs the states and a cache.
+// One step, or a whole sequence of steps, of a chain: outputs the states and, when it
+// keeps it, the cache of the backward pass. Without it (inference), a vjp runs the
+// forward pass again with its cache first.
 class CfCChain : public Chain {
  public:
   using Chain::Chain;
@@ -783,7 +801,15 @@ class CfCChain : public Chain {
       const std::vector<int>& argnums,
       const std::vector<mx::array>& outputs) override {
     std::vector<mx::array> inputs(primals);
-    inputs.insert(inputs.end(), outputs.begin(), outputs.end());
+    if (keep_cache_) {
+      inputs.insert(inputs.end(), outputs.begin(), outputs.end());
+    } else {
+      const auto units = chain(primals, int(primals.size()));
+      const auto recomputed = mx::array::make_arrays(
+          forward_shapes(units, primals[0], primals[1]), {mx::float32, mx::float32},
+          std::make_shared<CfCChain>(stream(), layout_, mode_, activation_), primals);
+      inputs.insert(inputs.end(), recomputed.begin(), recomputed.end());
+    }
     inputs.push_back(cotangents[0]);
     for (size_t i = kInputs; i < primals.size(); ++i)
       inputs.push_back(transposed_copy(primals[i], stream()));
@@ -804,13 +830,13 @@ class CfCChain : public Chain {
     return "CfCChain";
   }
   std::shared_ptr<mx::Primitive> clone() override {
-    return std::make_shared<CfCChain>(stream(), layout_, mode_, activation_);
+    return std::make_shared<CfCChain>(stream(), layout_, mode_, activation_, keep_cache_);
   }
   void validate(const std::vector<mx::array>& in) override {
     checked(in, int(in.size()));
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    return forward_shapes(chain(inputs, int(inputs.size())), inputs[0], inputs[1]);
+    return forward_shapes(chain(inputs, int(inputs.size())), inputs[0], inputs[1], keep_cache_);
   }
 };
 
@@ -831,15 +857,17 @@ mx::array cfc_step(
     const std::vector<mx::array>& weights,
     const std::vector<int>& layout,
     int mode,
-    int activation) {
+    int activation,
+    bool keep_cache) {
   const auto chain = checked_chain(projected, h, dt, weights, layout, mode, activation);
   std::vector<mx::array> inputs{projected, h, dt};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   const mx::Stream stream = mx::default_stream(mx::Device::cpu);
+  auto shapes = forward_shapes(chain, projected, h, keep_cache);
   auto outputs = mx::array::make_arrays(
-      forward_shapes(chain, projected, h),
-      {mx::float32, mx::float32},
-      std::make_shared<CfCChain>(stream, layout, mode, activation),
+      std::move(shapes),
+      std::vector<mx::Dtype>(keep_cache ? 2 : 1, mx::float32),
+      std::make_shared<CfCChain>(stream, layout, mode, activation, keep_cache),
       inputs);
   return outputs[0];
 }

@@ -108,9 +108,12 @@ class FusedCfC:
             dt = mx.array(dt, dtype=h.dtype).reshape(1, 1, 1)
         dt = mx.broadcast_to(dt, (batch, steps, 1))
         mode, activation = self.cell.mode, _activation(self.cell)
+        # A cell in training mode keeps what its backward pass needs; in evaluation mode
+        # (inference) nothing, which a gradient then computes again.
         states = primitives.cfc_sequence(
-            projected, h, dt, consts.weights, consts.layout, mode, activation
-        )
+            projected, h, dt, consts.weights, consts.layout, mode, activation,
+            keep_cache=self.cell.training,
+        )  # fmt: skip
         return _output(self.cell, states), states
 
 

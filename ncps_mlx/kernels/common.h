@@ -222,6 +222,10 @@ mx::array addmm(const mx::array& a, const mx::array& b, const std::optional<mx::
 std::vector<std::string> cfc_mode_names();
 std::vector<std::string> cfc_activation_names();
 
+// One CfC step (projected (B, W), dt (B, 1): returns (B, N)) or a sequence of them
+// (projected (B, T, W), dt (B, T, 1): returns the states (B, T, N)). Without
+// `keep_cache` the forward pass keeps nothing for a backward pass (which then runs it
+// again first).
 mx::array cfc_step(
     const mx::array& projected,
     const mx::array& h,
@@ -229,7 +233,8 @@ mx::array cfc_step(
     const std::vector<mx::array>& weights,
     const std::vector<int>& layout,
     int mode,
-    int activation);
+    int activation,
+    bool keep_cache);
 
 // The direct forms run the same forward passes at once on the calling thread, without
 // MLX's lazy evaluation: no graph, no wake of the stream's worker thread (tens of

@@ -118,8 +118,9 @@ NB_MODULE(_ncps_kernels, m) {
       nb::arg("layout"),
       nb::arg("mode"),
       nb::arg("activation"),
-      "One step of a chain of CfC units (a CfC cell, or a wiring's CfC layers): see "
-      "ncps_mlx.kernels.cfc_step.");
+      nb::arg("keep_cache") = true,
+      "One step, or a sequence of steps, of a chain of CfC units (a CfC cell, or a "
+      "wiring's CfC layers): see ncps_mlx.kernels.cfc_step and cfc_sequence.");
   m.def("lstm_step", &ncps::lstm_step, nb::arg("z"), nb::arg("h"), nb::arg("c"), nb::arg("wh_t"),
         "The mixed-memory LSTM step (see ncps_mlx.kernels.lstm_step): [h', c'].");
   m.def("addmm", &ncps::addmm, nb::arg("a"), nb::arg("b"), nb::arg("c") = nb::none(),

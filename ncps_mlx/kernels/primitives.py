@@ -128,18 +128,24 @@ def cfc_sequence(
     layout: list[tuple[int, int]],
     mode: str = "default",
     activation: str = "lecun_tanh",
+    keep_cache: bool = True,
 ) -> mx.array:
     """Every step of a sequence of :func:`cfc_step` as one primitive: ``projected``
     ``(B, T, width_0)`` and ``dt`` ``(B, T, 1)`` (a broadcast view is fine) per step, ``h``
     ``(B, N)`` the state before the first. Returns the state after each step,
     ``(B, T, N)``, differentiable in every input; the backward pass sums each weight's
-    gradient over the steps inside the kernel."""
+    gradient over the steps inside the kernel.
+
+    With ``keep_cache`` the forward pass keeps every step's pre-activations for a
+    backward pass (``T x B x`` the layers' widths and heads); without it (inference) it
+    keeps none, and a backward pass, if one is asked for, runs it again first."""
     if projected.ndim != 3:
         raise ValueError(
             f"[cfc_sequence] 'projected' must be (B, T, width) but has shape {projected.shape}"
         )
     native = library("cfc_sequence")
-    return native.cfc_step(projected, h, dt, list(weights), *chain_codes(layout, mode, activation))
+    codes = chain_codes(layout, mode, activation)
+    return native.cfc_step(projected, h, dt, list(weights), *codes, bool(keep_cache))
 
 
 def chain_codes(
