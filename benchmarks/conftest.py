@@ -87,6 +87,7 @@ def collect_machine_info() -> dict[str, Any]:
         "mlx_default_device": str(mx.default_device()),
         "mlx_device_info": _mlx_device_info(),
         "ncps_mlx_version": _version("ncps-mlx") or _ncps_mlx_version(),
+        "ncps_mlx_threads": _kernel_threads(),
         "torch_version": _version("torch"),
         "torch_threads": _torch_threads(),
         "ncps_version": _version("ncps"),
@@ -175,6 +176,13 @@ def _ncps_mlx_version() -> str | None:
     import ncps_mlx
 
     return getattr(ncps_mlx, "__version__", None)
+
+
+def _kernel_threads() -> int | str:
+    """The fused kernels' thread count, or why they do not run here."""
+    from ncps_mlx import kernels
+
+    return kernels.unavailable_reason() or kernels.threads()
 
 
 def _torch_threads() -> int | None:

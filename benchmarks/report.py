@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.workloads import MATMULS, MODELS, MODES, build_mlx, matmul_shapes
+from benchmarks.workloads import MATMULS, MODELS, MODES, VERSUS_LSTM, build_mlx, matmul_shapes
 
 MODE_TITLES = {
     "train": "Train step (forward + backward + Adam)",
@@ -23,6 +23,7 @@ MODE_TITLES = {
     "step1": "One time step at batch 1, state carried (controller latency)",
     "step1_graph": "One time step at batch 1 through MLX's graph",
     MATMULS: "Matrix products of one train step alone (same shapes, forward and backward)",
+    VERSUS_LSTM: "Train step against torch's fused nn.LSTM of the same sizes",
 }
 MACHINE_FIELDS = (
     ("chip", "Chip / CPU"),
@@ -36,6 +37,7 @@ MACHINE_FIELDS = (
     ("mlx_device_info", "MLX device info"),
     ("numpy_version", "NumPy"),
     ("ncps_mlx_version", "ncps_mlx"),
+    ("ncps_mlx_threads", "ncps_mlx kernel threads"),
     ("torch_version", "PyTorch"),
     ("torch_threads", "PyTorch threads"),
     ("ncps_version", "ncps (reference)"),
@@ -60,6 +62,12 @@ MODE_NOTES = {
         " microseconds. The reference computes on the calling thread."
     ),
 }
+MODE_NOTES[VERSUS_LSTM] = (
+    "\nThe torch column here is `torch.nn.LSTM(16, units, batch_first=True)` trained on the"
+    " same inputs and targets with the same Adam step: torch's fused recurrent kernel, a"
+    " bar rather than a rival (a CfC's step does more work than an LSTM's). The goal is"
+    " a speed-up of at least 0.33x: within 3x of it."
+)
 MISSING = "-"
 # step_costs knows training and inference; a controller step is one inference step.
 COST_MODES = {"step1": "inference"}

@@ -24,6 +24,9 @@ STEP_MODES = ("step1", "step1_graph")
 MODES = ("train", "inference", *STEP_MODES)
 # The matrix products of one train step alone, to split its time (see `matmul_shapes`).
 MATMULS = "matmuls"
+# ncps_mlx's train step against torch's fused nn.LSTM of the same sizes (a bar to reach:
+# a CfC does more per step than an LSTM).
+VERSUS_LSTM = "train_vs_lstm"
 IMPLS = ("mlx", "torch")
 
 
@@ -154,8 +157,11 @@ def sweep_cases() -> list[Case]:
 
 
 def breakdown_cases() -> list[Case]:
-    """The fully connected CfC's train-step products: the step a BLAS dominates."""
-    return [Case("cfc_fc", MATMULS)]
+    """The dense models' train-step products (the steps a BLAS dominates), and the fully
+    connected CfC's train step against torch's fused LSTM."""
+    found = [Case("cfc_fc", MATMULS), Case("cfc_fc", MATMULS, 128), Case("cfc_mixed", MATMULS)]
+    found += [_own_shape(Case("cfc_xor", MATMULS))]
+    return found + [Case("cfc_fc", VERSUS_LSTM), Case("cfc_fc", VERSUS_LSTM, 128)]
 
 
 def case_info(case: Case, impl: str) -> dict[str, Any]:
@@ -194,23 +200,33 @@ def make_data(case: Case, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def matmul_shapes(model: Any, batch: int, seq_len: int) -> list[tuple[int, int, int]]:
-    """``(m, k, n)`` of every matrix product in one train step of a fully connected CfC.
+    """``(m, k, n)`` of every matrix product in one train step of a fully connected CfC
+    (with its mixed-memory LSTM and output projection, if any).
 
-    The input's share of the first layer is one product over all steps, and needs only its
-    weight gradient; each product inside the time loop runs forward and, backward, once
-    for the gradient of its input and once for that of its weight.
+    A product hoisted out of the time loop (an input projection, the output projection)
+    runs once over all steps; backward, it needs its weight's gradient and, for the
+    output projection, its input's. Each product inside the time loop runs forward and,
+    backward, once for the gradient of its input and once for that of its weight.
     """
     from ncps_mlx.cells import CfCCell
 
     cell = model.rnn_cell
-    if not isinstance(cell, CfCCell) or model.mixed_memory or model.proj_size is not None:
-        raise ValueError(f"matmul_shapes: only a plain fully connected CfC, not {model!r}")
+    if not isinstance(cell, CfCCell):
+        raise ValueError(f"matmul_shapes: only a fully connected CfC, not {model!r}")
     heads = len(cell.head_names) * cell.hidden_size
     widths = [cell.backbone_units] * len(cell.backbone) + [heads]
-    first, tokens = widths[0], batch * seq_len
-    shapes = [(tokens, cell.input_size, first), (cell.input_size, tokens, first)]
+    first, tokens, size = widths[0], batch * seq_len, cell.input_size
+    hoisted = [(tokens, size, first), (size, tokens, first)]
     loop = [(batch, cell.hidden_size, first)]
     loop += [(batch, k, n) for k, n in zip(widths[:-1], widths[1:], strict=True)]
+    if model.mixed_memory:
+        gates = 4 * cell.hidden_size
+        hoisted += [(tokens, size, gates), (size, tokens, gates)]
+        loop += [(batch, cell.hidden_size, gates)]
+    if model.proj_size is not None:
+        n, p = cell.hidden_size, model.proj_size
+        hoisted += [(tokens, n, p), (tokens, p, n), (p, tokens, n)]
+    shapes = list(hoisted)
     for m, k, n in loop:
         shapes += [(m, k, n), (m, n, k), (k, m, n)] * seq_len
     return shapes
@@ -246,7 +262,7 @@ def mlx_runner(case: Case) -> Callable[[], Any]:
         return _mlx_call(lambda: [a @ b for a, b in operands])
     model = build_mlx(spec)
     x, y = (mx.array(a) for a in make_data(case, spec))
-    if case.mode == "train":
+    if case.mode in ("train", VERSUS_LSTM):
         step = make_train_step(model, optim.Adam(learning_rate=LEARNING_RATE), nn.losses.mse_loss)
         return _mlx_call(lambda: step(x, y))
     if case.mode == "inference":
@@ -289,9 +305,12 @@ def torch_runner(case: Case) -> Callable[[], Any]:
         operands = [tuple(map(torch.from_numpy, pair)) for pair in _matmul_operands(case, spec)]
         return torch.no_grad()(lambda: [a @ b for a, b in operands])
     torch.manual_seed(0)
-    model = build_torch(spec)
+    if case.mode == VERSUS_LSTM:  # outputs (B, T, units): the CfC's targets fit
+        model = torch.nn.LSTM(spec.input_size, spec.units, batch_first=True)
+    else:
+        model = build_torch(spec)
     x, y = (torch.from_numpy(a) for a in make_data(case, spec))
-    if case.mode == "train":
+    if case.mode in ("train", VERSUS_LSTM):
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
         loss_fn = torch.nn.MSELoss()
 

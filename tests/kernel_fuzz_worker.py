@@ -90,7 +90,33 @@ def _entry_points() -> dict[str, Any]:
         "library.synapse_sums_direct": native.synapse_sums_direct,
         "direct.lstm_step": direct.lstm_step,
         "library.lstm_step_direct": native.lstm_step_direct,
+        "kernels.cfc_sequence": graph(kernels.cfc_sequence),
+        "kernels.lstm_step": graph(_joined(kernels.lstm_step)),
+        "library.lstm_step": graph(_joined(native.lstm_step)),
+        "kernels.addmm": graph(kernels.addmm),
+        "library.addmm": graph(native.addmm),
+        "kernels.set_threads": _then_restored(kernels.set_threads),
+        "library.set_thread_count": _then_restored(native.set_thread_count),
     }
+
+
+def _joined(lstm_step):
+    # (h', c') as one array, so that the gradient of its sum reaches both.
+    return lambda *args: mx.concatenate(lstm_step(*args), axis=-1)
+
+
+def _then_restored(set_count):
+    from ncps_mlx import kernels
+
+    def run(count):
+        before = kernels.threads()
+        try:
+            set_count(count)
+            mx.eval(kernels.addmm(None, mx.ones((40, 3)), mx.ones((3, 70))))
+        finally:
+            kernels.set_threads(before)
+
+    return run
 
 
 def _ltc_wrapper(ltc_step):

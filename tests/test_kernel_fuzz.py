@@ -293,6 +293,55 @@ def test_lstm_step(worker, data):
     check(worker, "library.lstm_step_direct", [z, h, c, wh_t, *outputs])
 
 
+@FUZZ
+@given(chain=cfc_chain(), data=st.data())
+def test_cfc_sequence(worker, chain, data):
+    batch, weights, layout, mode, broken = chain
+    steps = data.draw(st.integers(0, 3))
+    width = weights[0].values.shape[-1] if weights and weights[0].values.ndim else 1
+    state = sum(n for n, _ in layout if 0 < n < 64)
+    shapes = ((batch, steps, width), (batch, state), (batch, steps, 1))
+    inputs = [data.draw(array(shape, k in broken)) for k, shape in enumerate(shapes)]
+    keep_cache = data.draw(st.booleans())
+    check(worker, "kernels.cfc_sequence", [*inputs, weights, layout, MODES[mode]],
+          {"keep_cache": keep_cache})  # fmt: skip
+    flat = [value for unit in layout for value in unit]
+    codes_ = codes(data.draw, mode, broken)
+    check(worker, "library.cfc_step", [*inputs, weights, flat, *codes_, keep_cache])
+
+
+@FUZZ
+@given(data=st.data())
+def test_lstm_step_graph(worker, data):
+    batch, n, broken = (
+        data.draw(st.integers(0, 3)),
+        data.draw(st.integers(0, 4)),
+        data.draw(faults(4)),
+    )
+    shapes = ((batch, 4 * n), (batch, n), (batch, n), (n, 4 * n))
+    args = [data.draw(array(shape, k in broken)) for k, shape in enumerate(shapes)]
+    check(worker, "kernels.lstm_step", args)
+    check(worker, "library.lstm_step", args)
+
+
+@FUZZ
+@given(data=st.data())
+def test_addmm(worker, data):
+    m, k, n = (data.draw(st.sampled_from([0, 1, 3, 17, 40])) for _ in range(3))
+    broken = data.draw(faults(3))
+    a, b = data.draw(array((m, k), 0 in broken)), data.draw(array((k, n), 1 in broken))
+    c = data.draw(st.one_of(st.none(), array((n,), 2 in broken)))
+    check(worker, "kernels.addmm", [c, a, b])
+    check(worker, "library.addmm", [a, b, c])
+
+
+@FUZZ
+@given(count=st.one_of(st.integers(-2, 4), st.sampled_from([257, *HUGE])))
+def test_set_threads(worker, count):
+    check(worker, "kernels.set_threads", [count])
+    check(worker, "library.set_thread_count", [count])
+
+
 # --- the inputs that crashed the kernels before they checked them ----------------------
 
 PRELUDE = """

@@ -128,6 +128,62 @@ def test_primitive_matches_the_formula_forward_and_backward(chain, batch):
         close(a, b)
 
 
+def step_by_step(projected, h, dt, weights, layout, mode, activation):
+    """The states (B, T, N) of a sequence, one kernels.cfc_step at a time."""
+    states = []
+    for t in range(projected.shape[1]):
+        h = kernels.cfc_step(projected[:, t], h, dt[:, t], weights, layout, mode, activation)
+        states.append(h)
+    return mx.stack(states, axis=1)
+
+
+def random_sequence(layout, mode, batch, steps, seed=0):
+    projected, h, _, weights = random_chain(layout, mode, batch, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    sequence = mx.array(rng.standard_normal((batch, steps, projected.shape[1]), np.float32))
+    dt = mx.array(rng.uniform(0.2, 2.0, (batch, steps, 1)).astype(np.float32))
+    return sequence, h, dt, weights
+
+
+@pytest.mark.parametrize("keep_cache", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("chain", ["backbone-gelu-pure", "mixed-chain", "ncp-no-gate"])
+def test_a_sequence_is_its_steps_forward_and_backward(chain, keep_cache):
+    layout, mode, activation = CHAINS[chain]
+    # 11 samples: pieces of 8 rows and a remainder; 5 steps.
+    projected, h, dt, weights = random_sequence(layout, mode, batch=11, steps=5)
+    args = (projected, h, dt, *weights)
+
+    def sequence(projected, h, dt, weights, layout, mode, activation):
+        return kernels.cfc_sequence(
+            projected, h, dt, weights, layout, mode, activation, keep_cache=keep_cache
+        )
+
+    fused = sequence(projected, h, dt, weights, layout, mode, activation)
+    close(fused, step_by_step(projected, h, dt, weights, layout, mode, activation))
+    scale = mx.array(np.random.default_rng(1).standard_normal(fused.shape).astype(np.float32))
+    argnums = tuple(range(len(args)))
+    ours = mx.grad(weighted_sum(sequence, layout, mode, activation, scale), argnums)
+    theirs = mx.grad(weighted_sum(step_by_step, layout, mode, activation, scale), argnums)
+    for a, b in zip(ours(*args), theirs(*args), strict=True):
+        close(a, b, tol=2e-5)
+
+
+def test_a_sequence_reads_broadcast_timespans_and_rejects_wrong_shapes():
+    layout, mode, activation = CHAINS["mixed-chain"]
+    projected, h, dt, weights = random_sequence(layout, mode, batch=3, steps=4)
+    one = mx.broadcast_to(mx.array(0.5).reshape(1, 1, 1), dt.shape)
+    close(
+        kernels.cfc_sequence(projected, h, one, weights, layout, mode, activation),
+        step_by_step(projected, h, mx.full(dt.shape, 0.5), weights, layout, mode, activation),
+    )
+    with pytest.raises(ValueError, match=r"'dt' must be float32 of shape \(3, 4, 1\)"):
+        kernels.cfc_sequence(projected, h, dt[:, :3], weights, layout, mode, activation)
+    with pytest.raises(ValueError, match=r"'projected' must be \(B, T, width\)"):
+        kernels.cfc_sequence(projected[:, 0], h, dt, weights, layout, mode, activation)
+    with pytest.raises(ValueError, match="a sequence needs at least one step"):
+        kernels.cfc_sequence(projected[:, :0], h, dt[:, :0], weights, layout, mode, activation)
+
+
 def test_primitive_compiles_and_reads_strided_and_broadcast_inputs():
     layout, mode, activation = CHAINS["mixed-chain"]
     projected, h, dt, weights = random_chain(layout, mode, batch=4)

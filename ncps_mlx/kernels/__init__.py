@@ -4,7 +4,7 @@ On MLX's CPU backend each graph operation costs about 2.5 us whatever its size, 
 LTC or CfC step is dozens of small ones (see :doc:`hardware`). :func:`ltc_step` runs all
 ODE unfolds of a semi-implicit LTC step in one C++ primitive, :func:`cfc_step` a CfC
 cell's step or all layers of a wired CfC's, :func:`lstm_step` the mixed-memory LSTM's,
-each with a hand-written backward pass, on every core (:mod:`ncps_mlx.kernels.threads`:
+each with a hand-written backward pass, on every core (:mod:`ncps_mlx.kernels.cores`:
 the same bits for any thread count). They
 are compiled on first use, once per machine (:mod:`ncps_mlx.kernels.build`), proven
 against the MLX operations once per build (:mod:`ncps_mlx.kernels.selfcheck`), and check
@@ -28,6 +28,8 @@ from .build import BuildError as BuildError
 from .library import disabled as disabled
 from .library import unavailable_reason as unavailable_reason
 from .library import usable as usable
+from .primitives import addmm as addmm
+from .primitives import cfc_sequence as cfc_sequence
 from .primitives import cfc_step as cfc_step
 from .primitives import lstm_step as lstm_step
 from .primitives import ltc_step as ltc_step
@@ -36,5 +38,5 @@ from .registry import direct_layer as direct_layer
 from .registry import direct_stepper as direct_stepper
 from .registry import graph_stepper as graph_stepper
 from .registry import register as register
-from .threads import set_threads as set_threads
-from .threads import threads as threads
+from .cores import set_threads as set_threads
+from .cores import threads as threads

@@ -5,8 +5,10 @@ inputs through the package's own paths and is compared with the MLX-operation pa
 one every device has:
 
 - ``ltc_step`` and ``cfc_step`` (every CfC mode and backbone activation, a cell with a
-  backbone and a wired one): a layer's outputs, final state and the gradients of every
-  parameter and of the input, with timespans and a padding mask;
+  backbone and a wired one), the mixed-memory ``lstm_step`` and the products of
+  ``addmm``: a layer's outputs, final state and the gradients of every parameter and of
+  the input, with timespans, with a padding mask (step by step) and without one (a CfC
+  layer's whole sequence in one call, ``cfc_sequence``);
 - the direct forms (``cfc_step``, ``ltc_step``, the sensory synapse sums and the
   mixed-memory LSTM): a :class:`~ncps_mlx.Controller`'s steps against the layer's call.
 
@@ -36,6 +38,7 @@ def _models() -> dict[str, Callable]:
         "ltc_step (mixed memory)": lambda: LTC(3, AutoNCP(8, 2, seed=1), mixed_memory=True),
     }
     models["cfc_step (wired)"] = lambda: CfC(3, AutoNCP(10, 2, seed=1), proj_size=1)
+    models["cfc_step (mixed memory)"] = lambda: CfC(3, 4, mixed_memory=True, backbone_units=5)
     for mode in MODES:
         models[f"cfc_step ({mode})"] = lambda mode=mode: CfC(
             3, 4, mode=mode, backbone_units=5, backbone_layers=2
@@ -106,7 +109,8 @@ def run() -> str | None:
             model = make()
             mx.eval(model.parameters())
             checks = {
-                name: lambda model=model: _layer(model, x, dt, mask),
+                f"{name}, masked": lambda model=model: _layer(model, x, dt, mask),
+                f"{name}, whole sequence": lambda model=model: _layer(model, x, dt, None),
                 f"{name}, direct": lambda model=model: _controller(model, x, dt),
             }
             for label, compute in checks.items():
