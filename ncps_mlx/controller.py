@@ -1,6 +1,7 @@
 """A trained model run one time step per call, its state carried: a controller's loop."""
 
 import copy
+import math
 from typing import Any
 
 import mlx.core as mx
@@ -9,6 +10,9 @@ import numpy as np
 from . import kernels
 from .errors import see
 from .rnn import RNN
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class Controller:
@@ -57,6 +61,7 @@ class Controller:
             self._predict = make_predict(self._model, frozen=True)
         self._state: tuple[np.ndarray, np.ndarray | None] | None = None
         self._batched = True
+        self._constant_dt: tuple[int, float, np.ndarray] | None = None
 
     @property
     def direct(self) -> bool:
@@ -153,7 +158,9 @@ class Controller:
         return array.astype(np.float32, copy=False)
 
     def _check_input(self, x: Any) -> tuple[np.ndarray, bool]:
-        x = self._as_float32("x", x)
+        # A float32 NumPy array, the common case, needs no conversion.
+        if not (type(x) is np.ndarray and x.dtype == np.float32):
+            x = self._as_float32("x", x)
         size = self._model.input_size
         if x.ndim not in (1, 2) or x.shape[-1] != size or 0 in x.shape:
             raise ValueError(
@@ -163,6 +170,8 @@ class Controller:
         return np.ascontiguousarray(np.atleast_2d(x)), x.ndim == 2
 
     def _check_timespan(self, timespan: Any, batch: int) -> np.ndarray:
+        if type(timespan) in (int, float):  # the common case: one number for every sample
+            return self._constant_timespan(timespan, batch)
         dt = self._as_float32("timespan", timespan)
         if dt.shape not in ((), (batch,), (batch, 1)):
             raise ValueError(
@@ -177,3 +186,24 @@ class Controller:
                 f"{timespan!r}\n{see('timespans')}"
             )
         return np.ascontiguousarray(np.broadcast_to(dt.reshape(-1, 1), (batch, 1)))
+
+    def _constant_timespan(self, timespan: float, batch: int) -> np.ndarray:
+        """``timespan`` for every sample, (batch, 1): checked as the general case is, and
+        kept (read only) while calls repeat it, since it costs more to build than a step
+        of a small model takes."""
+        try:  # as float32, which the steps compute in (a huge int is no float)
+            value = float(timespan)
+            value = float(np.float32(value)) if abs(value) <= _FLOAT32_MAX else math.inf
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value) or value < 0 or (self._positive and value == 0):
+            allowed = "> 0" if self._positive else ">= 0"
+            raise ValueError(
+                f"[{self._owner}] 'timespan' must be finite and {allowed} but got "
+                f"{timespan!r}\n{see('timespans')}"
+            )
+        if self._constant_dt is None or self._constant_dt[:2] != (batch, value):
+            dt = np.full((batch, 1), value, np.float32)
+            dt.flags.writeable = False
+            self._constant_dt = (batch, value, dt)
+        return self._constant_dt[2]

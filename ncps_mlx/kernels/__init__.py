@@ -2,13 +2,14 @@
 
 On MLX's CPU backend each graph operation costs about 2.5 us whatever its size, and an
 LTC or CfC step is dozens of small ones (see :doc:`hardware`). :func:`ltc_step` runs all
-ODE unfolds of a semi-implicit LTC step in one C++ primitive, :func:`cfc_step` a CfC
-cell's step or all layers of a wired CfC's, :func:`lstm_step` the mixed-memory LSTM's,
-each with a hand-written backward pass, on every core (:mod:`ncps_mlx.kernels.cores`:
-the same bits for any thread count). They
-are compiled on first use, once per machine (:mod:`ncps_mlx.kernels.build`), proven
-against the MLX operations once per build (:mod:`ncps_mlx.kernels.selfcheck`), and check
-everything they are given before touching memory.
+ODE unfolds of a semi-implicit LTC step in one C++ primitive; :func:`cfc_step` a CfC
+cell's step or all layers of a wired CfC's, and :func:`cfc_sequence` every step of a
+sequence in one call; :func:`lstm_step` the mixed-memory LSTM's step; :func:`addmm` the
+products hoisted out of the time loop. Each has a hand-written backward pass, and all
+run on every core (:mod:`ncps_mlx.kernels.cores`), with the same bits for any thread
+count. They are compiled on first use, once per machine (:mod:`ncps_mlx.kernels.build`),
+proven against the MLX operations once per build (:mod:`ncps_mlx.kernels.selfcheck`),
+and check everything they are given before touching memory.
 
 The cells know nothing of them. Adapters registered per cell type
 (:mod:`ncps_mlx.kernels.registry`) offer a fused stepper where one applies: the CPU and

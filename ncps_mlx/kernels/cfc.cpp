@@ -1,10 +1,14 @@
-// A CfC step as one MLX primitive for the CPU: the cell with its backbone, or the chain
-// of backbone-free CfC layers of a wiring (an NCP's inter, command and motor layers).
+// CfC steps as one MLX primitive for the CPU: the cell with its backbone, or the chain
+// of backbone-free CfC layers of a wiring (an NCP's inter, command and motor layers);
+// one step, or every step of a sequence in one call.
 //
 // On the CPU a CfC step in MLX operations is 7-18 graph operations on small arrays
 // (30-74 when differentiated), each costing more to launch than to compute, and its
-// products run on MLX's slow CPU BLAS. Here a step is one call forward and one backward,
-// with the products as loops that vectorise along contiguous weight rows.
+// products run on MLX's slow CPU BLAS. Here a sequence is one call forward and one
+// backward, with the products on the micro-kernel of dense.h. Samples are independent,
+// so each piece of batch rows runs every step on its own (parallel.h); the backward
+// pass then sums each weight's gradient over the steps and samples in pieces of its
+// rows.
 //
 // A chain of units u = 0..U-1 with states h_u (B, n_u), concatenated in h:
 //   pre_u = p + h_0 @ Wh_0                        (u = 0: p is the projected input)

@@ -5,8 +5,9 @@
 // of C is summed in vector registers over the whole inner dimension (each step one
 // broadcast of an A value per row and two vector loads of a B row), then added to C
 // once. The B panel of a tile column (inner x kTileCols values) stays in the L1 cache
-// while the tiles of every row pass over it. Every value of C is summed in the same
-// order whichever tile, piece or thread computes it.
+// while the tiles of every row pass over it. Each value of C is summed over the inner
+// dimension in order, by one tile; the kernels call these on pieces fixed by the
+// shapes (parallel.h), so no value depends on the thread count.
 
 #pragma once
 

@@ -58,8 +58,11 @@ class Pool {
     std::lock_guard<std::mutex> busy(busy_);
     stop_workers();
     stop_ = false;
+    // A new worker starts from the generation of now, not of when its thread first
+    // runs: a job published in between is its to take.
+    const uint64_t now = generation_.load();
     for (int w = 1; w < count; ++w)
-      workers_.emplace_back([this] { work(); });
+      workers_.emplace_back([this, now] { work(now); });
   }
 
   void run(int pieces, const std::function<void(int)>& body) {
@@ -98,8 +101,7 @@ class Pool {
   }
 
  private:
-  void work() {
-    uint64_t seen = generation_.load(std::memory_order_acquire);
+  void work(uint64_t seen) {
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
       while (generation_.load(std::memory_order_acquire) == seen && !stop_ &&
