@@ -11,7 +11,6 @@ from . import kernels
 from .errors import see
 from .rnn import RNN
 
-
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 

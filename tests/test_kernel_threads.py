@@ -40,7 +40,8 @@ def outputs_and_gradients(name):
         return (y * y).sum()
 
     value, grads = nn.value_and_grad(model, loss)(model, x)
-    return [np.array(a).tobytes() for a in [value, model(x)[0], *dict(tree_flatten(grads)).values()]]
+    found = [value, model(x)[0], *dict(tree_flatten(grads)).values()]
+    return [np.array(a).tobytes() for a in found]
 
 
 def product_and_gradients():

@@ -26,6 +26,8 @@ from . import linear as _linear  # noqa: F401  (registers the output projection'
 from . import lstm as _lstm  # noqa: F401  (registers the LSTM adapter)
 from . import ltc as _ltc  # noqa: F401  (registers the LTC adapter)
 from .build import BuildError as BuildError
+from .cores import set_threads as set_threads
+from .cores import threads as threads
 from .library import disabled as disabled
 from .library import unavailable_reason as unavailable_reason
 from .library import usable as usable
@@ -39,5 +41,3 @@ from .registry import direct_layer as direct_layer
 from .registry import direct_stepper as direct_stepper
 from .registry import graph_stepper as graph_stepper
 from .registry import register as register
-from .cores import set_threads as set_threads
-from .cores import threads as threads
