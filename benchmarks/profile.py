@@ -4,8 +4,9 @@
         [--source CHECKOUT]
 
 Each case (``model:mode:batch``, the workloads of :mod:`benchmarks.workloads`) runs
-``--calls`` times after two warm-up calls under ``perf record``, in a process of its own;
-its samples (every thread's) are grouped by what ran: the fused kernels' matrix products
+``--calls`` times in a process of its own, sampled by ``perf record`` from after two
+warm-up calls (not the imports or the compiling); its samples (every thread's) are
+grouped by what ran: the fused kernels' matrix products
 and the rest of them, MLX's matrix products (its CPU BLAS) and other operations, memory
 management, threads waiting for work, and everything else (Python, NumPy). ``--source``
 profiles another checkout of the project (an older commit, to compare before and after).
@@ -32,17 +33,22 @@ GROUPS = (
     "other (Python, NumPy, ...)",
 )
 RUN = """
-import sys, time
-from benchmarks.workloads import Case, runner
-model, mode, batch, calls = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-from benchmarks.workloads import MODELS
+import os, signal, subprocess, sys, time
+from benchmarks.workloads import MODELS, Case, runner
+model, mode, batch, calls, data = sys.argv[1:6]
 seq_len = getattr(MODELS[model], "seq_len", None) or 128  # an older checkout has none
-run = runner(Case(model, mode, batch, seq_len), "mlx")
+run = runner(Case(model, mode, int(batch), seq_len), "mlx")
 run(); run()
+# Sampled from here on only: not the imports, the compiling or the warm-up.
+perf = subprocess.Popen(["perf", "record", "-q", "-p", str(os.getpid()), "-o", data])
+time.sleep(0.5)
 start = time.perf_counter()
-for _ in range(calls):
+for _ in range(int(calls)):
     run()
-print((time.perf_counter() - start) / calls)
+seconds = (time.perf_counter() - start) / int(calls)
+perf.send_signal(signal.SIGINT)
+perf.wait()
+print(seconds)
 """
 
 
@@ -53,7 +59,7 @@ def group(dso: str, symbol: str) -> str:
             return GROUPS[0]
         waiting = ("Pool::", "parallel_for", "std::thread")
         return GROUPS[5] if any(name in symbol for name in waiting) else GROUPS[1]
-    if "blas" in dso or "sgemm" in symbol:
+    if dso.startswith("libblas") or "sgemm" in symbol:  # MLX's (NumPy's is OpenBLAS)
         return GROUPS[2]
     memory = ("malloc", "free", "memset", "memmove", "memcpy", "_int_", "unlink_chunk")
     if dso.startswith("libc") and any(name in symbol for name in memory):
@@ -69,12 +75,11 @@ def profile(case: str, calls: int, source: Path) -> tuple[float, Counter]:
     model, mode, batch = case.split(":")
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "perf.data"
-        command = [sys.executable, "-c", RUN, model, mode, batch, str(calls)]
+        command = [sys.executable, "-c", RUN, model, mode, batch, str(calls), str(data)]
         env = {**os.environ, "PYTHONPATH": str(source)}
         recorded = subprocess.run(
-            ["perf", "record", "-q", "-o", str(data), "--", *command],
-            capture_output=True, text=True, env=env, cwd=source, check=True,
-        )  # fmt: skip
+            command, capture_output=True, text=True, env=env, cwd=source, check=True
+        )
         seconds = float(recorded.stdout.strip().splitlines()[-1])
         report = subprocess.run(
             ["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none",
