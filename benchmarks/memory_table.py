@@ -72,7 +72,7 @@ def measured_peak(model: Any, batch_size: int, seq_len: int, train: bool) -> int
     mx.clear_cache()  # a cached buffer is counted whole, however little of it is used
     params = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     live = mx.get_active_memory() - params
-    x = mx.random.normal((batch_size, seq_len, INPUT_SIZE))
+    x = mx.random.normal((batch_size, seq_len, model.input_size))
     if train:
         optimizer = optim.Adam(learning_rate=1e-3)
         optimizer.init(model.trainable_parameters())
