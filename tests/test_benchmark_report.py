@@ -178,5 +178,12 @@ def test_matmul_shapes_are_the_train_steps_products():
     assert consts["wh_t"].shape in loop and consts["heads_w_t"].shape in loop
     assert shapes[0] == (12, 16, consts["wx_t"].shape[1])
     assert len(shapes) == 2 + 3 * 2 * 3
-    with pytest.raises(ValueError, match="only a plain fully connected CfC"):
+    # The mixed-memory LSTM's products and the output projection's are counted too.
+    mixed = build_mlx(MODELS["cfc_mixed"])
+    lstm = (mixed.rnn_cell.hidden_size, 4 * mixed.rnn_cell.hidden_size)
+    assert (4, *lstm) in matmul_shapes(mixed, 4, 3)
+    assert len(matmul_shapes(mixed, 4, 3)) == 4 + 3 * 3 * 3
+    projected = build_mlx(MODELS["cfc_xor"])
+    assert (12, 192, 1) in matmul_shapes(projected, 4, 3)
+    with pytest.raises(ValueError, match="only a fully connected CfC"):
         matmul_shapes(build_mlx(MODELS["ltc_ncp"]), 4, 3)
