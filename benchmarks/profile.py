@@ -17,6 +17,7 @@ time of both.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--source", type=Path, default=Path(__file__).parents[1])
     args = parser.parse_args(argv)
+    if shutil.which("perf") is None:
+        parser.error("needs Linux perf (linux-perf / linux-tools) on the PATH")
     results = {case: profile(case, args.calls, args.source.resolve()) for case in args.cases}
     print("| group | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
