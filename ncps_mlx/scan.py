@@ -106,10 +106,14 @@ def scan(
         dt = dt.astype(dtype)
     stepper, consts, lstm, lstm_consts, projection = plan(layer) if planned is None else planned
     projected = stepper.project(consts, x)
-    if mask is None and not layer.mixed_memory and hasattr(stepper, "sequence"):
-        # A fused stepper runs every step in one call: no graph operations per step.
-        ys, states = stepper.sequence(consts, projected, h, dt)
-        h = states[:, -1]
+    if mask is None and hasattr(stepper, "sequence"):
+        # A fused stepper runs every step in one call, the mixed-memory LSTM's too (from
+        # its projected input and recurrent weight): no graph operations per step.
+        memory = None
+        if layer.mixed_memory:
+            memory = (lstm.project(lstm_consts, x), c, lstm_consts["wh_t"])
+        ys, states, cells = stepper.sequence(consts, projected, h, dt, memory)
+        h, c = states[:, -1], (cells[:, -1] if cells is not None else c)
         y = ys if layer.return_sequences else ys[:, -1]
     else:
         steppers = (stepper, consts, lstm, lstm_consts)

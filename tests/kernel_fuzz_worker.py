@@ -91,6 +91,7 @@ def _entry_points() -> dict[str, Any]:
         "direct.lstm_step": direct.lstm_step,
         "library.lstm_step_direct": native.lstm_step_direct,
         "kernels.cfc_sequence": graph(kernels.cfc_sequence),
+        "library.cfc_memory_sequence": graph(_joined(native.cfc_memory_sequence)),
         "kernels.lstm_step": graph(_joined(kernels.lstm_step)),
         "library.lstm_step": graph(_joined(native.lstm_step)),
         "kernels.addmm": graph(kernels.addmm),
@@ -100,9 +101,10 @@ def _entry_points() -> dict[str, Any]:
     }
 
 
-def _joined(lstm_step):
-    # (h', c') as one array, so that the gradient of its sum reaches both.
-    return lambda *args: mx.concatenate(lstm_step(*args), axis=-1)
+def _joined(step):
+    # Two outputs ((h', c'), or states and cells) as one array, so that the gradient of
+    # its sum reaches both.
+    return lambda *args: mx.concatenate(step(*args), axis=-1)
 
 
 def _then_restored(set_count):

@@ -308,6 +308,12 @@ def test_cfc_sequence(worker, chain, data):
     flat = [value for unit in layout for value in unit]
     codes_ = codes(data.draw, mode, broken)
     check(worker, "library.cfc_step", [*inputs, weights, flat, *codes_, keep_cache])
+    # With the mixed-memory LSTM: z, c and wh_t after the rest, perhaps broken too.
+    memory_broken = data.draw(faults(3))
+    shapes = ((batch, steps, 4 * state), (batch, state), (state, 4 * state))
+    memory = [data.draw(array(shape, k in memory_broken)) for k, shape in enumerate(shapes)]
+    check(worker, "library.cfc_memory_sequence",
+          [*inputs, weights, flat, *codes_, keep_cache, *memory])  # fmt: skip
 
 
 @FUZZ

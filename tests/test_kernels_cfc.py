@@ -168,6 +168,59 @@ def test_a_sequence_is_its_steps_forward_and_backward(chain, keep_cache):
         close(a, b, tol=2e-5)
 
 
+def with_memory_step_by_step(projected, h, dt, weights, layout, mode, activation, memory):
+    """The states and cells (B, T, N) of a mixed-memory sequence, one kernels.lstm_step
+    and one kernels.cfc_step at a time."""
+    z, c, wh_t = memory
+    states, cells = [], []
+    for t in range(projected.shape[1]):
+        lstm_h, c = kernels.lstm_step(z[:, t], h, c, wh_t)
+        h = kernels.cfc_step(projected[:, t], lstm_h, dt[:, t], weights, layout, mode, activation)
+        states.append(h)
+        cells.append(c)
+    return mx.stack(states, axis=1), mx.stack(cells, axis=1)
+
+
+@pytest.mark.parametrize("keep_cache", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("chain", ["backbone-lecun", "ncp-pure"])
+def test_a_sequence_with_mixed_memory_is_its_steps_forward_and_backward(chain, keep_cache):
+    layout, mode, activation = CHAINS[chain]
+    projected, h, dt, weights = random_sequence(layout, mode, batch=11, steps=4)
+    n = h.shape[1]
+    rng = np.random.default_rng(5)
+    memory = [
+        mx.array(rng.standard_normal(shape).astype(np.float32) * scale)
+        for shape, scale in (((11, 4, 4 * n), 1.0), ((11, n), 1.0), ((n, 4 * n), 0.5))
+    ]
+    scales = [mx.array(rng.standard_normal((11, 4, n)).astype(np.float32)) for _ in range(2)]
+
+    def loss(run):
+        def value(projected, h, dt, *rest):
+            states, cells = run(projected, h, dt, list(rest[:-3]), layout, mode, activation,
+                                rest[-3:])  # fmt: skip
+            return (states * scales[0]).sum() + (cells * scales[1]).sum()
+
+        return value
+
+    def fused(projected, h, dt, weights, layout, mode, activation, memory):
+        return kernels.cfc_sequence(
+            projected, h, dt, weights, layout, mode, activation, keep_cache, tuple(memory)
+        )
+
+    args = (projected, h, dt, *weights, *memory)
+    for mine, theirs in zip(
+        fused(projected, h, dt, weights, layout, mode, activation, memory),
+        with_memory_step_by_step(projected, h, dt, weights, layout, mode, activation, memory),
+        strict=True,
+    ):
+        close(mine, theirs)
+    argnums = tuple(range(len(args)))
+    ours = mx.grad(loss(fused), argnums)(*args)
+    expected = mx.grad(loss(with_memory_step_by_step), argnums)(*args)
+    for mine, theirs in zip(ours, expected, strict=True):
+        close(mine, theirs, tol=2e-5)
+
+
 def test_a_sequence_reads_broadcast_timespans_and_rejects_wrong_shapes():
     layout, mode, activation = CHAINS["mixed-chain"]
     projected, h, dt, weights = random_sequence(layout, mode, batch=3, steps=4)

@@ -29,6 +29,7 @@
 
 #include "common.h"
 #include "dense.h"
+#include "lstm.h"
 #include "parallel.h"
 
 namespace ncps {
@@ -262,6 +263,16 @@ Steps steps(const mx::array& a, std::vector<float>& buffer) {
   return {buffer.data(), int64_t(count) * cols, cols};
 }
 
+// The mixed-memory LSTM that runs before the chain at every step of a sequence (see
+// lstm.h): gates = z_t + h @ w, and the chain starts from the LSTM's h' instead of h.
+struct Memory {
+  Steps z; // the LSTM's projected input with its bias (B, T, 4N)
+  Rows c0; // its memory before the first step (B, N)
+  Rows w; // (N, 4N)
+  float* cells; // (B, T, N): its memory after each step
+  int64_t gates_at, hidden_at; // where a cache block keeps the gates (B, 4N) and h' (B, N)
+};
+
 // Where a call's time steps read and write. A single step is a sequence of one step:
 // its (B, C) arrays are the (B, T, C) ones with T = 1.
 struct Sequence {
@@ -271,6 +282,7 @@ struct Sequence {
   float* states; // (B, T, N): the state after each step
   float* cache; // each step's cache: T blocks of `block` values, or one reused (stride 0)
   int64_t block, block_stride;
+  const Memory* memory = nullptr;
 
   int64_t state_ld() const {
     return int64_t(steps) * width;
@@ -278,6 +290,15 @@ struct Sequence {
   // The state step t starts from.
   Rows before(int t) const {
     return t == 0 ? h0 : Rows{states + int64_t(t - 1) * width, state_ld()};
+  }
+  // The state the chain starts from at step t: the LSTM's h' with mixed memory.
+  Rows input(int t) const {
+    if (memory == nullptr)
+      return before(t);
+    return {cache + t * block_stride + memory->hidden_at, width};
+  }
+  Rows cells_before(int t) const {
+    return t == 0 ? memory->c0 : Rows{memory->cells + int64_t(t - 1) * width, state_ld()};
   }
   float* after(int t) const {
     return states + int64_t(t) * width;
@@ -335,7 +356,7 @@ void forward_unit(const Unit& u, const Sequence& s, int t, const Weights& w, int
     const Rows previous{s.after(t) + first * s.state_ld() + (u.state - u.in), s.state_ld()};
     matmul(pre, u.width, previous, w[u.wx], count, u.in, u.width);
   }
-  const Rows h = s.before(t);
+  const Rows h = s.input(t);
   matmul(pre, u.width, Rows{h[first] + u.state, h.ld}, w[u.wh], count, u.n, u.width);
   std::vector<float> z(size_t(count) * u.width);
   for (int i = 1; i <= u.layers; ++i) {
@@ -352,15 +373,36 @@ void forward_unit(const Unit& u, const Sequence& s, int t, const Weights& w, int
   solve(u, mode, heads, s, t, w, piece);
 }
 
+// Step t of the mixed-memory LSTM for the rows of `piece`: its gates and h' into the
+// step's cache block, its memory into the cells.
+void memory_forward(const Sequence& s, int t, Piece piece) {
+  const Memory& m = *s.memory;
+  const int n = s.width, first = piece.first, count = piece.count;
+  float* block = s.cache + t * s.block_stride;
+  float* gates = block + m.gates_at + int64_t(first) * 4 * n;
+  for (int r = 0; r < count; ++r)
+    std::copy(m.z.at(first + r, t), m.z.at(first + r, t) + 4 * n, gates + int64_t(r) * 4 * n);
+  const Rows h = s.before(t), c = s.cells_before(t);
+  matmul(gates, 4 * n, Rows{h[first], h.ld}, m.w, count, n, 4 * n);
+  for (int r = 0; r < count; ++r) {
+    const int b = first + r;
+    update_row(n, gates + int64_t(r) * 4 * n, c[b], block + m.hidden_at + int64_t(b) * n,
+               m.cells + b * s.state_ld() + int64_t(t) * n);
+  }
+}
+
 // The forward pass: every step's state and cache. Samples are independent: each piece
 // of rows runs the whole chain through every step, with no wait between steps.
 void forward(const Sequence& s, const Weights& w, const std::vector<Unit>& chain, int mode,
              int activation) {
   parallel_for(pieces_of(s.batch, kRowGrain), [&](int index) {
     const Piece piece = row_piece(index, s.batch);
-    for (int t = 0; t < s.steps; ++t)
+    for (int t = 0; t < s.steps; ++t) {
+      if (s.memory != nullptr)
+        memory_forward(s, t, piece);
       for (const Unit& u : chain)
         forward_unit(u, s, t, w, activation, mode, piece);
+    }
   });
 }
 
@@ -373,10 +415,12 @@ struct Kept {
   std::vector<Buffer> tau, amp;
 };
 
-// Where the backward pass writes the per-sample cotangents: the projected input's
-// (B, T, width_0), the first state's (B, N) and dt's (B, T), all dense.
+// Where the backward pass writes the per-sample cotangents, all dense: the projected
+// input's (B, T, width_0), the first state's (B, N) and dt's (B, T); with mixed memory
+// the LSTM's projected input's (B, T, 4N) and its first memory's (B, N).
 struct SampleGradients {
   float *projected, *h0, *dt;
+  float *z = nullptr, *c0 = nullptr;
 };
 
 // One row of the default or no_gate solution's backward pass: d_heads `dh` (4n) and the
@@ -484,23 +528,59 @@ void backward_step(const std::vector<Unit>& chain, const Sequence& s, int t, con
   }
 }
 
+// The cotangents the backward pass reads: the states' (B, T, N) and, with mixed memory,
+// the cells' (B, T, N), with the LSTM weight's transpose (4N, N).
+struct Cotangents {
+  Steps states, cells;
+  Rows memory_w_t;
+};
+
+// Step t of the mixed-memory LSTM's backward pass for the rows of `piece`: from `carry`,
+// the cotangent of its h' (what the chain's first unit starts from), and `dc`, that of
+// its memory after the step, to those of the state and memory before the step (into
+// `carry` and `dc`); the gates' cotangents are the projected input's.
+void memory_backward(const Sequence& s, int t, const Cotangents& cot, float* carry, float* dc,
+                     float* dc_after, const SampleGradients& out, Piece piece) {
+  const Memory& m = *s.memory;
+  const int n = s.width, first = piece.first, count = piece.count;
+  const float* block = s.cache + t * s.block;
+  const Rows c = s.cells_before(t);
+  for (int r = 0; r < count; ++r) {
+    const int b = first + r;
+    const float* given = cot.cells.at(b, t);
+    for (int j = 0; j < n; ++j)
+      dc_after[int64_t(r) * n + j] = given[j] + dc[int64_t(r) * n + j];
+    update_row_backward(n, block + m.gates_at + int64_t(b) * 4 * n, c[b],
+                        m.cells + b * s.state_ld() + int64_t(t) * n, carry + int64_t(r) * n,
+                        dc_after + int64_t(r) * n, out.z + (int64_t(b) * s.steps + t) * 4 * n,
+                        dc + int64_t(r) * n);
+  }
+  const Rows gates{out.z + (int64_t(first) * s.steps + t) * 4 * n, int64_t(s.steps) * 4 * n};
+  matmul(carry, n, gates, cot.memory_w_t, count, 4 * n, n, Write::kSet);
+}
+
 // The per-sample backward pass for the rows of `piece`, from the last step to the first:
 // each step's state cotangent is the states' cotangent there plus what flows back from
 // the step after.
-void backward_rows(const std::vector<Unit>& chain, const Sequence& s, Steps cotangent,
+void backward_rows(const std::vector<Unit>& chain, const Sequence& s, const Cotangents& cot,
                    const Weights& wt, const Weights& w, Kept& kept, const SampleGradients& out,
                    int mode, int activation, Piece piece) {
   const int width = s.width, count = piece.count;
-  std::vector<float> g(size_t(count) * width), carry(size_t(count) * width, 0.f);
+  const size_t size = size_t(count) * width;
+  std::vector<float> g(size), carry(size, 0.f), dc(size, 0.f), dc_after(size);
   for (int t = s.steps - 1; t >= 0; --t) {
     for (int r = 0; r < count; ++r) {
-      const float* c = cotangent.at(piece.first + r, t);
+      const float* c = cot.states.at(piece.first + r, t);
       for (int j = 0; j < width; ++j)
         g[size_t(r) * width + j] = c[j] + carry[size_t(r) * width + j];
     }
     backward_step(chain, s, t, wt, w, g.data(), carry.data(), kept, out, mode, activation, piece);
+    if (s.memory != nullptr)
+      memory_backward(s, t, cot, carry.data(), dc.data(), dc_after.data(), out, piece);
   }
   std::copy(carry.begin(), carry.end(), out.h0 + int64_t(piece.first) * width);
+  if (s.memory != nullptr)
+    std::copy(dc.begin(), dc.end(), out.c0 + int64_t(piece.first) * width);
 }
 
 // A (B, k) matrix per time step: `first` at step 0, then rows `ld` apart from
@@ -524,7 +604,8 @@ PerStep uniform(const float* base, int64_t step_stride, int64_t ld) {
 // whatever the thread count.
 std::vector<std::function<void()>> weight_gradients(const std::vector<Unit>& chain,
                                                     const Sequence& s, std::vector<mx::array>& out,
-                                                    const Kept& kept, int mode) {
+                                                    const Kept& kept, int mode,
+                                                    const SampleGradients& samples) {
   const int batch = s.batch, steps = s.steps;
   std::vector<std::function<void()>> pieces;
   auto product = [&](int index, PerStep x, PerStep d, int k, int n) { // out[index] = sum x^T d
@@ -559,8 +640,11 @@ std::vector<std::function<void()>> weight_gradients(const std::vector<Unit>& cha
       sums(i == u.layers ? u.head_b : u.hidden_b[i - 1], d, cols);
     }
     const PerStep d = kept_at(kept.d, 0, u.width);
-    // The state each step started from: the first state, then the states before.
-    const PerStep before{{s.h0.data + u.state, s.h0.ld}, s.states + u.state - s.width, s.width, ld};
+    // The state each step started from: the first state, then the states before; with
+    // mixed memory, the LSTM's h' of the step.
+    const PerStep before = s.memory != nullptr
+        ? uniform(s.cache + s.memory->hidden_at + u.state, s.block, s.width)
+        : PerStep{{s.h0.data + u.state, s.h0.ld}, s.states + u.state - s.width, s.width, ld};
     product(u.wh, before, d, u.n, u.width);
     if (u.in) {
       product(u.wx, uniform(s.states + (u.state - u.in), s.width, ld), d, u.in, u.width);
@@ -571,17 +655,23 @@ std::vector<std::function<void()>> weight_gradients(const std::vector<Unit>& cha
       sums(u.amp, uniform(kept.amp[k].get(), int64_t(batch) * u.n, u.n), u.n);
     }
   }
+  if (s.memory != nullptr) { // the LSTM's weight, the last primal: sum of h^T d_gates
+    const int n = s.width;
+    const PerStep before{s.h0, s.states - n, n, ld};
+    product(int(out.size()) - 1, before, uniform(samples.z, 4 * n, int64_t(steps) * 4 * n), n,
+            4 * n);
+  }
   return pieces;
 }
 
 // The backward pass over the Sequence `s` (its states and cache those of the forward
-// pass) given the states' cotangent. `out` are the primals' cotangents. First every
-// per-sample cotangent, in pieces of rows; then each weight's gradient, in pieces of its
-// rows. Every output is written once, whole (dt's is summed over the units).
-void backward(const Sequence& s, Steps cotangent, const Weights& w, const Weights& wt,
+// pass) given the cotangents. `out` are the primals' cotangents. First every per-sample
+// cotangent, in pieces of rows; then each weight's gradient, in pieces of its rows.
+// Every output is written once, whole (dt's is summed over the units).
+void backward(const Sequence& s, const Cotangents& cot, const Weights& w, const Weights& wt,
               std::vector<mx::array>& out, const std::vector<Unit>& chain, int mode,
               int activation) {
-  const int batch = s.batch;
+  const int batch = s.batch, count = int(out.size());
   std::fill_n(out[2].data<float>(), out[2].size(), 0.f);
   Kept kept{Buffer(s.steps * s.block), Buffer(s.steps * s.block), {}, {}};
   if (mode == kPure)
@@ -589,13 +679,16 @@ void backward(const Sequence& s, Steps cotangent, const Weights& w, const Weight
       kept.tau.emplace_back(size_t(s.steps) * batch * u.n);
       kept.amp.emplace_back(size_t(s.steps) * batch * u.n);
     }
-  const SampleGradients gradients{out[0].data<float>(), out[1].data<float>(),
-                                  out[2].data<float>()};
+  SampleGradients gradients{out[0].data<float>(), out[1].data<float>(), out[2].data<float>()};
+  if (s.memory != nullptr) { // z, c0 and the LSTM weight are the last primals
+    gradients.z = out[count - 3].data<float>();
+    gradients.c0 = out[count - 2].data<float>();
+  }
   parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
-    backward_rows(chain, s, cotangent, wt, w, kept, gradients, mode, activation,
+    backward_rows(chain, s, cot, wt, w, kept, gradients, mode, activation,
                   row_piece(index, batch));
   });
-  const auto pieces = weight_gradients(chain, s, out, kept, mode);
+  const auto pieces = weight_gradients(chain, s, out, kept, mode, gradients);
   parallel_for(int(pieces.size()), [&](int index) { pieces[index](); });
 }
 
@@ -609,8 +702,21 @@ void check_steps(const mx::array& a, const char* name, int batch, int steps, int
             ")");
 }
 
+// With mixed memory the LSTM's arrays follow the chain's weights: its projected input z,
+// its first memory c0 and its weight w.
+constexpr int kMemoryInputs = 3;
+
+// A step's cache block: the chain's cache, then with mixed memory the LSTM's gates
+// (B, 4N) and h' (B, N).
+int64_t block_size(const std::vector<Unit>& chain, int batch, int width, bool memory) {
+  const int64_t lstm = memory ? checked_size("cfc_step", "the LSTM's cache", {batch, 5, width})
+                              : 0;
+  return checked_size("cfc_step", "a step's cache", {cache_size(chain, batch) + lstm});
+}
+
 // The chain of a call, its arguments checked against it: one step (projected (B, W),
-// dt (B, 1)) or a sequence (projected (B, T, W), dt (B, T, 1)).
+// dt (B, 1)) or a sequence (projected (B, T, W), dt (B, T, 1)); `memory` (z, c0, w),
+// when not null, the mixed-memory LSTM of a sequence.
 std::vector<Unit> checked_chain(
     const mx::array& projected,
     const mx::array& h,
@@ -618,7 +724,8 @@ std::vector<Unit> checked_chain(
     const std::vector<mx::array>& weights,
     const std::vector<int>& layout,
     int mode,
-    int activation) {
+    int activation,
+    const mx::array* memory = nullptr) {
   if (mode < kDefault || mode > kNoGate || activation < kLecunTanh || activation > kGelu)
     throw argument_error("cfc_step", "unknown mode or activation code");
   const int batch = h.ndim() == 2 ? h.shape(0) : -1;
@@ -636,9 +743,18 @@ std::vector<Unit> checked_chain(
     check_steps(projected, "projected", batch, steps, chain.front().width);
     check_steps(dt, "dt", batch, steps, 1);
     checked_size("cfc_step", "the states (B x T x N)", {batch, steps, width});
+    if (memory != nullptr) {
+      const int gates = int(checked_size("cfc_step", "the LSTM's gates (4N)", {4, width}));
+      checked_size("cfc_step", "the LSTM's input (B x T x 4N)", {batch, steps, gates});
+      check_steps(memory[0], "z", batch, steps, gates);
+      check_matrix("cfc_step", memory[1], "c", batch, width);
+      check_matrix("cfc_step", memory[2], "wh_t", width, gates);
+    }
     checked_size("cfc_step", "the cache (T x B x values per sample)",
-                 {steps, cache_size(chain, batch)});
+                 {steps, block_size(chain, batch, width, memory != nullptr)});
   } else {
+    if (memory != nullptr)
+      throw argument_error("cfc_step", "mixed memory runs on a sequence: 'projected' (B, T, W)");
     check_matrix("cfc_step", projected, "projected", batch, chain.front().width);
     check_matrix("cfc_step", dt, "dt", batch, 1);
   }
@@ -650,94 +766,152 @@ int steps_of(const mx::array& projected) {
 }
 
 // The forward outputs' shapes: the states ((B, N) for a step, (B, T, N) for a
-// sequence) and, when kept for the backward pass, the cache (T blocks).
+// sequence), with mixed memory the cells (B, T, N), and, when kept for the backward
+// pass, the cache (T blocks).
 std::vector<mx::Shape> forward_shapes(const std::vector<Unit>& chain, const mx::array& projected,
-                                      const mx::array& h, bool keep_cache = true) {
-  const int steps = steps_of(projected), batch = h.shape(0);
-  mx::Shape states = projected.ndim() == 3 ? mx::Shape{batch, steps, h.shape(1)} : h.shape();
-  if (!keep_cache)
-    return {states};
-  return {states, {int(steps * cache_size(chain, batch))}};
+                                      const mx::array& h, bool keep_cache, bool memory) {
+  const int steps = steps_of(projected), batch = h.shape(0), width = h.shape(1);
+  mx::Shape states = projected.ndim() == 3 ? mx::Shape{batch, steps, width} : h.shape();
+  std::vector<mx::Shape> shapes{states};
+  if (memory)
+    shapes.push_back(states);
+  if (keep_cache)
+    shapes.push_back({int(steps * block_size(chain, batch, width, memory))});
+  return shapes;
 }
 
-// A call's Sequence: its inputs `in` (projected, h, dt, ...) and its forward outputs'
-// states and cache (every step's, or one block reused when `reused`), with `buffers`
-// holding copies of strided inputs.
-Sequence sequence_of(const std::vector<mx::array>& in, float* states, float* cache, bool reused,
-                     const std::vector<Unit>& chain, std::vector<float> (&buffers)[3]) {
-  const int batch = in[1].shape(0);
-  const int64_t block = cache_size(chain, batch);
-  return {batch,
-          steps_of(in[0]),
-          int(in[1].shape(1)),
-          steps(in[0], buffers[0]),
-          steps(in[2], buffers[1]),
-          rows(in[1], buffers[2]),
-          states,
-          cache,
-          block,
-          reused ? 0 : block};
+// The arrays a call's Sequence reads in place or from copies.
+struct Buffers {
+  std::vector<float> p, dt, h0, z, c0, w, w_t, states, cells, cache, cotangents[2];
+};
+
+// A call's Sequence: its inputs `in` (projected, h, dt, ..., and with `memory` the
+// LSTM's z, c0, w last) and its forward outputs' states and cache (every step's, or one
+// block reused when `reused`).
+Sequence sequence_of(const std::vector<mx::array>& in, int primals, float* states, float* cache,
+                     bool reused, const std::vector<Unit>& chain, Memory* memory, Buffers& b) {
+  const int batch = in[1].shape(0), width = in[1].shape(1);
+  const int64_t block = block_size(chain, batch, width, memory != nullptr);
+  Sequence s{batch,
+             steps_of(in[0]),
+             width,
+             steps(in[0], b.p),
+             steps(in[2], b.dt),
+             rows(in[1], b.h0),
+             states,
+             cache,
+             block,
+             reused ? 0 : block};
+  if (memory != nullptr) {
+    const int64_t chain_cache = cache_size(chain, batch);
+    memory->z = steps(in[primals - 3], b.z);
+    memory->c0 = rows(in[primals - 2], b.c0);
+    memory->w = rows(in[primals - 1], b.w);
+    memory->gates_at = chain_cache;
+    memory->hidden_at = chain_cache + int64_t(batch) * 4 * width;
+    s.memory = memory;
+  }
+  return s;
 }
 
-// The forward pass into `out`: the states, and the cache when it is an output. Without
-// it, one step's block serves every step: each piece of rows writes its own rows of it.
+// The forward pass into `out`: the states, the cells with mixed memory, and the cache
+// when it is an output. Without it, one step's block serves every step: each piece of
+// rows writes its own rows of it.
 void run_forward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
-                 const std::vector<Unit>& chain, int mode, int activation) {
-  std::vector<float> buffers[3];
-  const bool kept = out.size() == 2;
-  Buffer scratch(kept ? 0 : cache_size(chain, in[1].shape(0)));
-  float* cache = kept ? out[1].data<float>() : scratch.get();
-  const Sequence s = sequence_of(in, out[0].data<float>(), cache, !kept, chain, buffers);
-  forward(s, Weights(in, int(in.size())), chain, mode, activation);
+                 const std::vector<Unit>& chain, int mode, int activation, bool mixed) {
+  const int primals = int(in.size());
+  const bool kept = int(out.size()) == (mixed ? 3 : 2);
+  Buffers buffers;
+  Buffer scratch(kept ? 0 : block_size(chain, in[1].shape(0), in[1].shape(1), mixed));
+  float* cache = kept ? out.back().data<float>() : scratch.get();
+  Memory memory{};
+  if (mixed)
+    memory.cells = out[1].data<float>();
+  const Sequence s = sequence_of(in, primals, out[0].data<float>(), cache, !kept, chain,
+                                 mixed ? &memory : nullptr, buffers);
+  forward(s, Weights(in, primals - (mixed ? kMemoryInputs : 0)), chain, mode, activation);
 }
 
-// Inputs: the primals, the forward outputs (states, cache), the states' cotangent and
-// the weights' transposes (transposed_copy). Outputs: the primals' cotangents.
+// Where a backward pass finds its inputs: the primals, the forward outputs (states,
+// cells with mixed memory, cache), the cotangents of the states (and cells), then the
+// transposes of the chain's weights (and of the LSTM weight).
+struct BackwardInputs {
+  int primals, weights_end, outputs, cotangents, transposes;
+
+  BackwardInputs(int size, bool mixed)
+      : primals((size - 3 + kInputs) / 2),
+        weights_end(primals - (mixed ? kMemoryInputs : 0)),
+        outputs(primals),
+        cotangents(primals + (mixed ? 3 : 2)),
+        transposes(cotangents + (mixed ? 2 : 1)) {}
+};
+
 void run_backward(const std::vector<mx::array>& in, std::vector<mx::array>& out,
-                  const std::vector<Unit>& chain, int mode, int activation) {
-  const int count = int(out.size());
-  std::vector<float> buffers[3], cotangent_buffer, states, cache;
+                  const std::vector<Unit>& chain, int mode, int activation, bool mixed) {
+  const BackwardInputs at(int(in.size()), mixed);
+  Buffers buffers;
   // The forward outputs, read only (the Sequence's pointers are for the forward pass to
   // write): dense unless a transformation sliced them.
-  const Sequence s = sequence_of(in, const_cast<float*>(dense(in[count], states)),
-                                 const_cast<float*>(dense(in[count + 1], cache)), false, chain,
-                                 buffers);
-  const Weights w(in, count), wt(in, count, count + 3 - kInputs);
-  backward(s, steps(in[count + 2], cotangent_buffer), w, wt, out, chain, mode, activation);
+  auto read = [](const mx::array& a, std::vector<float>& buffer) {
+    return const_cast<float*>(dense(a, buffer));
+  };
+  Memory memory{};
+  if (mixed)
+    memory.cells = read(in[at.outputs + 1], buffers.cells);
+  const Sequence s = sequence_of(
+      in, at.primals, read(in[at.outputs], buffers.states),
+      read(in[at.cotangents - 1], buffers.cache), false, chain, mixed ? &memory : nullptr,
+      buffers);
+  const int chain_transposes = at.weights_end - kInputs;
+  Cotangents cot{steps(in[at.cotangents], buffers.cotangents[0]), {}, {}};
+  if (mixed) {
+    cot.cells = steps(in[at.cotangents + 1], buffers.cotangents[1]);
+    cot.memory_w_t = rows(in[at.transposes + chain_transposes], buffers.w_t);
+  }
+  const Weights w(in, at.weights_end), wt(in, at.weights_end, at.transposes - kInputs);
+  backward(s, cot, w, wt, out, chain, mode, activation);
 }
 
 // What the forward and backward primitives share: the chain's layout, mode and
-// activation, whether the forward pass keeps its cache, and equivalence by them (for
-// the compiler's common subexpressions).
+// activation, whether the forward pass keeps its cache, whether a mixed-memory LSTM
+// runs before each step, and equivalence by them (for the compiler's common
+// subexpressions).
 class Chain : public CPUPrimitive {
  public:
   Chain(mx::Stream stream, std::vector<int> layout, int mode, int activation,
-        bool keep_cache = true)
+        bool keep_cache = true, bool mixed = false)
       : CPUPrimitive(stream), layout_(std::move(layout)), mode_(mode), activation_(activation),
-        keep_cache_(keep_cache) {}
+        keep_cache_(keep_cache), mixed_(mixed) {}
 
   bool is_equivalent(const mx::Primitive& other) const override {
     const auto* same = dynamic_cast<const Chain*>(&other);
     return same && typeid(*this) == typeid(other) && same->layout_ == layout_ &&
         same->mode_ == mode_ && same->activation_ == activation_ &&
-        same->keep_cache_ == keep_cache_;
+        same->keep_cache_ == keep_cache_ && same->mixed_ == mixed_;
   }
 
  protected:
-  std::vector<Unit> chain(const std::vector<mx::array>& inputs, int weights) const {
-    const std::vector<mx::array> list(inputs.begin() + kInputs, inputs.begin() + weights);
+  // The chain of `primals` (projected, h, dt, the chain's weights, and with mixed memory
+  // the LSTM's arrays), the first `count` of `inputs`.
+  std::vector<Unit> chain(const std::vector<mx::array>& inputs, int count) const {
+    const int end = count - (mixed_ ? kMemoryInputs : 0);
+    const std::vector<mx::array> list(inputs.begin() + kInputs, inputs.begin() + end);
     return units(layout_, list, mode_, inputs[1].shape(0));
   }
 
-  // The chain of `inputs` (projected, h, dt, then `weights` of them in all), checked.
-  std::vector<Unit> checked(const std::vector<mx::array>& inputs, int weights) const {
-    const std::vector<mx::array> list(inputs.begin() + kInputs, inputs.begin() + weights);
-    return checked_chain(inputs[0], inputs[1], inputs[2], list, layout_, mode_, activation_);
+  // The same, checked.
+  std::vector<Unit> checked(const std::vector<mx::array>& inputs, int count) const {
+    const int end = count - (mixed_ ? kMemoryInputs : 0);
+    if (end < kInputs)
+      throw argument_error("cfc_step", "too few inputs");
+    const std::vector<mx::array> list(inputs.begin() + kInputs, inputs.begin() + end);
+    return checked_chain(inputs[0], inputs[1], inputs[2], list, layout_, mode_, activation_,
+                         mixed_ ? inputs.data() + end : nullptr);
   }
 
   std::vector<int> layout_;
   int mode_, activation_;
-  bool keep_cache_;
+  bool keep_cache_, mixed_;
 };
 
 class CfCChainBackward : public Chain {
@@ -748,45 +922,52 @@ class CfCChainBackward : public Chain {
       override {
     const auto units = chain(inputs, int(outputs.size()));
     const int mode = mode_, activation = activation_;
-    dispatch(stream(), inputs, outputs, [units, mode, activation](auto& in, auto& out) {
-      run_backward(in, out, units, mode, activation);
+    const bool mixed = mixed_;
+    dispatch(stream(), inputs, outputs, [units, mode, activation, mixed](auto& in, auto& out) {
+      run_backward(in, out, units, mode, activation, mixed);
     });
   }
   const char* name() const override {
     return "CfCChainBackward";
   }
   std::shared_ptr<mx::Primitive> clone() override {
-    return std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_);
+    return std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_, true,
+                                              mixed_);
   }
-  // Inputs: the primals, the forward's states and cache, the states' cotangent, the
-  // weights' transposes.
+  // Inputs: see BackwardInputs.
   void validate(const std::vector<mx::array>& in) override {
-    const int primals = (int(in.size()) - 3 + kInputs) / 2;
-    if (primals < kInputs || int(in.size()) != 2 * primals + 3 - kInputs)
-      throw argument_error("cfc_step", "the backward pass takes the primals, three arrays and "
-                                       "the weights' transposes");
-    const auto units = checked(in, primals);
-    check_transposes("cfc_step", in.data() + kInputs, in.data() + primals + 3,
-                     primals - kInputs);
-    const auto shapes = forward_shapes(units, in[0], in[1]);
-    const char* names[] = {"states", "cache", "cotangent"};
-    for (int k = 0; k < 3; ++k) {
-      const mx::array& a = in[primals + k];
-      if (a.shape() != shapes[k == 2 ? 0 : k] || a.dtype() != mx::float32)
-        throw argument_error("cfc_step", std::string("the ") + names[k] + " do not fit the chain");
-    }
+    const BackwardInputs at(int(in.size()), mixed_);
+    if (at.primals < kInputs || int(in.size()) != 2 * at.primals + 3 - kInputs)
+      throw argument_error("cfc_step", "the backward pass takes the primals, the forward "
+                                       "outputs, their cotangents and the weights' transposes");
+    const auto units = checked(in, at.primals);
+    const int chain_transposes = at.weights_end - kInputs;
+    check_transposes("cfc_step", in.data() + kInputs, in.data() + at.transposes,
+                     chain_transposes);
+    if (mixed_)
+      check_transposes("cfc_step", in.data() + at.primals - 1,
+                       in.data() + at.transposes + chain_transposes, 1);
+    const auto shapes = forward_shapes(units, in[0], in[1], true, mixed_);
+    for (size_t k = 0; k < shapes.size(); ++k)
+      if (in[at.outputs + k].shape() != shapes[k] || in[at.outputs + k].dtype() != mx::float32)
+        throw argument_error("cfc_step", "the forward outputs do not fit the chain");
+    for (int k = 0; k < at.transposes - at.cotangents; ++k)
+      if (in[at.cotangents + k].shape() != shapes[k] ||
+          in[at.cotangents + k].dtype() != mx::float32)
+        throw argument_error("cfc_step", "the cotangents do not fit the chain");
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     std::vector<mx::Shape> shapes;
-    for (int i = 0; i < (int(inputs.size()) - 3 + kInputs) / 2; ++i)
+    for (int i = 0; i < BackwardInputs(int(inputs.size()), mixed_).primals; ++i)
       shapes.push_back(inputs[i].shape());
     return shapes;
   }
 };
 
-// One step, or a whole sequence of steps, of a chain: outputs the states and, when it
-// keeps it, the cache of the backward pass. Without it (inference), a vjp runs the
-// forward pass again with its cache first.
+// One step, or a whole sequence of steps, of a chain (with mixed memory, of the LSTM
+// and the chain): outputs the states, the cells with mixed memory and, when it keeps
+// it, the cache of the backward pass. Without it (inference), a vjp runs the forward
+// pass again with its cache first.
 class CfCChain : public Chain {
  public:
   using Chain::Chain;
@@ -795,8 +976,9 @@ class CfCChain : public Chain {
       override {
     const auto units = chain(inputs, int(inputs.size()));
     const int mode = mode_, activation = activation_;
-    dispatch(stream(), inputs, outputs, [units, mode, activation](auto& in, auto& out) {
-      run_forward(in, out, units, mode, activation);
+    const bool mixed = mixed_;
+    dispatch(stream(), inputs, outputs, [units, mode, activation, mixed](auto& in, auto& out) {
+      run_forward(in, out, units, mode, activation, mixed);
     });
   }
   std::vector<mx::array> vjp(
@@ -805,25 +987,31 @@ class CfCChain : public Chain {
       const std::vector<int>& argnums,
       const std::vector<mx::array>& outputs) override {
     std::vector<mx::array> inputs(primals);
+    const int count = int(primals.size()), forward_outputs = mixed_ ? 2 : 1;
     if (keep_cache_) {
       inputs.insert(inputs.end(), outputs.begin(), outputs.end());
     } else {
-      const auto units = chain(primals, int(primals.size()));
+      const auto units = chain(primals, count);
       const auto recomputed = mx::array::make_arrays(
-          forward_shapes(units, primals[0], primals[1]), {mx::float32, mx::float32},
-          std::make_shared<CfCChain>(stream(), layout_, mode_, activation_), primals);
+          forward_shapes(units, primals[0], primals[1], true, mixed_),
+          std::vector<mx::Dtype>(forward_outputs + 1, mx::float32),
+          std::make_shared<CfCChain>(stream(), layout_, mode_, activation_, true, mixed_),
+          primals);
       inputs.insert(inputs.end(), recomputed.begin(), recomputed.end());
     }
-    inputs.push_back(cotangents[0]);
-    for (size_t i = kInputs; i < primals.size(); ++i)
+    inputs.insert(inputs.end(), cotangents.begin(), cotangents.begin() + forward_outputs);
+    const int end = count - (mixed_ ? kMemoryInputs : 0);
+    for (int i = kInputs; i < end; ++i)
       inputs.push_back(transposed_copy(primals[i], stream()));
+    if (mixed_)
+      inputs.push_back(transposed_copy(primals[count - 1], stream()));
     std::vector<mx::Shape> shapes;
     for (const auto& a : primals)
       shapes.push_back(a.shape());
     auto grads = mx::array::make_arrays(
         std::move(shapes),
         std::vector<mx::Dtype>(primals.size(), mx::float32),
-        std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_),
+        std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_, true, mixed_),
         inputs);
     std::vector<mx::array> result;
     for (int arg : argnums)
@@ -834,15 +1022,44 @@ class CfCChain : public Chain {
     return "CfCChain";
   }
   std::shared_ptr<mx::Primitive> clone() override {
-    return std::make_shared<CfCChain>(stream(), layout_, mode_, activation_, keep_cache_);
+    return std::make_shared<CfCChain>(stream(), layout_, mode_, activation_, keep_cache_, mixed_);
   }
   void validate(const std::vector<mx::array>& in) override {
     checked(in, int(in.size()));
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    return forward_shapes(chain(inputs, int(inputs.size())), inputs[0], inputs[1], keep_cache_);
+    const auto units = chain(inputs, int(inputs.size()));
+    return forward_shapes(units, inputs[0], inputs[1], keep_cache_, mixed_);
   }
 };
+
+// The primitive's outputs for a call (the states first).
+std::vector<mx::array> chain_outputs(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation,
+    bool keep_cache,
+    const std::vector<mx::array>& memory) {
+  const bool mixed = !memory.empty();
+  if (mixed && memory.size() != kMemoryInputs)
+    throw argument_error("cfc_step", "mixed memory takes z, c and wh_t");
+  const auto chain =
+      checked_chain(projected, h, dt, weights, layout, mode, activation, mixed ? memory.data() : nullptr);
+  std::vector<mx::array> inputs{projected, h, dt};
+  inputs.insert(inputs.end(), weights.begin(), weights.end());
+  inputs.insert(inputs.end(), memory.begin(), memory.end());
+  auto shapes = forward_shapes(chain, projected, h, keep_cache, mixed);
+  const size_t count = shapes.size();
+  return mx::array::make_arrays(
+      std::move(shapes), std::vector<mx::Dtype>(count, mx::float32),
+      std::make_shared<CfCChain>(mx::default_stream(mx::Device::cpu), layout, mode, activation,
+                                 keep_cache, mixed),
+      inputs);
+}
 
 } // namespace
 
@@ -863,17 +1080,24 @@ mx::array cfc_step(
     int mode,
     int activation,
     bool keep_cache) {
-  const auto chain = checked_chain(projected, h, dt, weights, layout, mode, activation);
-  std::vector<mx::array> inputs{projected, h, dt};
-  inputs.insert(inputs.end(), weights.begin(), weights.end());
-  const mx::Stream stream = mx::default_stream(mx::Device::cpu);
-  auto shapes = forward_shapes(chain, projected, h, keep_cache);
-  auto outputs = mx::array::make_arrays(
-      std::move(shapes),
-      std::vector<mx::Dtype>(keep_cache ? 2 : 1, mx::float32),
-      std::make_shared<CfCChain>(stream, layout, mode, activation, keep_cache),
-      inputs);
-  return outputs[0];
+  return chain_outputs(projected, h, dt, weights, layout, mode, activation, keep_cache, {})[0];
+}
+
+std::vector<mx::array> cfc_memory_sequence(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation,
+    bool keep_cache,
+    const mx::array& z,
+    const mx::array& c,
+    const mx::array& wh_t) {
+  auto outputs =
+      chain_outputs(projected, h, dt, weights, layout, mode, activation, keep_cache, {z, c, wh_t});
+  return {outputs[0], outputs[1]};
 }
 
 void cfc_step_direct(
@@ -892,7 +1116,7 @@ void cfc_step_direct(
   std::vector<mx::array> inputs{projected, h, dt};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   std::vector<mx::array> outputs{out, allocated({int(cache_size(chain, h.shape(0)))})};
-  run_forward(inputs, outputs, chain, mode, activation);
+  run_forward(inputs, outputs, chain, mode, activation, false);
 }
 
 } // namespace ncps

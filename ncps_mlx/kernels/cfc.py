@@ -99,10 +99,17 @@ class FusedCfC:
         return _output(self.cell, h_next), h_next
 
     def sequence(
-        self, consts: Chain, projected: mx.array, h: mx.array, dt: mx.array | float
-    ) -> tuple[mx.array, mx.array]:
-        """Every step at once: ``(outputs, states)``, (B, T, ...) each, for the
-        projected inputs (B, T, width) from ``h`` (B, N), ``dt`` a float or (B, T, 1)."""
+        self,
+        consts: Chain,
+        projected: mx.array,
+        h: mx.array,
+        dt: mx.array | float,
+        memory: tuple[mx.array, mx.array, mx.array] | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array | None]:
+        """Every step at once: ``(outputs, states, cells)``, (B, T, ...) each, for the
+        projected inputs (B, T, width) from ``h`` (B, N), ``dt`` a float or (B, T, 1);
+        ``memory`` the mixed-memory LSTM's ``(z, c, wh_t)`` (see
+        :func:`~ncps_mlx.kernels.cfc_sequence`), ``cells`` its memories (else ``None``)."""
         batch, steps = projected.shape[:2]
         if not isinstance(dt, mx.array):
             dt = mx.array(dt, dtype=h.dtype).reshape(1, 1, 1)
@@ -110,11 +117,12 @@ class FusedCfC:
         mode, activation = self.cell.mode, _activation(self.cell)
         # A cell in training mode keeps what its backward pass needs; in evaluation mode
         # (inference) nothing, which a gradient then computes again.
-        states = primitives.cfc_sequence(
+        found = primitives.cfc_sequence(
             projected, h, dt, consts.weights, consts.layout, mode, activation,
-            keep_cache=self.cell.training,
+            keep_cache=self.cell.training, memory=memory,
         )  # fmt: skip
-        return _output(self.cell, states), states
+        states, cells = found if memory is not None else (found, None)
+        return _output(self.cell, states), states, cells
 
 
 class DirectCfC:

@@ -236,6 +236,22 @@ mx::array cfc_step(
     int activation,
     bool keep_cache);
 
+// A sequence of CfC steps with the mixed-memory LSTM before each: z (B, T, 4N) its
+// projected input with its bias, c (B, N) its first memory, wh_t (N, 4N) its weight.
+// Returns the states and the LSTM's memories after each step, (B, T, N) each.
+std::vector<mx::array> cfc_memory_sequence(
+    const mx::array& projected,
+    const mx::array& h,
+    const mx::array& dt,
+    const std::vector<mx::array>& weights,
+    const std::vector<int>& layout,
+    int mode,
+    int activation,
+    bool keep_cache,
+    const mx::array& z,
+    const mx::array& c,
+    const mx::array& wh_t);
+
 // The direct forms run the same forward passes at once on the calling thread, without
 // MLX's lazy evaluation: no graph, no wake of the stream's worker thread (tens of
 // microseconds on a virtual machine, more than a controller's whole step). Their

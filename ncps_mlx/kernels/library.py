@@ -29,6 +29,7 @@ SOURCES = tuple(
     for name in (
         "common.h",
         "dense.h",
+        "lstm.h",
         "parallel.h",
         "parallel.cpp",
         "product.cpp",

@@ -128,6 +128,11 @@ NB_MODULE(_ncps_kernels, m) {
   m.def("thread_count", &ncps::thread_count, "The threads the kernels use.");
   m.def("set_thread_count", &ncps::set_thread_count, nb::arg("count"),
         "Use 'count' threads (1 to 256) from now on.");
+  m.def("cfc_memory_sequence", &ncps::cfc_memory_sequence, nb::arg("projected"), nb::arg("h"),
+        nb::arg("dt"), nb::arg("weights"), nb::arg("layout"), nb::arg("mode"),
+        nb::arg("activation"), nb::arg("keep_cache"), nb::arg("z"), nb::arg("c"),
+        nb::arg("wh_t"),
+        "A sequence of CfC steps with the mixed-memory LSTM before each: [states, cells].");
   m.def("cfc_mode_names", &ncps::cfc_mode_names, "cfc_step's modes, by code.");
   m.def("cfc_activation_names", &ncps::cfc_activation_names,
         "cfc_step's backbone activations, by code.");

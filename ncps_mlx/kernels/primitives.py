@@ -129,7 +129,8 @@ def cfc_sequence(
     mode: str = "default",
     activation: str = "lecun_tanh",
     keep_cache: bool = True,
-) -> mx.array:
+    memory: tuple[mx.array, mx.array, mx.array] | None = None,
+) -> mx.array | tuple[mx.array, mx.array]:
     """Every step of a sequence of :func:`cfc_step` as one primitive: ``projected``
     ``(B, T, width_0)`` and ``dt`` ``(B, T, 1)`` (a broadcast view is fine) per step, ``h``
     ``(B, N)`` the state before the first. Returns the state after each step,
@@ -138,14 +139,24 @@ def cfc_sequence(
 
     With ``keep_cache`` the forward pass keeps every step's pre-activations for a
     backward pass (``T x B x`` the layers' widths and heads); without it (inference) it
-    keeps none, and a backward pass, if one is asked for, runs it again first."""
+    keeps none, and a backward pass, if one is asked for, runs it again first.
+
+    ``memory``, ``(z, c, wh_t)``, runs the mixed-memory LSTM (:func:`lstm_step`) before
+    each step, the chain then starting from its ``h'``: ``z`` ``(B, T, 4N)`` its projected
+    input with its bias, ``c`` ``(B, N)`` its first memory, ``wh_t`` ``(N, 4N)``. Returns
+    ``(states, cells)`` then, the LSTM's memory after each step ``(B, T, N)``."""
     if projected.ndim != 3:
         raise ValueError(
             f"[cfc_sequence] 'projected' must be (B, T, width) but has shape {projected.shape}"
         )
     native = library("cfc_sequence")
     codes = chain_codes(layout, mode, activation)
-    return native.cfc_step(projected, h, dt, list(weights), *codes, bool(keep_cache))
+    if memory is None:
+        return native.cfc_step(projected, h, dt, list(weights), *codes, bool(keep_cache))
+    states, cells = native.cfc_memory_sequence(
+        projected, h, dt, list(weights), *codes, bool(keep_cache), *memory
+    )
+    return states, cells
 
 
 def chain_codes(
