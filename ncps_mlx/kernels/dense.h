@@ -12,7 +12,6 @@
 #pragma once
 
 #include <cstring>
-#include <memory>
 
 #include "common.h"
 
@@ -27,16 +26,19 @@ struct Rows {
   }
 };
 
-// Scratch values, left uninitialised: every use writes before it reads.
+// Scratch values, left uninitialised: every use writes before it reads. In MLX's memory:
+// its allocator keeps freed buffers for the next call (a fresh allocation of megabytes
+// costs a page fault per 4 KiB), and MLX's memory figures count them.
 class Buffer {
  public:
-  explicit Buffer(size_t size) : values_(new float[size]) {}
+  explicit Buffer(size_t size)
+      : data_(mx::allocator::malloc(std::max<size_t>(size, 1) * sizeof(float))) {}
   float* get() const {
-    return values_.get();
+    return static_cast<float*>(data_.buffer().raw_ptr());
   }
 
  private:
-  std::unique_ptr<float[]> values_;
+  mx::allocator::Data data_;
 };
 
 // A matrix read through any strides: element (r, q) at data[r * row + q * col]. A
