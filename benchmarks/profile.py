@@ -8,7 +8,8 @@ Each case (``model:mode:batch``, the workloads of :mod:`benchmarks.workloads`) r
 warm-up calls (not the imports or the compiling); its samples (every thread's) are
 grouped by what ran: the fused kernels' matrix products
 and the rest of them, MLX's matrix products (its CPU BLAS) and other operations, memory
-management, threads waiting for work, and everything else (Python, NumPy). ``--source``
+management, the operating system (threads waiting for work, page faults), and
+everything else (Python, NumPy). ``--source``
 profiles another checkout of the project (an older commit, to compare before and after).
 Prints a markdown table: each group's share of the samples and the wall time per call.
 Linux only (``perf``); the shares are CPU time, so on 2 cores they add up to the busy
@@ -30,7 +31,7 @@ GROUPS = (
     "MLX matmul (CPU BLAS)",
     "MLX: other operations",
     "memory: allocation and copies",
-    "threads waiting for work",
+    "the OS: threads waiting, page faults",
     "other (Python, NumPy, ...)",
 )
 RUN = """
