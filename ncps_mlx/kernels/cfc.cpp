@@ -20,6 +20,8 @@
 //   h'_u = -A exp(-dt (|w_tau| + |u|)) u + A, u = heads   (pure)
 // Matrices are (in, out) like the x @ W products above. The forward pass also returns its
 // pre-activations (a "cache"), so the backward pass does not compute the step again.
+// With mixed memory, a sequence runs the LSTM of lstm.h before the chain at every step
+// (gates = z_t + h @ W; the chain starts from the LSTM's h') and returns its memories.
 
 #include <cmath>
 #include <functional>
