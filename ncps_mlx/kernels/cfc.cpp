@@ -200,21 +200,6 @@ int64_t cache_size(const std::vector<Unit>& chain, int batch) {
   return last.cache + int64_t(batch) * (int64_t(last.layers) * last.width + last.heads);
 }
 
-// The batch rows of a piece of work: a fixed count, so that the pieces (and every
-// value computed in them) are the same whatever the thread count.
-constexpr int kRowGrain = 8;
-// The weight rows of a piece of a weight's gradient.
-constexpr int kWeightGrain = 16;
-
-struct Piece {
-  int first, count;
-};
-
-Piece row_piece(int index, int batch) {
-  const int first = index * kRowGrain;
-  return {first, std::min(kRowGrain, batch - first)};
-}
-
 // The weights of a call as Rows by their index among the primals (kInputs..count-1),
 // read from in[index + offset] once before the pieces run (copied only when strided).
 class Weights {
@@ -343,9 +328,10 @@ void solve(const Unit& u, int mode, const float* heads, const Sequence& s, int t
 }
 
 // Step t of one unit for the rows of `piece`: its pre-activations and heads into the
-// step's cache, its new state into the state's columns.
+// step's cache, its new state into the state's columns. `z` holds the piece's
+// activations of a layer (count x width).
 void forward_unit(const Unit& u, const Sequence& s, int t, const Weights& w, int activation,
-                  int mode, Piece piece) {
+                  int mode, Piece piece, float* z) {
   const int first = piece.first, count = piece.count, batch = s.batch;
   float* cache = s.cache + t * s.block_stride;
   float* pre = cache + u.segment(0, batch) + int64_t(first) * u.width;
@@ -360,16 +346,15 @@ void forward_unit(const Unit& u, const Sequence& s, int t, const Weights& w, int
   }
   const Rows h = s.input(t);
   matmul(pre, u.width, Rows{h[first] + u.state, h.ld}, w[u.wh], count, u.n, u.width);
-  std::vector<float> z(size_t(count) * u.width);
   for (int i = 1; i <= u.layers; ++i) {
-    activate(activation, cache + u.segment(i - 1, batch) + int64_t(first) * u.width, z.data(),
+    activate(activation, cache + u.segment(i - 1, batch) + int64_t(first) * u.width, z,
              count * u.width);
     const bool last = i == u.layers;
     const int cols = last ? u.heads : u.width;
     const int wi = last ? u.head_w : u.hidden_w[i - 1], bi = last ? u.head_b : u.hidden_b[i - 1];
     float* target = cache + u.segment(i, batch) + int64_t(first) * cols;
     fill_rows(target, cols, w[bi], count, cols);
-    matmul(target, cols, Rows{z.data(), u.width}, w[wi], count, u.width, cols);
+    matmul(target, cols, Rows{z, u.width}, w[wi], count, u.width, cols);
   }
   const float* heads = cache + u.segment(u.layers, batch) + int64_t(first) * u.heads;
   solve(u, mode, heads, s, t, w, piece);
@@ -397,13 +382,17 @@ void memory_forward(const Sequence& s, int t, Piece piece) {
 // of rows runs the whole chain through every step, with no wait between steps.
 void forward(const Sequence& s, const Weights& w, const std::vector<Unit>& chain, int mode,
              int activation) {
+  int widest = 0;
+  for (const Unit& u : chain)
+    widest = std::max(widest, u.width);
   parallel_for(pieces_of(s.batch, kRowGrain), [&](int index) {
-    const Piece piece = row_piece(index, s.batch);
+    const Piece piece = piece_of(index, s.batch, kRowGrain);
+    std::vector<float> z(size_t(piece.count) * widest); // one piece's, for every step
     for (int t = 0; t < s.steps; ++t) {
       if (s.memory != nullptr)
         memory_forward(s, t, piece);
       for (const Unit& u : chain)
-        forward_unit(u, s, t, w, activation, mode, piece);
+        forward_unit(u, s, t, w, activation, mode, piece, z.data());
     }
   });
 }
@@ -448,16 +437,14 @@ void gate_backward(int n, float t, float gated, const float* __restrict__ hb,
 
 // d_heads (count, heads) of step t for the rows of `piece` from the new state's
 // cotangent `g` (its rows, the unit's columns); adds to the cotangent of dt and writes
-// the per-sample terms of w_tau and A (rows of (B, n)).
+// the per-sample terms of w_tau and A (rows of (B, n)). `dt_terms` (n) holds each row's
+// dt terms, summed after the loop over them (so that loop vectorises).
 void solve_backward(const Unit& u, int mode, const float* heads, Rows g, const Sequence& s,
                     int t, const Weights& w, float* d_dt, float* d_heads, float* tau_terms,
-                    float* amp_terms, Piece piece) {
+                    float* amp_terms, float* dt_terms, Piece piece) {
   const int n = u.n;
   const float* w_tau = mode == kPure ? w[u.tau][0] : nullptr;
   const float* amp = mode == kPure ? w[u.amp][0] : nullptr;
-  // Each row's dt terms, summed after the loop over them (so that loop vectorises).
-  std::vector<float> dt_buffer(n);
-  float* dt_terms = dt_buffer.data();
   for (int r = 0; r < piece.count; ++r) {
     const int b = piece.first + r;
     const float dt = s.timespan(b, t);
@@ -490,9 +477,9 @@ void solve_backward(const Unit& u, int mode, const float* heads, Rows g, const S
 // Step t of the per-sample backward pass for the rows of `piece`: from `g`, the
 // cotangent of the step's new state (count, N), to `carry`, that of the state it
 // started from; the projected input's and dt's cotangents, and what the weights'
-// gradients need.
+// gradients need. `dt_terms` is scratch for solve_backward (N values).
 void backward_step(const std::vector<Unit>& chain, const Sequence& s, int t, const Weights& wt,
-                   const Weights& w, float* g, float* carry, Kept& kept,
+                   const Weights& w, float* g, float* carry, float* dt_terms, Kept& kept,
                    const SampleGradients& out, int mode, int activation, Piece piece) {
   const int batch = s.batch, width = s.width, first = piece.first, count = piece.count;
   const float* cache = s.cache + t * s.block_stride;
@@ -504,7 +491,7 @@ void backward_step(const std::vector<Unit>& chain, const Sequence& s, int t, con
     solve_backward(*u, mode, cache + u->segment(u->layers, batch) + int64_t(first) * u->heads,
                    Rows{g + u->state, width}, s, t, w, out.dt, d,
                    mode == kPure ? kept.tau[k].get() + terms : nullptr,
-                   mode == kPure ? kept.amp[k].get() + terms : nullptr, piece);
+                   mode == kPure ? kept.amp[k].get() + terms : nullptr, dt_terms, piece);
     // Back through the heads and the backbone, to the first layer's pre-activations.
     for (int i = u->layers; i >= 1; --i) {
       const int cols = i == u->layers ? u->heads : u->width;
@@ -569,14 +556,15 @@ void backward_rows(const std::vector<Unit>& chain, const Sequence& s, const Cota
                    int mode, int activation, Piece piece) {
   const int width = s.width, count = piece.count;
   const size_t size = size_t(count) * width;
-  std::vector<float> g(size), carry(size, 0.f), dc(size, 0.f), dc_after(size);
+  std::vector<float> g(size), carry(size, 0.f), dc(size, 0.f), dc_after(size), dt_terms(width);
   for (int t = s.steps - 1; t >= 0; --t) {
     for (int r = 0; r < count; ++r) {
       const float* c = cot.states.at(piece.first + r, t);
       for (int j = 0; j < width; ++j)
         g[size_t(r) * width + j] = c[j] + carry[size_t(r) * width + j];
     }
-    backward_step(chain, s, t, wt, w, g.data(), carry.data(), kept, out, mode, activation, piece);
+    backward_step(chain, s, t, wt, w, g.data(), carry.data(), dt_terms.data(), kept, out, mode,
+                  activation, piece);
     if (s.memory != nullptr)
       memory_backward(s, t, cot, carry.data(), dc.data(), dc_after.data(), out, piece);
   }
@@ -688,7 +676,7 @@ void backward(const Sequence& s, const Cotangents& cot, const Weights& w, const 
   }
   parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
     backward_rows(chain, s, cot, wt, w, kept, gradients, mode, activation,
-                  row_piece(index, batch));
+                  piece_of(index, batch, kRowGrain));
   });
   const auto pieces = weight_gradients(chain, s, out, kept, mode, gradients);
   parallel_for(int(pieces.size()), [&](int index) { pieces[index](); });
@@ -1007,18 +995,9 @@ class CfCChain : public Chain {
       inputs.push_back(transposed_copy(primals[i], stream()));
     if (mixed_)
       inputs.push_back(transposed_copy(primals[count - 1], stream()));
-    std::vector<mx::Shape> shapes;
-    for (const auto& a : primals)
-      shapes.push_back(a.shape());
-    auto grads = mx::array::make_arrays(
-        std::move(shapes),
-        std::vector<mx::Dtype>(primals.size(), mx::float32),
-        std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_, true, mixed_),
-        inputs);
-    std::vector<mx::array> result;
-    for (int arg : argnums)
-      result.push_back(grads[arg]);
-    return result;
+    auto backward =
+        std::make_shared<CfCChainBackward>(stream(), layout_, mode_, activation_, true, mixed_);
+    return cotangents_of(primals, argnums, std::move(backward), std::move(inputs));
   }
   const char* name() const override {
     return "CfCChain";

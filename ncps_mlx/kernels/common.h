@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -154,6 +155,24 @@ inline void check_transposes(const char* op, const mx::array* arrays, const mx::
     if (transposes[i].shape() != shape || transposes[i].dtype() != mx::float32)
       throw argument_error(op, "a transposed weight does not fit its weight");
   }
+}
+
+// What a vjp returns when a `backward` primitive computes every primal's cotangent (one
+// float32 output of its shape each) from `inputs`: those of `argnums`.
+inline std::vector<mx::array> cotangents_of(const std::vector<mx::array>& primals,
+                                            const std::vector<int>& argnums,
+                                            std::shared_ptr<mx::Primitive> backward,
+                                            std::vector<mx::array> inputs) {
+  std::vector<mx::Shape> shapes;
+  for (const auto& a : primals)
+    shapes.push_back(a.shape());
+  auto grads = mx::array::make_arrays(std::move(shapes),
+                                      std::vector<mx::Dtype>(primals.size(), mx::float32),
+                                      std::move(backward), std::move(inputs));
+  std::vector<mx::array> result;
+  for (int arg : argnums)
+    result.push_back(grads[arg]);
+  return result;
 }
 
 // A primitive with a CPU implementation only.

@@ -180,6 +180,10 @@ inline void column_sums_add(float* out, Rows d, int batch, int n) {
       out[j] += d[b][j];
 }
 
+// The pieces of the dense kernels (CfC, LSTM), fixed so that they do not depend on the
+// thread count (parallel.h): batch rows of a step, and rows of a weight's gradient.
+constexpr int kRowGrain = 8, kWeightGrain = 16;
+
 // Every row of out (B, n) set to the vector v.
 inline void fill_rows(float* out, int64_t ldo, Rows v, int batch, int n) {
   for (int b = 0; b < batch; ++b)

@@ -15,8 +15,6 @@
 namespace ncps {
 namespace {
 
-constexpr int kRowGrain = 8, kWeightGrain = 16;
-
 struct Sizes {
   int batch, n;
 };
@@ -45,8 +43,8 @@ void forward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
   float* h_next = out[0].data<float>();
   float* c_next = out[1].data<float>();
   float* gates = out[2].data<float>();
-  parallel_for(pieces_of(batch, kRowGrain), [&](int piece) {
-    const int first = piece * kRowGrain, count = std::min(kRowGrain, batch - first);
+  parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
+    const auto [first, count] = piece_of(index, batch, kRowGrain);
     float* g = gates + int64_t(first) * 4 * n;
     for (int r = 0; r < count; ++r)
       std::copy(z[first + r], z[first + r] + 4 * n, g + int64_t(r) * 4 * n);
@@ -71,8 +69,8 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
   float* d_h = out[1].data<float>();
   float* d_c = out[2].data<float>();
   float* d_wh = out[3].data<float>();
-  parallel_for(pieces_of(batch, kRowGrain), [&](int piece) {
-    const int first = piece * kRowGrain, count = std::min(kRowGrain, batch - first);
+  parallel_for(pieces_of(batch, kRowGrain), [&](int index) {
+    const auto [first, count] = piece_of(index, batch, kRowGrain);
     for (int b = first; b < first + count; ++b)
       update_row_backward(n, gates + int64_t(b) * 4 * n, c[b], c_next + int64_t(b) * n,
                           dh_next[b], dc_next[b], d_gates + int64_t(b) * 4 * n,
@@ -82,10 +80,9 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
            Write::kSet);
   });
   // d wh_t = h^T d_gates, in pieces of its rows, each summed over the whole batch.
-  parallel_for(pieces_of(n, kWeightGrain), [&](int piece) {
-    const int first = piece * kWeightGrain;
-    outer(d_wh, h, Rows{d_gates, 4 * n}, batch, first, std::min(kWeightGrain, n - first),
-              4 * n);
+  parallel_for(pieces_of(n, kWeightGrain), [&](int index) {
+    const auto [first, count] = piece_of(index, n, kWeightGrain);
+    outer(d_wh, h, Rows{d_gates, 4 * n}, batch, first, count, 4 * n);
   });
 }
 
@@ -141,16 +138,8 @@ class LSTMStep : public CPUPrimitive {
     inputs.push_back(cotangents[0]);
     inputs.push_back(cotangents[1]);
     inputs.push_back(transposed_copy(primals[3], stream()));
-    std::vector<mx::Shape> shapes;
-    for (const auto& a : primals)
-      shapes.push_back(a.shape());
-    auto grads = mx::array::make_arrays(
-        std::move(shapes), std::vector<mx::Dtype>(4, mx::float32),
-        std::make_shared<LSTMStepBackward>(stream()), inputs);
-    std::vector<mx::array> result;
-    for (int arg : argnums)
-      result.push_back(grads[arg]);
-    return result;
+    return cotangents_of(primals, argnums, std::make_shared<LSTMStepBackward>(stream()),
+                         std::move(inputs));
   }
   const char* name() const override {
     return "LSTMStep";

@@ -27,23 +27,13 @@
 namespace ncps {
 namespace {
 
-// The samples [first, first + count) of the batch, a piece of work.
-struct Samples {
-  int first, count;
-};
-
 // The samples of a piece have a fixed count, so the pieces do not depend on the thread
 // count; a piece's loops over its samples are whole vectors.
 constexpr int kBatchGrain = 16;
 
-Samples piece_samples(int piece, int batch) {
-  const int first = piece * kBatchGrain;
-  return {first, std::min(kBatchGrain, batch - first)};
-}
-
 // The samples `part` of a (B, N) input, possibly a broadcast or other strided view, as a
 // dense (N, count) buffer.
-std::vector<float> neuron_major(const mx::array& a, Samples part) {
+std::vector<float> neuron_major(const mx::array& a, Piece part) {
   const int neurons = a.shape(1);
   const int64_t row = a.strides()[0], col = a.strides()[1];
   const float* data = a.data<float>();
@@ -59,7 +49,7 @@ std::vector<float> neuron_major(const mx::array& a) {
 }
 
 // A dense (N, count) buffer into the rows `part` of the (B, N) output `out`.
-void batch_major(const std::vector<float>& in, mx::array& out, Samples part) {
+void batch_major(const std::vector<float>& in, mx::array& out, Piece part) {
   const int neurons = out.shape(1);
   float* data = out.data<float>();
   for (int x = 0; x < part.count; ++x)
@@ -189,14 +179,14 @@ void unfold(
 }
 
 // The step's fixed terms for the samples `part`.
-Step load_step(const std::vector<mx::array>& in, int unfolds, Samples part) {
+Step load_step(const std::vector<mx::array>& in, int unfolds, Piece part) {
   return {part.count, in[0].shape(1), unfolds, neuron_major(in[1], part),
           neuron_major(in[2], part), neuron_major(in[3], part)};
 }
 
 // All unfolds for the samples `part`, into their rows of `out`.
 void forward_piece(const std::vector<mx::array>& in, const Synapses& syn, mx::array& out,
-                   int unfolds, Samples part) {
+                   int unfolds, Piece part) {
   const Step st = load_step(in, unfolds, part);
   const size_t size = size_t(st.batch) * st.neurons;
   std::vector<float> v = neuron_major(in[0], part), next(size), num(size), den(size),
@@ -212,7 +202,7 @@ void forward(const std::vector<mx::array>& in, mx::array& out, int unfolds) {
   const Synapses syn(in.data() + 4);
   const int batch = in[0].shape(0);
   parallel_for(pieces_of(batch, kBatchGrain), [&](int piece) {
-    forward_piece(in, syn, out, unfolds, piece_samples(piece, batch));
+    forward_piece(in, syn, out, unfolds, piece_of(piece, batch, kBatchGrain));
   });
 }
 
@@ -238,7 +228,7 @@ void neurons_backward(size_t size, const float* __restrict__ g, const float* __r
 // of v, cm, n, d, and into `sums` (4 x S) the sums over them of the cotangents of sigma,
 // mu, w and w_erev.
 void backward_piece(const std::vector<mx::array>& in, const Synapses& syn,
-                    std::vector<mx::array>& out, float* sums, int unfolds, Samples part) {
+                    std::vector<mx::array>& out, float* sums, int unfolds, Piece part) {
   const Step st = load_step(in, unfolds, part);
   const int b = st.batch;
   const size_t size = size_t(b) * st.neurons, slots = size_t(syn.count) * b;
@@ -299,7 +289,7 @@ void backward(const std::vector<mx::array>& in, std::vector<mx::array>& out, int
   std::vector<float> sums(pieces * per_piece);
   parallel_for(pieces, [&](int piece) {
     backward_piece(in, syn, out, sums.data() + piece * per_piece, unfolds,
-                   piece_samples(piece, batch));
+                   piece_of(piece, batch, kBatchGrain));
   });
   for (int k = 0; k < 4; ++k) {
     float* total = out[4 + k].data<float>();

@@ -9,6 +9,7 @@
 
 #pragma once
 
+#include <algorithm>
 #include <functional>
 
 namespace ncps {
@@ -32,6 +33,17 @@ void parallel_for(int pieces, const std::function<void(int)>& body);
 // The pieces of `size` items taken `grain` at a time.
 inline int pieces_of(int size, int grain) {
   return (size + grain - 1) / grain;
+}
+
+// Items [first, first + count) of a range: one piece of work.
+struct Piece {
+  int first, count;
+};
+
+// The `index`-th piece of `size` items taken `grain` at a time.
+inline Piece piece_of(int index, int size, int grain) {
+  const int first = index * grain;
+  return {first, std::min(grain, size - first)};
 }
 
 } // namespace ncps
