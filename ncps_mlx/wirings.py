@@ -15,7 +15,6 @@ package ``ncps`` 1.0.1 bit for bit.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -334,6 +333,8 @@ class _GeneratedWiring(Wiring):
 
 # Polarity draws of FullyConnected and Random: excitatory twice as likely as inhibitory.
 _POLARITY_CHOICES = [-1, 1, 1]
+# Polarity draws of NCP: inhibitory or excitatory with equal probability.
+_SIGNS = np.array([-1, 1])
 
 
 class FullyConnected(_GeneratedWiring):
@@ -534,44 +535,54 @@ class NCP(_GeneratedWiring):
 
     def _build_synapses(self) -> None:
         # The draw order matches the reference exactly; changing it changes every wiring.
-        sensory = list(range(self.input_dim))
-        inter, command, motor = (self.get_neurons_of_layer(i) for i in range(3))
-        self._connect(sensory, inter, self._sensory_fanout, len(sensory), self.add_sensory_synapse)
+        sensory = np.arange(self.input_dim)
+        inter, command, motor = (np.array(self.get_neurons_of_layer(i)) for i in range(3))
+        self._connect(
+            self.sensory_adjacency_matrix, sensory, inter, self._sensory_fanout, len(sensory)
+        )
         # The reference caps the fix-up fan-in of command neurons by the number of command
         # (not inter) neurons; kept, as it changes the draws whenever it binds.
-        self._connect(inter, command, self._inter_fanout, len(command), self.add_synapse)
+        self._connect(self.adjacency_matrix, inter, command, self._inter_fanout, len(command))
+        # Each recurrent synapse takes three scalar draws: the two neuron draws reject
+        # out-of-range values, so they cannot be batched without changing the stream. Their
+        # number grows with the command neurons only, not with the synapse count. Writing in
+        # draw order lets a repeated pair keep its last polarity, as in the reference.
         for _ in range(self._recurrent_command_synapses):
             src = self._rng.choice(command)
             dest = self._rng.choice(command)
-            self.add_synapse(src, dest, self._rng.choice([-1, 1]))
-
-        def command_to_motor(motor_id: int, command_id: int, polarity: int) -> None:
-            self.add_synapse(command_id, motor_id, polarity)
-
-        self._connect(motor, command, self._motor_fanin, len(motor), command_to_motor)
+            self.adjacency_matrix[src, dest] = self._rng.choice(_SIGNS)
+        # The transposed view is indexed [motor, command] and writes into adjacency_matrix.
+        self._connect(self.adjacency_matrix.T, motor, command, self._motor_fanin, len(motor))
 
     def _connect(
         self,
-        anchors: list[int],
-        partners: list[int],
+        links: np.ndarray,
+        anchors: np.ndarray,
+        partners: np.ndarray,
         per_anchor: int,
         cap: int,
-        add: Callable[[int, int, int], None],
     ) -> None:
         """Links each anchor to ``per_anchor`` random partners, then every partner left out
         to ``clip(len(anchors) * per_anchor // len(partners), 1, cap)`` random anchors.
 
-        ``add(anchor, partner, polarity)`` records one synapse, in whichever direction.
+        ``links`` is the matrix (or a view of it) indexed ``[anchor, partner]``; the
+        synapses are written into it in place.
         """
-        reached = set()
+        # The reference draws the partners of an anchor in one call, then one polarity per
+        # partner; one vector draw of k polarities consumes the same stream as k scalar
+        # draws. So each anchor costs two draws and one write, whatever its fanout. The
+        # ids come from the layer ranges, hence are valid: no per-synapse checks. The
+        # pairs of one call are distinct and no pair is drawn twice (the fix-up only
+        # visits partners never drawn before), so the order of the writes does not matter.
+        reached = np.zeros(links.shape[1], dtype=bool)
         for anchor in anchors:
-            for partner in self._rng.choice(partners, size=per_anchor, replace=False):
-                reached.add(int(partner))
-                add(anchor, partner, self._rng.choice([-1, 1]))
+            chosen = self._rng.choice(partners, size=per_anchor, replace=False)
+            links[anchor, chosen] = self._rng.choice(_SIGNS, size=per_anchor)
+            reached[chosen] = True
         fan = int(np.clip(int(len(anchors) * per_anchor / len(partners)), 1, cap))
-        for partner in (p for p in partners if p not in reached):
-            for anchor in self._rng.choice(anchors, size=fan, replace=False):
-                add(anchor, partner, self._rng.choice([-1, 1]))
+        for partner in partners[~reached[partners]]:
+            chosen = self._rng.choice(anchors, size=fan, replace=False)
+            links[chosen, partner] = self._rng.choice(_SIGNS, size=fan)
 
     def _init_args(self) -> dict[str, Any]:
         return {

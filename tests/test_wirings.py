@@ -77,6 +77,100 @@ def test_ncp_matches_reference(seed, args, input_dim):
     _assert_same_wiring(NCP(*args, seed=seed), _reference().NCP(*args, seed=seed), input_dim)
 
 
+# Larger and edge NCP builds, as (class, constructor args, seed, input_dim). Between them
+# every fix-up phase runs, and the capped command fix-up runs (checked by the coverage test
+# below, so a change of the draws cannot silently drop these paths).
+NCP_BUILDS = [
+    *[
+        (AutoNCP, (units, output_size, sparsity), seed, input_dim)
+        for units, output_size, input_dim in [(5, 1, 1), (50, 8, 3), (300, 20, 4)]
+        for sparsity in (0.1, 0.3, 0.5, 0.7, 0.9)
+        for seed in (0, 7)
+    ],
+    *[(AutoNCP, (1000, 30, sparsity), seed, 4) for seed, sparsity in enumerate((0.1, 0.5, 0.9))],
+    # Cap binds (int(9 * 2 / 3) > 3) and these seeds leave a command neuron for the fix-up.
+    *[(AutoNCP, (10, 1, 0.1), seed, 3) for seed in (43, 239)],
+    *[(NCP, NCP_ARGS[5], seed, 2) for seed in (19, 45)],
+    # Explicit arguments: command-heavy with a sparse inter fanout (long command fix-up),
+    # AutoNCP-like but larger fanouts, and an inter layer feeding few command neurons where
+    # these seeds run the capped command fix-up (int(24 * 1 / 4) > 4).
+    (NCP, (100, 400, 20, 10, 3, 50, 5), 3, 8),
+    (NCP, (400, 200, 30, 40, 20, 150, 25), 11, 16),
+    *[(NCP, (24, 4, 3, 6, 1, 5, 2), seed, 5) for seed in (10, 207)],
+]
+
+
+def _build_id(build) -> str:
+    cls, args, seed, input_dim = build
+    return f"{cls.__name__}{args}-seed{seed}-in{input_dim}"
+
+
+@pytest.mark.parametrize("build", NCP_BUILDS, ids=[_build_id(b) for b in NCP_BUILDS])
+def test_ncp_builds_match_reference(build):
+    cls, args, seed, input_dim = build
+    ref = getattr(_reference(), cls.__name__)(*args, seed=seed)
+    _assert_same_wiring(cls(*args, seed=seed), ref, input_dim)
+
+
+def _fixup_synapses(wiring: NCP) -> tuple[int, int, int]:
+    """Synapses added by the (sensory, command, motor) fix-ups: the main phases add exactly
+    fanout (fan-in) synapses per anchor, and the fix-ups only add pairs never drawn before."""
+    inter, command, motor = (wiring.get_neurons_of_layer(i) for i in range(3))
+    adjacency = wiring.adjacency_matrix
+    sensory = wiring.sensory_synapse_count - wiring.input_dim * wiring._sensory_fanout
+    to_command = np.count_nonzero(adjacency[np.ix_(inter, command)])
+    to_motor = np.count_nonzero(adjacency[np.ix_(command, motor)])
+    return (
+        sensory,
+        int(to_command) - len(inter) * wiring._inter_fanout,
+        int(to_motor) - len(motor) * wiring._motor_fanin,
+    )
+
+
+def test_ncp_builds_cover_every_fixup_and_the_cap():
+    runs = {"sensory": False, "command": False, "motor": False, "capped command": False}
+    for cls, args, seed, input_dim in NCP_BUILDS:
+        wiring = cls(*args, seed=seed)
+        wiring.build(input_dim)
+        sensory, command, motor = _fixup_synapses(wiring)
+        num_inter, num_command = (len(wiring.get_neurons_of_layer(i)) for i in range(2))
+        capped = int(num_inter * wiring._inter_fanout / num_command) > num_command
+        runs["sensory"] |= sensory > 0
+        runs["command"] |= command > 0
+        runs["motor"] |= motor > 0
+        runs["capped command"] |= capped and command > 0
+    assert all(runs.values()), runs
+
+
+class _CountingRng:
+    """Forwards to a RandomState and counts the draw calls."""
+
+    def __init__(self, rng: np.random.RandomState) -> None:
+        self.rng, self.calls = rng, 0
+
+    def __getattr__(self, name: str):
+        method = getattr(self.rng, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_ncp_build_draws_per_neuron_not_per_synapse():
+    wiring, plain = AutoNCP(300, 10, seed=1), AutoNCP(300, 10, seed=1)
+    wiring._rng = counting = _CountingRng(wiring._rng)
+    wiring.build(20)
+    plain.build(20)
+    np.testing.assert_array_equal(wiring.adjacency_matrix, plain.adjacency_matrix)
+    np.testing.assert_array_equal(wiring.sensory_adjacency_matrix, plain.sensory_adjacency_matrix)
+    # Two draws per anchor and per fixed-up partner of each phase (at most input_dim + 2 *
+    # units of them), three per recurrent command synapse; none per synapse.
+    bound = 2 * (20 + 2 * wiring.units) + 3 * wiring._recurrent_command_synapses
+    assert counting.calls <= bound < (wiring.synapse_count + wiring.sensory_synapse_count) / 5
+
+
 @pytest.mark.parametrize("seed", SEEDS[:20])
 @pytest.mark.parametrize("units,output_dim", [(1, None), (5, 2), (16, 16)])
 @pytest.mark.parametrize("self_connections", [True, False])
