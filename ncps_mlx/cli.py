@@ -1,21 +1,33 @@
-"""The ``ncps-mlx`` command."""
+"""The ``ncps-mlx`` command.
+
+Ctrl-C stops every command with one line on stderr and exit code 130, never a traceback;
+``train`` and ``demo`` stop at a step boundary, save, and say how to continue.
+"""
 
 import argparse
+import contextlib
 import json
+import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+#: The exit code of a command stopped by Ctrl-C: the shell's 128 + SIGINT.
+INTERRUPTED = 130
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    metrics = run_demo(
-        args.out,
-        epochs=args.epochs,
-        seed=args.seed,
-        export=not args.no_export,
-        progress=not args.no_progress,
-    )
+    with _resumable(args.argv, Path(args.out)):
+        metrics = run_demo(
+            args.out,
+            epochs=args.epochs,
+            seed=args.seed,
+            export=not args.no_export,
+            progress=not args.no_progress,
+            resume=args.resume,
+        )
     return 1 if metrics["export"]["status"] == "failed" else 0
 
 
@@ -112,10 +124,9 @@ def _monitor(args: argparse.Namespace) -> int:
                 for sample in monitor.samples[shown:]:
                     print(_live_line(sample), flush=True)
                 shown = len(monitor.samples)
-    except KeyboardInterrupt:
-        pass
-    if args.out:
-        print(f"wrote {monitor.save(args.out)}")
+    finally:  # Ctrl-C ends a live view: what it recorded is kept
+        if args.out:
+            print(f"wrote {monitor.save(args.out)}")
     return 0
 
 
@@ -164,6 +175,11 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--no-progress", action="store_true", help="log every few epochs instead of a bar"
+    )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training saved in --out (same --epochs and --seed)",
     )
     demo.set_defaults(handler=_demo)
 
@@ -243,7 +259,8 @@ def _train(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     try:
-        run_config(config)
+        with _resumable(args.argv, config.output.dir):
+            run_config(config)
     except (NCPSError, ValueError) as error:
         # Problems only the data itself shows (or a diverged run): a message, no traceback.
         print(f"ncps-mlx train: {error}", file=sys.stderr)
@@ -275,9 +292,44 @@ def _add_validate_parser(commands: argparse._SubParsersAction) -> None:
     validate.set_defaults(handler=_validate)
 
 
+@contextlib.contextmanager
+def _resumable(argv: list[str], out: Path) -> Iterator[None]:
+    """Run a command that trains into ``out``: on Ctrl-C, say how to continue when there is
+    a checkpoint to continue from (the command again, with ``--resume``)."""
+    from .config.output import CHECKPOINTS
+    from .errors import TrainingInterrupted
+    from .training.fit import LAST_CHECKPOINT, resume_command
+
+    command = shlex.join(["ncps-mlx", *[arg for arg in argv if arg != "--resume"], "--resume"])
+    checkpoint = out / CHECKPOINTS / LAST_CHECKPOINT
+    with resume_command(f"`{command}`"):  # fit's own message names it
+        try:
+            yield
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt as interrupt:  # a second Ctrl-C, or one outside fit
+            if not checkpoint.exists():
+                raise
+            message = f"interrupted; continue from {str(checkpoint)!r} with `{command}`"
+            raise TrainingInterrupted(message, str(checkpoint)) from interrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as interrupt:
+        # Stopping is the user's choice, not a failure to explain: one line, no traceback.
+        command = next((arg for arg in argv if not arg.startswith("-")), None)
+        name = f"ncps-mlx {command}" if command else "ncps-mlx"
+        print(f"{name}: {str(interrupt) or 'interrupted'}", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # how train and demo say to resume
     if args.version:
         from . import __version__
 

@@ -7,11 +7,22 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from . import kernels
-from .errors import see
+from . import kernels, numerics
+from .errors import NumericsError, see
 from .rnn import RNN
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The per-call finiteness test of an array `a`: `isfinite(vdot(a, a))`, nan or inf when a
+# value is, at half the cost of `isfinite(a).all()` on small arrays. It also overflows on
+# huge finite values, so `np.isfinite(a).all()` confirms before anything is refused.
+_isfinite, _vdot = math.isfinite, np.vdot
+
+
+def _where_nonfinite(array: np.ndarray) -> str:
+    """``nan at [0, 2], inf at [1, 0]``: the first few non-finite values and positions."""
+    bad = np.argwhere(~np.isfinite(array))
+    shown = ", ".join(f"{array[tuple(i)]} at {list(map(int, i))}" for i in bad[:3])
+    return shown + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
 
 
 class Controller:
@@ -31,6 +42,17 @@ class Controller:
     ``make_predict(model, frozen=True)`` with one-step sequences. :attr:`direct` says
     which; the results are the same (the tests compare both with the model's call).
 
+    Inputs, outputs and the state are float32 NumPy arrays whatever the model's dtype: a
+    float16 or bfloat16 model gets its inputs converted to its dtype and returns float32.
+
+    Numerical failures are never silent. A nan or inf in the inputs is refused (unless
+    ``allow_nonfinite``) before it reaches the state. When finite inputs give a nan or
+    inf output or state, the call raises :class:`~ncps_mlx.errors.NumericsError` and the
+    state stays as it was. When the cell declares the timespans its solver stays finite
+    for (:meth:`~ncps_mlx.Cell.timespan_bounds`: the LTC's explicit solvers have a
+    largest stable step, its semi-implicit solver in float16 a smallest one), a timespan
+    outside them warns once with :class:`~ncps_mlx.numerics.UnstableSolverWarning`.
+
     Example:
         >>> import numpy as np
         >>> from ncps_mlx import CfC, Controller
@@ -41,10 +63,17 @@ class Controller:
 
     Args:
         model (RNN): A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC`, or any ``RNN``
-            over a cell of its own.
+            over a cell of its own, in any dtype.
+        allow_nonfinite (bool): Let nan and inf inputs (and states given to
+            :meth:`reset`) through, and return whatever the model makes of them: a nan
+            stays in the state until :meth:`reset`. Default: ``False`` (refuse them, and
+            raise :class:`~ncps_mlx.errors.NumericsError` on non-finite results).
+
+    Raises:
+        ValueError: ``model`` is not an ncps_mlx ``RNN``.
     """
 
-    def __init__(self, model: RNN):
+    def __init__(self, model: RNN, *, allow_nonfinite: bool = False):
         if not isinstance(model, RNN):
             raise ValueError(f"[Controller] 'model' must be an ncps_mlx RNN but got {type(model)}")
         self._model = copy.deepcopy(model)
@@ -61,6 +90,14 @@ class Controller:
         self._state: tuple[np.ndarray, np.ndarray | None] | None = None
         self._batched = True
         self._constant_dt: tuple[int, float, np.ndarray] | None = None
+        self._check_finite = not allow_nonfinite
+        # Results NumPy cannot hold (bfloat16), or not float32, are cast in MLX.
+        self._dtype = self._model.dtype
+        self._cast = self._dtype != mx.float32
+        # The solver's bounds, from the copy's frozen weights; checked until one warning.
+        self._bounds = numerics.timespan_bounds(self._model)
+        self._watch = self._bounds is not None
+        self._low, self._high = self._bounds or (-math.inf, math.inf)
 
     @property
     def direct(self) -> bool:
@@ -80,7 +117,12 @@ class Controller:
 
     def reset(self, state: Any = None) -> None:
         """Start again from ``state`` (shaped as :attr:`state` returns it), or from zeros
-        at the next call when ``None``."""
+        at the next call when ``None``.
+
+        Raises:
+            ValueError: ``state`` has the wrong shape, or holds nan or inf (unless the
+                controller was built with ``allow_nonfinite=True``).
+        """
         if state is None:
             self._state = None
             return
@@ -97,6 +139,12 @@ class Controller:
                     f"[{self._owner}] the state must have shape (batch, {size}) or ({size},) "
                     f"but got {array.shape}\n{see('initial-state')}"
                 )
+        for name, array in zip(("h", "c"), arrays, strict=False):
+            if self._check_finite and not np.isfinite(array).all():
+                raise ValueError(
+                    f"[{self._owner}] the state {name!r} must be finite but holds "
+                    f"{_where_nonfinite(array)}\n{see('non-finite')}"
+                )
         self._batched = arrays[0].ndim == 2
         arrays = [np.ascontiguousarray(np.atleast_2d(array)) for array in arrays]
         self._state = (arrays[0], arrays[1] if len(arrays) == 2 else None)
@@ -111,7 +159,20 @@ class Controller:
                 sample ``(B,)``. Default: 1.
 
         Returns:
-            The outputs, ``(output_size,)`` or ``(B, output_size)`` like ``x``.
+            The outputs, float32, ``(output_size,)`` or ``(B, output_size)`` like ``x``.
+
+        Raises:
+            ValueError: ``x`` or ``timespan`` has the wrong type or shape; ``x`` holds nan
+                or inf (unless ``allow_nonfinite``); ``timespan`` is not finite, negative,
+                or zero for a cell that divides by it; the batch differs from the state's.
+                The state is unchanged.
+            NumericsError: Finite inputs gave a nan or inf output or state (the message
+                names which, and the likely cause). The state is unchanged.
+
+        Warns:
+            UnstableSolverWarning: ``timespan`` is outside the bounds the cell declares
+                for its solver (:meth:`~ncps_mlx.Cell.timespan_bounds`); once per
+                controller.
         """
         x, batched = self._check_input(x)
         dt = self._check_timespan(timespan, x.shape[0])
@@ -120,15 +181,63 @@ class Controller:
             y, h, c = self._direct(x, h, c, dt)
         else:
             y, h, c = self._predicted(x, h, c, dt)
+        if self._check_finite and not (
+            _isfinite(_vdot(h, h))
+            and (y is h or _isfinite(_vdot(y, y)))
+            and (c is None or _isfinite(_vdot(c, c)))
+        ):
+            results = {"output y": y, "state h": h, "memory c": c}
+            bad = [
+                name for name, a in results.items() if a is not None and not np.isfinite(a).all()
+            ]
+            if bad:
+                raise self._nonfinite_error(x, dt, bad)
         self._state, self._batched = (h, c), batched
         return np.array(y if batched else y[0], dtype=np.float32)
+
+    def _nonfinite_error(self, x: np.ndarray, dt: np.ndarray, bad: list[str]) -> NumericsError:
+        """The error of finite inputs giving non-finite results (named in ``bad``), with
+        the likely cause."""
+        shortest, longest = float(dt.min()), float(dt.max())
+        dtype = str(self._dtype).removeprefix("mlx.core.")
+        largest = float(mx.finfo(self._dtype).max)
+        if self._bounds is not None and not (self._low <= shortest and longest <= self._high):
+            cause = "The likely cause: " + numerics.beyond_bounds(
+                self._model, shortest, longest, self._bounds
+            )
+        elif max(float(np.abs(x).max()), longest) > largest:
+            cause = (
+                f"The likely cause: the inputs or the timespan exceed {dtype}'s largest value "
+                f"({largest:.5g}) and become inf in it; scale them, or run the model in "
+                "float32 (model.set_dtype(mx.float32))."
+            )
+        elif self._dtype in (mx.float16, mx.bfloat16):
+            cause = (
+                f"The likely cause: a value inside the step overflowed {dtype} (largest "
+                f"{largest:.5g}); run the model in float32 (model.set_dtype(mx.float32))"
+                + (" or bfloat16 (float32's range)." if self._dtype == mx.float16 else ".")
+            )
+        else:
+            cause = (
+                "The likely cause: a value inside the step overflowed: huge weights, inputs "
+                "or a state given to reset(), or a state that grew over earlier steps."
+            )
+        return NumericsError(
+            f"[{self._owner}] finite inputs gave nan or inf in the {' and the '.join(bad)}; "
+            f"the state is kept as it was before this call. {cause}\n{see('non-finite')}"
+        )
 
     def _predicted(
         self, x: np.ndarray, h: np.ndarray, c: np.ndarray | None, dt: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         hx = (mx.array(h), mx.array(c)) if c is not None else mx.array(h)
+        # The model casts the float32 inputs, state and timespans to its dtype.
         y, state = self._predict(mx.array(x[:, None]), hx, mx.array(dt))
         h, c = state if isinstance(state, tuple) else (state, None)
+        if self._cast:  # float32 NumPy out (NumPy holds no bfloat16)
+            y, h = y.astype(mx.float32), h.astype(mx.float32)
+            c = c.astype(mx.float32) if c is not None else None
+            mx.eval([part for part in (y, h, c) if part is not None])
         return np.array(y), np.array(h), (np.array(c) if c is not None else None)
 
     def _start(self, batch: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -144,7 +253,9 @@ class Controller:
         return h, c
 
     def _as_float32(self, name: str, value: Any) -> np.ndarray:
-        accepted = (np.ndarray, mx.array, list, tuple, int, float)
+        if isinstance(value, mx.array) and mx.issubdtype(value.dtype, mx.floating):
+            value = value.astype(mx.float32)  # NumPy holds no bfloat16
+        accepted = (np.ndarray, np.generic, mx.array, list, tuple, int, float)
         array = np.asarray(value) if isinstance(value, accepted) else None
         if array is None or not (
             np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
@@ -166,6 +277,12 @@ class Controller:
                 f"[{self._owner}] 'x' must have shape ({size},) or (batch, {size}) but got "
                 f"shape {x.shape}\n{see('input-shape')}"
             )
+        if self._check_finite and not _isfinite(_vdot(x, x)) and not np.isfinite(x).all():
+            raise ValueError(
+                f"[{self._owner}] 'x' must be finite but holds {_where_nonfinite(x)}; the "
+                "state is unchanged (build the controller with allow_nonfinite=True to let "
+                f"nan through)\n{see('non-finite')}"
+            )
         return np.ascontiguousarray(np.atleast_2d(x)), x.ndim == 2
 
     def _check_timespan(self, timespan: Any, batch: int) -> np.ndarray:
@@ -184,7 +301,19 @@ class Controller:
                 f"[{self._owner}] 'timespan' must be finite and {allowed} but got "
                 f"{timespan!r}\n{see('timespans')}"
             )
+        if self._watch:
+            high = dt.max() if self._high < math.inf else low
+            if low < self._low or high > self._high:
+                self._unstable(float(low), float(high), depth=3)
         return np.ascontiguousarray(np.broadcast_to(dt.reshape(-1, 1), (batch, 1)))
+
+    def _unstable(self, shortest: float, longest: float, depth: int) -> None:
+        """Warn (once) of timespans outside the solver's bounds, attributed to the frame
+        ``depth`` levels up counting this method's caller as 1 (the controller's caller)."""
+        self._watch = False
+        numerics.warn_unstable(
+            self._model, shortest, longest, self._owner, self._bounds, stacklevel=depth + 1
+        )
 
     def _constant_timespan(self, timespan: float, batch: int) -> np.ndarray:
         """``timespan`` for every sample, (batch, 1): checked as the general case is, and
@@ -202,6 +331,8 @@ class Controller:
                 f"{timespan!r}\n{see('timespans')}"
             )
         if self._constant_dt is None or self._constant_dt[:2] != (batch, value):
+            if self._watch and not (self._low <= value <= self._high):
+                self._unstable(value, value, depth=4)
             dt = np.full((batch, 1), value, np.float32)
             dt.flags.writeable = False
             self._constant_dt = (batch, value, dt)

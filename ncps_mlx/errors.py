@@ -42,6 +42,20 @@ class CheckpointError(NCPSError):
     """A checkpoint cannot be read, or does not belong to the model it is loaded into."""
 
 
+class WriteError(NCPSError, OSError):
+    """A file could not be written: disk full, permission denied, read-only file system.
+
+    ``errno`` is the operating system's; the message names the path and what to do.
+    """
+
+    def __str__(self) -> str:  # OSError would prefix "[Errno N]"
+        return self.strerror or super().__str__()
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint was loaded without a digest to verify its contents against."""
+
+
 class StateDictError(NCPSError, KeyError):
     """An ncps (PyTorch) state dict does not match the model it is loaded into."""
 
@@ -72,3 +86,22 @@ class ConfigError(NCPSError, ValueError):
             f"{where}{count} problem{'s' if count != 1 else ''} in the config:{lines}\n"
             + see("config-error")
         )
+
+
+class NumericsError(NCPSError, FloatingPointError):
+    """A computation on finite inputs gave nan or inf (a solver's step beyond its
+    stability bound, or an overflow of a low-precision dtype)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``fit`` at a step boundary, after saving a checkpoint to resume from
+    when it had a ``checkpoint_dir``; the message says where it stopped and how to go on.
+
+    A KeyboardInterrupt, and so not an :class:`NCPSError`: an interruption is the user's
+    choice, and code that catches ``Exception`` must not swallow it.
+    """
+
+    def __init__(self, message: str, checkpoint: str | None = None):
+        super().__init__(message)
+        #: The checkpoint that resumes the run, or None if nothing was saved.
+        self.checkpoint = checkpoint

@@ -6,10 +6,9 @@ name in the target folder and renamed into place, so an interrupted save leaves 
 previous checkpoint (or nothing) behind, never a partial file.
 """
 
-import contextlib
 import json
 import os
-import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,38 +17,17 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from .errors import CheckpointError, see
+from . import _safetensors
+from ._files import atomic_write
+from ._saved_config import LoadLimits, check_model_config
+from .errors import CheckpointError, UnverifiedCheckpointWarning, see
 from .rnn import RNN, model_from_config
 
 FORMAT = "ncps_mlx.checkpoint"
 FORMAT_VERSION = 1
 _META_KEY = "ncps_mlx"
+_DIGEST_KEY = "ncps_mlx.sha256"
 WIRING_KEYS = ("adjacency_matrix", "sensory_adjacency_matrix")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Any, suffix: str = "") -> Path:
-    """Call ``write(tmp_path)`` and rename the result onto ``path`` once it is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; files get the usual mode
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _wiring_arrays(model: RNN) -> dict[str, mx.array]:
@@ -98,41 +76,83 @@ def save(
         arrays[key] = value
     mx.eval(arrays)
     text = json.dumps(header)
-    return atomic_write(
-        path,
-        lambda tmp: mx.save_safetensors(tmp, arrays, metadata={_META_KEY: text}),
-        suffix=".safetensors",
-    )
+    metadata = {_META_KEY: text, _DIGEST_KEY: _safetensors.digest(text, arrays)}
+    size = sum(a.nbytes for a in arrays.values()) + len(text) + 256 * (len(arrays) + 1)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # through Python, so OS errors keep their errno
+            mx.save_safetensors(handle, arrays, metadata=metadata)
+
+    return atomic_write(path, write, suffix=".safetensors", size=size)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, mx.array]]:
-    """Read a checkpoint's header and arrays, raising :class:`CheckpointError` if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint file at {str(path)!r}\n{see('checkpoint-unreadable')}"
-        )
+    """Read a checkpoint's header and arrays, raising :class:`CheckpointError` if unusable.
+
+    The file's safetensors header is checked whole before MLX reads the tensors, and the
+    tensors and config against the digest saved with them (a file without one loads
+    with an :class:`~ncps_mlx.errors.UnverifiedCheckpointWarning`).
+    """
+    where = str(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"no checkpoint file at {where!r}\n{see('checkpoint-unreadable')}")
     try:
-        arrays, meta = mx.load(str(path), format="safetensors", return_metadata=True)
-    except Exception as error:  # MLX reports truncation and garbage as various errors
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {error}\n"
-            + see("checkpoint-unreadable")
-        ) from error
+        _, metadata = _safetensors.read_header(path)
+    except _safetensors.HeaderError as error:
+        raise _unreadable(
+            where, f"not a well-formed safetensors file: truncated or corrupt ({error})"
+        ) from None
+    except OSError as error:
+        raise _unreadable(where, f"cannot be read ({error.strerror or error})") from None
+    header = _parse_header(where, metadata.get(_META_KEY))
     try:
-        header = json.loads(meta[_META_KEY])
-        if header["format"] != FORMAT:
-            raise ValueError(header["format"])
-    except (KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(
-            f"{str(path)!r} is not an ncps_mlx checkpoint\n{see('checkpoint-unreadable')}"
-        ) from error
-    if header.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{str(path)!r} has checkpoint format {header['format_version']}; this ncps_mlx "
-            f"reads up to {FORMAT_VERSION}: upgrade ncps_mlx\n{see('checkpoint-unreadable')}"
-        )
+        arrays = mx.load(where, format="safetensors")
+    except Exception as error:  # the header was checked: what is left is the OS's
+        raise _unreadable(where, f"cannot be read ({error})") from None
+    _verify_digest(where, metadata, arrays)
     return header, arrays
+
+
+def _unreadable(where: str, what: str) -> CheckpointError:
+    return CheckpointError(f"{where!r} is {what}\n{see('checkpoint-unreadable')}")
+
+
+def _parse_header(where: str, text: str | None) -> dict[str, Any]:
+    """The ncps_mlx header of a safetensors file's metadata, its fields' types checked."""
+    try:
+        header = json.loads(text) if text is not None else None
+    except (ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise _unreadable(where, "not an ncps_mlx checkpoint")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _unreadable(where, f"a checkpoint of format_version {version!r}, not >= 1")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where!r} has checkpoint format {version}; this ncps_mlx reads up to "
+            f"{FORMAT_VERSION}: upgrade ncps_mlx\n{see('checkpoint-unreadable')}"
+        )
+    for key in ("model", "metadata"):
+        if not isinstance(header.get(key), dict):
+            raise _unreadable(where, f"a checkpoint whose {key!r} is not an object")
+    return header
+
+
+def _verify_digest(where: str, metadata: dict[str, str], arrays: dict[str, mx.array]) -> None:
+    saved = metadata.get(_DIGEST_KEY)
+    if saved is None:
+        warnings.warn(
+            f"{where!r} carries no digest (saved by an older ncps_mlx or another writer): "
+            "its contents cannot be verified",
+            UnverifiedCheckpointWarning,
+            stacklevel=3,
+        )
+    elif saved != _safetensors.digest(metadata.get(_META_KEY, ""), arrays):
+        raise CheckpointError(
+            f"{where!r} does not match the digest saved with it: it was damaged or changed "
+            f"after it was written; use another copy\n{see('checkpoint-unreadable')}"
+        )
 
 
 def _check_wiring(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
@@ -165,6 +185,7 @@ def _assign(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
         for key, p in params.items()
         if key in weights and weights[key].shape != p.shape
     ]
+    problems += _dtype_problems(weights)
     if problems:
         raise CheckpointError(
             f"{path!r} does not fit the model:\n  "
@@ -174,12 +195,50 @@ def _assign(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
     model.update(tree_unflatten(list(weights.items())))
 
 
-def load(path: str | os.PathLike) -> RNN:
-    """Rebuild the model saved at ``path`` with its weights (in their saved dtype)."""
+def _dtype_problems(weights: dict[str, mx.array]) -> list[str]:
+    """A model's weights are floating point, all of one dtype (the one it computes in)."""
+    dtypes = {value.dtype for value in weights.values()}
+    if all(mx.issubdtype(dtype, mx.floating) for dtype in dtypes) and len(dtypes) <= 1:
+        return []
+    listed = ", ".join(sorted({f"{key!r} is {value.dtype}" for key, value in weights.items()}))
+    return [f"weights must be floating point, all of one dtype: {listed}"]
+
+
+def load(path: str | os.PathLike, *, limits: LoadLimits | None = None) -> RNN:
+    """Rebuild the model saved at ``path`` with its weights (in their saved dtype).
+
+    Nothing is built before the whole file is checked: its safetensors header, the
+    digest of its contents, and its config against the constructors' arguments and the
+    tensors it holds.
+
+    Args:
+        path: A file written by :func:`save`.
+        limits: Bounds on the sizes that cost time but no stored weights (an LTC's
+            ``ode_unfolds``, a CfC's ``backbone_layers``). Default: :class:`LoadLimits`.
+
+    Raises:
+        CheckpointError: The file is unreadable, damaged, not a checkpoint, or describes
+            a model that cannot be built or does not match its tensors.
+    """
+    where = str(path)
     header, arrays = read_checkpoint(path)
-    model = model_from_config(header["model"])
-    _check_wiring(model, arrays, str(path))
-    _assign(model, arrays, str(path))
+    shapes = {key: list(value.shape) for key, value in arrays.items()}
+    problems = check_model_config(header["model"], shapes, limits or LoadLimits())
+    if problems:
+        raise CheckpointError(
+            f"{where!r} describes a model that cannot be built:\n  "
+            + "\n  ".join(problems)
+            + f"\n{see('checkpoint-unreadable')}"
+        )
+    try:
+        model = model_from_config(header["model"])
+    except (ValueError, TypeError, KeyError) as error:  # a constructor's own checks
+        raise CheckpointError(
+            f"{where!r} describes a model that cannot be built: {error}\n"
+            + see("checkpoint-unreadable")
+        ) from None
+    _check_wiring(model, arrays, where)
+    _assign(model, arrays, where)
     return model
 
 

@@ -3,10 +3,17 @@
 import importlib
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
 from ncps_mlx import cli, datasets, load
 from ncps_mlx.monitor import Run
@@ -105,3 +112,159 @@ def test_version_and_help(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == __version__
     assert cli.main([]) == 2
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = sorted(cli.build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(command, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"_{command}", interrupted)
+    arguments = {"kernels": ["status"], "export": ["model.safetensors", "--out", "m"]}
+    arguments.update({"train": ["run.toml"], "validate": ["run.toml"]})
+    assert cli.main([command, *arguments.get(command, [])]) == cli.INTERRUPTED == 130
+    assert capsys.readouterr().err == f"ncps-mlx {command}: interrupted\n"
+
+
+def test_ctrl_c_outside_fit_names_the_checkpoint_to_continue_from(tmp_path, monkeypatch, capsys):
+    import ncps_mlx.config
+
+    def interrupted(config):  # e.g. while writing the results, or a second Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ncps_mlx.config, "run_config", interrupted)
+    (tmp_path / "run.toml").write_text(RUN_TOML)
+    assert cli.main(["train", "run.toml", "--resume"]) == 130
+    assert capsys.readouterr().err == "ncps-mlx train: interrupted\n"  # nothing saved yet
+    (tmp_path / "run/checkpoints").mkdir(parents=True)
+    (tmp_path / "run/checkpoints/last.safetensors").write_bytes(b"saved")
+    assert cli.main(["train", "run.toml", "--resume"]) == 130
+    assert capsys.readouterr().err == (
+        "ncps-mlx train: interrupted; continue from 'run/checkpoints/last.safetensors' with "
+        "`ncps-mlx train run.toml --resume`\n"
+    )
+
+
+def start(tmp_path, *arguments):
+    """``ncps-mlx`` in another process, as a terminal would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-u", "-m", "ncps_mlx.cli", *arguments],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # A test run in the background may ignore SIGINT, which its children inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def ctrl_c_when(child, ready, timeout=60.0):
+    """Send SIGINT once ``ready()``; the exit code and stderr."""
+    end = time.monotonic() + timeout
+    while not ready() and child.poll() is None and time.monotonic() < end:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=timeout)
+    return child.returncode, err
+
+
+RUN_TOML = """\
+seed = 0
+
+[data]
+name = "sine_waves"
+options = { num_sequences = 32, seq_len = 8 }
+validation_fraction = 0.25
+
+[model]
+type = "CfC"
+units = 4
+backbone_units = 8
+backbone_dropout = 0.1
+
+[training]
+epochs = 12
+batch_size = 4
+learning_rate = 0.01
+schedule = "cosine"
+
+[output]
+dir = "run"
+progress = false
+"""
+
+
+def weights(path):
+    return {k: np.array(v) for k, v in tree_flatten(load(path).parameters())}
+
+
+def without_time(rows):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in rows]
+
+
+def test_ctrl_c_in_train_saves_and_resume_finishes_the_same_run(tmp_path, monkeypatch):
+    (tmp_path / "run.toml").write_text(RUN_TOML)
+    checkpoint = tmp_path / "run/checkpoints/last.safetensors"
+    child = start(tmp_path, "train", "run.toml")
+    code, err = ctrl_c_when(child, checkpoint.exists)
+    assert code == 130 and "Traceback" not in err
+    said = err.strip().splitlines()[-1]
+    assert said.startswith("ncps-mlx train: ") and "interrupted" in said
+    assert said.endswith("continue with `ncps-mlx train run.toml --resume`")
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "run.toml", "--resume"]) == 0
+    assert cli.main(["train", "run.toml", "--out", "whole"]) == 0
+    resumed, whole = weights("run/model.safetensors"), weights("whole/model.safetensors")
+    for key, value in whole.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
+    rows = [
+        without_time(
+            map(json.loads, Path(f"{out}/checkpoints/metrics.jsonl").read_text().splitlines())
+        )
+        for out in ("run", "whole")
+    ]
+    assert len(rows[0]) == 12 and rows[0] == rows[1]
+
+
+def test_ctrl_c_in_demo_saves_and_resume_finishes_the_same_run(tmp_path, monkeypatch):
+    arguments = ["demo", "--out", "demo", "--epochs", "2", "--no-export", "--no-progress"]
+    child = start(tmp_path, *arguments)
+    code, err = ctrl_c_when(child, (tmp_path / "demo/checkpoints/last.safetensors").exists)
+    assert code == 130 and "Traceback" not in err
+    said = err.strip().splitlines()[-1]
+    assert said.startswith("ncps-mlx demo: ") and "interrupted" in said
+    assert said.endswith(f"continue with `ncps-mlx {' '.join(arguments)} --resume`")
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*arguments, "--resume"]) == 0
+    assert cli.main([*arguments[:2], "whole", *arguments[3:]]) == 0
+    resumed, whole = weights("demo/model.safetensors"), weights("whole/model.safetensors")
+    for key, value in whole.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
+    histories = [
+        without_time(json.loads(Path(f"{out}/metrics.json").read_text())["training"]["history"])
+        for out in ("demo", "whole")
+    ]
+    assert histories[0] == histories[1]
+
+
+def test_ctrl_c_ends_a_live_monitor_with_its_recording(tmp_path):
+    child = start(tmp_path, "monitor", "live", "--interval", "0.05", "--out", "live.jsonl")
+    lines = []
+
+    def sampled():  # the header, the backends, then a first sample
+        lines.append(child.stdout.readline())
+        return len(lines) >= 3
+
+    code, err = ctrl_c_when(child, sampled)
+    assert code == 130 and err == "ncps-mlx monitor: interrupted\n"
+    assert (tmp_path / "live.jsonl").is_file()

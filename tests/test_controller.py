@@ -1,12 +1,19 @@
-"""The direct steps (ncps_mlx.kernels.direct) against the graph primitives, and the
-Controller, stepping one call at a time, against the model's call over the sequence."""
+"""The direct steps (ncps_mlx.kernels.direct) against the graph primitives; the
+Controller, stepping one call at a time, against the model's call over the sequence (in
+float32, float16 and bfloat16); and its refusal of non-finite inputs and results."""
+
+import contextlib
+import math
+import warnings
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
 from ncps_mlx import LTC, CfC, Controller, LSTMCell, kernels
+from ncps_mlx.errors import NCPSError, NumericsError, see
 from ncps_mlx.kernels import direct
+from ncps_mlx.numerics import UnstableSolverWarning, timespan_bounds
 from ncps_mlx.wirings import NCP, AutoNCP, Random
 from tests.kernel_checks import close, needs_kernels
 from tests.test_kernels import random_step
@@ -218,3 +225,179 @@ def test_controller_rejects_what_it_cannot_take():
         Controller(CfC(4, 6, mixed_memory=True)).reset(np.ones(6))
     # A CfC takes a zero timespan (an LTC divides by it).
     assert Controller(CfC(4, 6))(np.ones(4), timespan=0.0).shape == (6,)
+
+
+# --- dtypes -------------------------------------------------------------------------
+
+LOW_PRECISION = {"float16": (mx.float16, 2e-3), "bfloat16": (mx.bfloat16, 2e-2)}
+LOW_PRECISION_MODELS = {
+    "cfc": lambda: CfC(4, 6),
+    "cfc-ncp-mixed-proj": lambda: CfC(4, AutoNCP(10, 2, seed=1), mixed_memory=True, proj_size=3),
+    "ltc-ncp": lambda: LTC(4, AutoNCP(10, 2, seed=3)),
+    "ltc-rk4-mixed": lambda: LTC(4, 6, solver="rk4", mixed_memory=True),
+}
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("name", LOW_PRECISION_MODELS)
+def test_low_precision_controllers_step_like_the_model(name, dtype):
+    dtype, tol = LOW_PRECISION[dtype]
+    mx.random.seed(0)
+    model = LOW_PRECISION_MODELS[name]()
+    model.set_dtype(dtype)
+    model.eval()
+    controller = Controller(model)
+    assert not controller.direct
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    dt = rng.uniform(0.3, 1.0, 8).astype(np.float32)
+    hx = None
+    for t in range(8):  # the model's own call, one step at a time, in its dtype
+        y, hx = model(mx.array(x[t][None, None]), hx=hx, timespans=mx.array(dt[t : t + 1][None]))
+        ours = controller(x[t], timespan=float(dt[t]))
+        assert ours.dtype == np.float32 and ours.shape == (y.shape[-1],)
+        np.testing.assert_allclose(ours, np.array(y[0, 0].astype(mx.float32)), atol=tol)
+    state = controller.state
+    ours = state if isinstance(state, tuple) else (state,)
+    theirs = hx if isinstance(hx, tuple) else (hx,)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, np.array(b[0].astype(mx.float32)), atol=tol)
+
+
+def test_inputs_and_states_of_any_float_dtype_are_taken():
+    controller = Controller(CfC(4, 6))
+    expected = controller(np.ones(4, np.float32))
+    for dtype in (mx.bfloat16, mx.float16):
+        controller.reset(mx.zeros((6,), dtype=dtype))
+        np.testing.assert_array_equal(controller(mx.ones((4,), dtype=dtype)), expected)
+    controller.reset()
+    np.testing.assert_array_equal(controller(np.ones(4, np.float16), np.float32(1.0)), expected)
+
+
+# --- non-finite inputs and results ----------------------------------------------------
+
+
+def assert_state_equal(ours, theirs):
+    if theirs is None:
+        assert ours is None
+        return
+    for a, b in zip(np.atleast_1d(ours), np.atleast_1d(theirs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", ["direct", "graph"])
+@pytest.mark.parametrize("name", ["cfc", "cfc-mixed", "ltc-ncp"])
+def test_a_nonfinite_input_is_refused_and_leaves_the_state(name, path):
+    model = MODELS[name]()
+
+    def build():
+        with kernels.disabled() if path == "graph" else contextlib.nullcontext():
+            return Controller(model)
+
+    controller = build()
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    controller(x)
+    before = controller.state
+    for bad, what in ((np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")):
+        poisoned = x.copy()
+        poisoned[1, 2] = bad
+        with pytest.raises(ValueError, match=rf"'x' must be finite but holds {what} at \[1, 2\]"):
+            controller(poisoned)
+        with pytest.raises(ValueError, match=rf"holds {what} at \[2\]"):
+            Controller(MODELS[name]())(poisoned[1])  # unbatched
+        with pytest.raises(ValueError, match="must be finite"):
+            controller(mx.array(poisoned))
+        assert_state_equal(controller.state, before)
+    with pytest.raises(ValueError, match="'timespan' must be finite"):
+        controller(x, timespan=np.array([1.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match="'timespan' must be finite"):
+        controller(x, timespan=math.inf)
+    assert_state_equal(controller.state, before)
+    # Nothing was poisoned: the next step is the one the refused calls did not take.
+    same = build()
+    same.reset(before)
+    np.testing.assert_array_equal(controller(x), same(x))
+
+
+def test_huge_finite_inputs_are_not_mistaken_for_nonfinite():
+    controller = Controller(CfC(4, 6))
+    y = controller(np.full(4, 3e38, np.float32))  # their squares overflow; they do not
+    assert np.isfinite(y).all()
+
+
+def test_allow_nonfinite_lets_nan_through():
+    controller = Controller(CfC(4, 6), allow_nonfinite=True)
+    assert np.isnan(controller(np.array([1.0, np.nan, 0.0, 0.0]))).all()
+    assert np.isnan(controller(np.ones(4))).all()  # poisoned until reset
+    controller.reset(np.full(6, np.nan))
+    assert np.isnan(controller.state).all()
+    controller.reset()
+    assert np.isfinite(controller(np.ones(4))).all()
+    with pytest.raises(ValueError, match=r"the state 'h' must be finite but holds nan at \[3\]"):
+        Controller(CfC(4, 6)).reset(np.array([0, 0, 0, np.nan, 0, 0]))
+    with pytest.raises(ValueError, match="the state 'c' must be finite but holds inf"):
+        Controller(CfC(4, 6, mixed_memory=True)).reset((np.zeros(6), np.full(6, np.inf)))
+
+
+@pytest.mark.parametrize("solver", ["explicit_euler", "rk4"])
+def test_a_huge_timespan_of_an_explicit_solver_warns_once_then_raises(solver):
+    mx.random.seed(0)
+    model = LTC(4, AutoNCP(10, 2, seed=3), solver=solver)
+    controller = Controller(model)
+    x = np.ones(4, np.float32)
+    controller(x, timespan=0.1)
+    warning = pytest.warns(UnstableSolverWarning, match=rf"exceeds .* '{solver}' solver")
+    with warning as caught, pytest.raises(NumericsError) as error:
+        for _ in range(3):  # at once or, Euler, a step later
+            before = controller.state
+            controller(x, timespan=1e6)
+    assert len(caught) == 1 and caught[0].filename == __file__  # once, at the call
+    assert isinstance(error.value, FloatingPointError) and isinstance(error.value, NCPSError)
+    message = str(error.value)
+    assert message.startswith("[Controller(LTC)] finite inputs gave nan or inf in the ")
+    assert "state h" in message and "the state is kept as it was" in message
+    assert "The likely cause: a timespan of 1e+06 exceeds" in message
+    assert message.splitlines()[-1] == see("non-finite")
+    assert_state_equal(controller.state, before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: not again
+        with pytest.raises(NumericsError):
+            controller(x, timespan=np.array([1e6]))
+
+
+def test_a_float16_semi_implicit_ltc_warns_of_a_tiny_timespan_and_raises():
+    model = LTC(4, AutoNCP(10, 2, seed=3))
+    model.set_dtype(mx.float16)
+    controller = Controller(model)
+    warning = pytest.warns(UnstableSolverWarning, match=r"1e-09 is below .* float16\)")
+    with warning, pytest.raises(NumericsError, match=r"float32 parameters") as error:
+        controller(np.ones((2, 4)), timespan=1e-9)
+    assert "is below" in str(error.value)
+    assert controller.state is None  # the first call: still zeros
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isfinite(controller(np.ones((2, 4)), timespan=0.5)).all()
+
+
+def test_a_float16_overflow_names_the_dtype():
+    model = CfC(4, 6)
+    model.set_dtype(mx.float16)
+    controller = Controller(model)
+    with pytest.raises(NumericsError, match=r"exceed float16's largest value \(65504\)"):
+        controller(np.full(4, 1e6, np.float32))
+    assert controller.state is None
+
+
+def test_timespans_within_the_bounds_do_not_warn():
+    mx.random.seed(0)
+    for solver in ("semi_implicit", "explicit_euler", "rk4"):
+        model = LTC(4, AutoNCP(10, 2, seed=3), solver=solver)
+        controller = Controller(model)
+        low, high = controller._bounds
+        assert (low, high) == timespan_bounds(model)  # once, from the frozen copy
+        inside = min(0.5 * high, 1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for timespan in (inside, np.full(3, inside, np.float32), 0.5 * inside):
+                assert np.isfinite(controller(np.ones((3, 4)), timespan=timespan)).all()

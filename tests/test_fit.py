@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten, tree_map
 
-from ncps_mlx import LTC, CfC, load
+from ncps_mlx import LTC, CfC, io, load
 from ncps_mlx.datasets import SequenceData, sine_waves
-from ncps_mlx.errors import TrainingDivergedError
+from ncps_mlx.errors import CheckpointError, TrainingDivergedError
 from ncps_mlx.training import Callback, EarlyStopping, fit
-from ncps_mlx.training.checkpoint import load_training_state
+from ncps_mlx.training.checkpoint import load_training_state, save_training_state
 from ncps_mlx.wirings import AutoNCP
 
 
@@ -129,13 +129,12 @@ KILLED_SAVE = textwrap.dedent(
 
     real_save = mx.save_safetensors
 
-    def save_then_die(path, arrays, metadata=None):
-        if "last" in os.path.basename(str(path)) and os.environ.get("ARMED"):
-            real_save(path, arrays, metadata=metadata)
-            with open(path, "r+b") as handle:  # half of the file is on disk
-                handle.truncate(os.path.getsize(path) // 2)
+    def save_then_die(file, arrays, metadata=None):
+        real_save(file, arrays, metadata=metadata)
+        if "last" in os.path.basename(file.name) and os.environ.get("ARMED"):
+            file.flush()  # then half of the file is on disk
+            os.truncate(file.name, os.path.getsize(file.name) // 2)
             os.kill(os.getpid(), signal.SIGKILL)
-        real_save(path, arrays, metadata=metadata)
 
     mx.save_safetensors = save_then_die
 
@@ -281,3 +280,145 @@ def test_labels_outside_the_outputs_are_refused():
     data = masked_data()
     with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
         fit(CfC(2, AutoNCP(10, 2), return_sequences=False), data, loss="cross_entropy")
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("three_epochs")
+    run(folder, 3)
+    return folder / "last.safetensors"
+
+
+def crafted(folder, edit, base):
+    """``base`` (a real run's last.safetensors) in ``folder``, its loop state edited."""
+    model, optimizer = small_model(backbone_dropout=0.2), optim.Adam(0.1)
+    state = load_training_state(base, model, optimizer)
+    edit(state)
+    save_training_state(folder / "last.safetensors", model, optimizer, state)
+
+
+def setting(key, value):
+    return lambda state: state.update({key: value})
+
+
+def without(key):
+    return lambda state: state.pop(key)
+
+
+def in_row(key, value):
+    return lambda state: state["history"][1].update({key: value})
+
+
+IN_PROGRESS = {"epoch": 4, "next_batch": 1, "loss_sum": 0.5, "samples": 6, "seconds": 0.1}
+
+
+def in_progress(**changes):
+    return setting("epoch_in_progress", {**IN_PROGRESS, **changes})
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (setting("epoch", "3"), "'epoch' must be an int from 0 to epochs=5"),
+        (setting("epoch", -1), "'epoch'"),
+        (setting("epoch", 6), "'epoch' must be an int from 0 to epochs=5 (resume with epochs"),
+        (without("epoch"), "epochs done), got nothing"),
+        (setting("history", {"loss": 1.0}), "'history' must be a list of 3 rows"),
+        (setting("history", ["row"]), "'history'"),
+        (lambda state: state["history"].pop(), "'history'"),
+        (in_row("loss", "0.1"), "'history'[1] must be {'epoch': 2, 'loss': number, ...}"),
+        (in_row("loss", None), "'history'"),
+        (in_row("epoch", 7), "'history'[1]"),
+        (in_row("epoch", True), "'history'"),
+        (setting("best_epoch", "3"), "'best_epoch'"),
+        (setting("best_epoch", 99), "'best_epoch'"),
+        (setting("stop_training", "no"), "'stop_training' must be true or false"),
+        (setting("stop_reason", 3), "'stop_reason' must be a string"),
+        (setting("data_order", {"state": 1}), "'data_order' must be a numpy PCG64 state"),
+        (setting("data_order", None), "'data_order'"),
+        (in_progress(next_batch=0), "'epoch_in_progress'"),
+        (in_progress(next_batch=5), "'epoch_in_progress'"),  # 4 batches an epoch
+        (in_progress(epoch=5), "'epoch_in_progress'"),
+        (in_progress(loss_sum="x"), "'epoch_in_progress'"),
+        (in_progress(loss_sum=math.nan), "'epoch_in_progress'"),
+        (in_progress(samples=0), "'epoch_in_progress'"),
+        (in_progress(seconds=-1.0), "'epoch_in_progress'"),
+        (in_progress(extra=1), "'epoch_in_progress'"),
+        (setting("epoch_in_progress", [4, 1]), "'epoch_in_progress'"),
+        (setting("callbacks", 3), "'callbacks' must be a list of objects"),
+        (setting("callbacks", [1]), "'callbacks'"),
+        (setting("callbacks", [{}]), "written with 1 callbacks, this run has 0"),
+        (lambda state: state.clear(), "'epoch'"),
+    ],
+)
+def test_a_crafted_loop_state_is_refused_naming_the_field(tmp_path, three_epochs, edit, field):
+    crafted(tmp_path, edit, three_epochs)
+    with pytest.raises(CheckpointError) as caught:
+        run(tmp_path, 5, resume=True)
+    message = str(caught.value)
+    assert "training state: " in message and field in message
+    assert message.endswith("See docs/troubleshooting.md#resume.")
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        {"best": "low", "best_epoch": 1, "wait": 0},
+        {"best": 0.1, "wait": 0},
+        {"best": 0.1, "best_epoch": 1, "wait": -2},
+    ],
+)
+def test_a_crafted_callback_state_is_refused(tmp_path, three_epochs, saved):
+    crafted(tmp_path, setting("callbacks", [saved]), three_epochs)
+    with pytest.raises(CheckpointError, match=r"'callbacks'\[0\] does not fit EarlyStopping"):
+        run(tmp_path, 5, resume=True, callbacks=[EarlyStopping(patience=9)])
+
+
+def test_a_valid_state_of_an_earlier_version_still_resumes(tmp_path, three_epochs):
+    older = lambda state: [state.pop(key) for key in ("best_epoch", "epoch_in_progress")]  # noqa: E731
+    crafted(tmp_path, older, three_epochs)
+    assert len(run(tmp_path, 4, resume=True)[1]) == 4
+
+
+def saved_epoch(path):
+    header, _ = io.read_checkpoint(path)
+    return header["metadata"]["epoch"]
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "older"])
+def test_resume_rewrites_a_best_that_a_kill_left_behind(tmp_path, damage):
+    # last is written first: a kill before best leaves a best of an older epoch or none.
+    _, history = run(tmp_path / "run", 2)
+    assert history["val_loss"][-1] < history["val_loss"][0]  # epoch 2 is the best
+    best = tmp_path / "run/best.safetensors"
+    if damage == "missing":
+        best.unlink()
+    elif damage == "garbage":
+        best.write_bytes(b"not a checkpoint")
+    else:
+        run(tmp_path / "one", 1)
+        best.write_bytes((tmp_path / "one/best.safetensors").read_bytes())
+    run(tmp_path / "run", 2, resume=True)
+    assert saved_epoch(best) == 2
+    assert_same_params(load(best), load(tmp_path / "run/last.safetensors"))
+
+
+def test_resume_leaves_a_sound_best_alone(tmp_path):
+    run(tmp_path, 3)
+    before = (tmp_path / "best.safetensors").stat().st_mtime_ns
+    run(tmp_path, 3, resume=True)
+    assert (tmp_path / "best.safetensors").stat().st_mtime_ns == before
+
+
+def test_fit_removes_the_temporary_files_a_killed_run_left(tmp_path):
+    left = [
+        tmp_path / ".last.safetensors.k1x.partial.safetensors",
+        tmp_path / ".best.safetensors.k2y.partial.safetensors",
+        tmp_path / ".metrics.jsonl.k3z.partial",
+    ]
+    for path in left:
+        path.write_bytes(b"half a file")
+    someone_elses = tmp_path / ".notes.md.k4w.partial"
+    someone_elses.write_text("kept")
+    run(tmp_path, 1)
+    assert [path for path in left if path.exists()] == [] and someone_elses.exists()

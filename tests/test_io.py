@@ -88,8 +88,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def half_write(file, arrays, metadata=None):
-        with open(file, "wb") as handle:
-            handle.write(b"\x00" * 100)
+        file.write(b"\x00" * 100)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mx, "save_safetensors", half_write)
@@ -126,5 +125,61 @@ def test_tensor_that_does_not_fit_is_named(tmp_path):
     import json
 
     mx.save_safetensors(str(path), arrays, metadata={"ncps_mlx": json.dumps(header)})
-    with pytest.raises(CheckpointError, match=r"'rnn_cell.ff1.weight' has shape \(3, 3\)"):
+    with (
+        pytest.raises(CheckpointError, match=r"'rnn_cell.ff1.weight' has shape \(3, 3\)"),
+        pytest.warns(ncps_mlx.UnverifiedCheckpointWarning),
+    ):
+        ncps_mlx.load(path)
+
+
+@ncps_mlx.register_cell
+class _DecayCell(ncps_mlx.Cell):
+    """A registered cell of a user's own: h' = h * exp(-dt / tau) + x W."""
+
+    def __init__(self, input_size: int, hidden_size: int, tau: float = 1.0):
+        super().__init__()
+        self.sizes, self.tau = (input_size, hidden_size), tau
+        self.map = mx.zeros((input_size, hidden_size))
+
+    input_size = property(lambda self: self.sizes[0])
+    state_size = output_size = property(lambda self: self.sizes[1])
+
+    def step(self, consts, inputs, h, dt):
+        h = h * mx.exp(-dt / self.tau) + inputs @ self.map
+        return h, h
+
+    def get_config(self):
+        return {"input_size": self.input_size, "hidden_size": self.state_size, "tau": self.tau}
+
+
+def _resealed(path, edit):
+    """``path`` with ``edit(config)`` applied to its model config and a valid digest."""
+    import json
+
+    from ncps_mlx import _safetensors
+
+    arrays, metadata = mx.load(str(path), return_metadata=True)
+    header = json.loads(metadata["ncps_mlx"])
+    edit(header["model"])
+    text = json.dumps(header)
+    digest = _safetensors.digest(text, arrays)
+    mx.save_safetensors(str(path), arrays, metadata={"ncps_mlx": text, "ncps_mlx.sha256": digest})
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda c: c["cell"]["config"].update(hidden_size="4"), r"hidden_size: got '4'"),
+        (lambda c: c["cell"]["config"].update(colour=1), r"colour: unknown argument"),
+        (lambda c: c["cell"].update(class_name="Unknown"), r"unknown cell class 'Unknown'"),
+        (lambda c: c.update(cell=[1]), r"model.cell: expected"),
+        (lambda c: c.update(return_sequences="false"), r"return_sequences: got 'false'"),
+    ],
+)
+def test_a_user_cells_config_is_checked_before_it_is_built(tmp_path, edit, expected):
+    model = ncps_mlx.RNN(_DecayCell(3, 4))
+    path = ncps_mlx.save(model, tmp_path / "m.safetensors")
+    assert isinstance(ncps_mlx.load(path).rnn_cell, _DecayCell)
+    _resealed(path, edit)
+    with pytest.raises(CheckpointError, match=expected):
         ncps_mlx.load(path)

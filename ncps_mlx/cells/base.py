@@ -12,8 +12,9 @@ the step is split in three parts:
 Calling the cell runs the three in order for a single step. A cell is pure MLX math: it
 knows nothing of sequences, kernels, devices or cost models. What other parts need to
 know about it, it declares: its sizes, :meth:`Cell.footprint` (the work of a step, for
-the cost and traffic estimates) and :meth:`Cell.get_config` (to be saved and rebuilt,
-with :func:`register_cell`). See the guide "Writing your own cell".
+the cost and traffic estimates), :meth:`Cell.timespan_bounds` (the timespans its solver
+stays finite for, for the numerical checks) and :meth:`Cell.get_config` (to be saved and
+rebuilt, with :func:`register_cell`). See the guide "Writing your own cell".
 """
 
 from dataclasses import dataclass, fields
@@ -70,6 +71,8 @@ class Cell(nn.Module):
     :meth:`footprint` and :meth:`get_config` are optional: without them the cost
     estimates leave the cell out, and a model holding it cannot be saved with
     :func:`ncps_mlx.save` (its weights still can, with ``model.save_weights``).
+    :meth:`timespan_bounds` is optional too: without it timespans are not checked
+    against the solver's limits.
 
     Steps must be written with MLX operations (``mlx.core``, ``mlx.nn`` or
     :mod:`ncps_mlx.ops`) so that gradients, ``mx.compile`` and every device work.
@@ -115,6 +118,17 @@ class Cell(nn.Module):
     def footprint(self) -> Footprint | None:
         """The work of a step, for :func:`ncps_mlx.costs.step_costs` and the monitor's
         traffic estimate; ``None`` (the default) when not declared."""
+        return None
+
+    def timespan_bounds(self) -> tuple[float, float] | None:
+        """``(smallest, largest)`` elapsed time per step for which the cell's solver is
+        known to stay finite and stable with its current parameters, in their dtype;
+        ``None`` (the default) when not declared.
+
+        The cell only declares them: the :class:`~ncps_mlx.Controller` (and training) warn
+        with :class:`~ncps_mlx.numerics.UnstableSolverWarning` when given timespans
+        outside them (see :mod:`ncps_mlx.numerics`); cells without bounds are not checked.
+        """
         return None
 
     def get_config(self) -> dict[str, Any]:

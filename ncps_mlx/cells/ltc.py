@@ -1,5 +1,6 @@
 """Liquid time-constant (LTC) cell."""
 
+import math
 from types import ModuleType
 from typing import Any, Literal, NamedTuple
 
@@ -12,7 +13,7 @@ from .._checks import check_choice, check_int, check_number
 from ..errors import WiringError, see
 from ..wirings import Wiring
 from .base import Consts, Footprint, WiredCell, register_cell
-from .solvers import FIELD_EVALUATIONS, SOLVERS
+from .solvers import FIELD_EVALUATIONS, OVERFLOW_HEADROOM, SOLVERS, STABILITY_LIMITS
 
 Mapping = Literal["affine", "linear"] | None
 MAPPINGS = ("affine", "linear", None)
@@ -350,6 +351,47 @@ class LTCCell(WiredCell):
         v = solve(field, _neuron_major(h), consts["cm"], dt, self.ode_unfolds, self.epsilon)
         v = mx.transpose(v, (2, 1, 0)).reshape(h.shape)  # (N, 1, B) -> (B, N)
         return self.map_outputs(v), v
+
+    def decay_rates(self) -> np.ndarray:
+        r"""A bound of each neuron's decay rate, the largest :math:`\lambda_j = d_j(v) / C_{m,j}`
+        the ODE can reach: :math:`(g_{l,j} + \sum_i w_{ij} + \sum_k w^s_{kj}) / C_{m,j}`
+        over the neuron's recurrent and sensory synapses (every sigmoid is at most 1), with
+        the positivity constraint applied. Float64 NumPy, (N,)."""
+
+        def value(name: str) -> np.ndarray:
+            return np.array(self._positive(name).astype(mx.float32), dtype=np.float64)
+
+        conductance = np.maximum(value("gleak"), 0.0)
+        for prefix in ("", "sensory_"):
+            mask = np.array(getattr(self, f"_{prefix}sparsity_mask"), dtype=np.float64)
+            conductance = conductance + (np.maximum(value(prefix + "w"), 0.0) * mask).sum(0)
+        cm = np.maximum(value("cm"), np.finfo(np.float64).tiny)
+        return conductance / cm
+
+    def timespan_bounds(self) -> tuple[float, float]:
+        """The elapsed times per step for which the solver is known to stay finite in the
+        parameters' dtype, from the current weights.
+
+        * ``"explicit_euler"`` and ``"rk4"`` are stable while each sub-step
+          ``timespan / ode_unfolds`` times the largest :meth:`decay_rates` stays below
+          2 (Euler) or 2.785 (RK4); beyond, the potentials can grow at every sub-step
+          until they overflow. The bound is safe: it assumes every synapse fully open.
+        * ``"semi_implicit"`` is stable for any step but divides ``cm`` by the sub-step,
+          which overflows when ``cm / (timespan / ode_unfolds)`` nears the dtype's
+          largest value (float16: 65504), so the smallest timespan is bounded instead.
+
+        Timespans beyond the dtype's largest value become inf in it, which only the
+        semi-implicit solver takes.
+        """
+        dtype = self.cm.dtype
+        largest = float(mx.finfo(dtype).max)
+        limit = STABILITY_LIMITS[self.solver]
+        if math.isinf(limit):  # semi-implicit: cm / sub-step must not overflow
+            cm = float(np.max(np.array(self._positive("cm").astype(mx.float32))))
+            return self.ode_unfolds * OVERFLOW_HEADROOM * max(cm, 0.0) / largest, math.inf
+        rate = float(self.decay_rates().max(initial=0.0))
+        high = limit * self.ode_unfolds / rate if rate > 0 else math.inf
+        return 0.0, min(high, largest)
 
     def footprint(self) -> Footprint:
         n, slots, sensory = self.state_size, self.synapse_slots, self.sensory_synapse_slots

@@ -11,8 +11,16 @@ where :math:`n(v) = g_l v_l + \sum_i A_i(v) E_i` and :math:`d(v) = g_l + \sum_i 
 (leak plus synaptic terms). A *field* is a callable ``v -> (n(v), d(v))``; a solver
 advances ``v`` over ``dt`` in ``unfolds`` equal sub-steps. Solvers know nothing of the
 cell, and the cell nothing of how it is integrated.
+
+Near a state the field decays at a rate :math:`\lambda = d(v) / C_m` (per neuron). The
+explicit solvers stay stable while each sub-step ``h`` keeps :math:`h \lambda` within
+their :data:`STABILITY_LIMITS`; beyond it their errors grow at every sub-step until the
+potentials overflow. The semi-implicit solver is stable for any ``h``, but computes
+:math:`C_m / h`, which overflows a low-precision dtype when ``h`` is tiny (float16's
+largest value is 65504).
 """
 
+import math
 from collections.abc import Callable
 
 import mlx.core as mx
@@ -72,3 +80,16 @@ SOLVERS: dict[str, Solver] = {
 }
 # Field evaluations per sub-step of each solver.
 FIELD_EVALUATIONS: dict[str, int] = {"semi_implicit": 1, "explicit_euler": 1, "rk4": 4}
+#: The largest ``h * lambda`` (sub-step times decay rate) for which each solver is stable
+#: on a decaying linear ODE ``dv/dt = -lambda v``: the real stability interval of forward
+#: Euler is [-2, 0], that of the classical RK4 about [-2.785, 0]; semi-implicit Euler is
+#: stable for any step.
+STABILITY_LIMITS: dict[str, float] = {
+    "semi_implicit": math.inf,
+    "explicit_euler": 2.0,
+    "rk4": 2.785,
+}
+#: ``C_m / h`` of the semi-implicit solver is kept below the dtype's largest value by this
+#: factor, room for the potentials' magnitude (``C_m / h * v``) and the denominator's
+#: other terms.
+OVERFLOW_HEADROOM = 2.0

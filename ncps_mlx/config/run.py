@@ -10,6 +10,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from .._files import atomic_write
 from ..rnn import RNN
 from .build import budget_bytes, build_callbacks, build_data, build_model, build_optimizer
 from .output import CHECKPOINTS
@@ -27,6 +28,8 @@ def run_config(config: Config, *, log: Callable[[str], Any] = print):
 
     Raises:
         TrainingDivergedError: The loss became nan or inf (see ``fit``).
+        TrainingInterrupted: Ctrl-C stopped the training (see ``fit``); with
+            ``output.resume`` the run continues from where it stopped.
     """
     from ..training import fit
 
@@ -82,7 +85,7 @@ def _write_results(
     log(f"wrote {io.save(model, out / 'model.safetensors', metadata={'config': config.to_dict()})}")
     metrics = _metrics_record(config, history, seconds)
     path = out / "metrics.json"
-    io.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
     log(f"wrote {path}")
     if monitor is not None:
         log(f"wrote {monitor.save(out / 'monitor.jsonl')}")

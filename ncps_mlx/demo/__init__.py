@@ -81,10 +81,11 @@ def train(
     *,
     progress: bool = True,
     log: Log = print,
+    resume: bool = False,
 ) -> tuple[History, Monitor, float]:
     """``fit`` with a monitor and checkpoints; the model ends on its best validation epoch.
 
-    Returns the history, the monitor and the seconds ``fit`` took.
+    Returns the history, the monitor and the seconds ``fit`` took (its resumed part).
     """
     monitor = Monitor(model=model, seq_len=TASK["seq_len"])
     batches = -(-SPLIT["train"] // BATCH_SIZE)
@@ -101,6 +102,7 @@ def train(
         callbacks=[] if progress else [EpochLog(log, epochs)],
         monitor=monitor,
         checkpoint_dir=out / "checkpoints",
+        resume=resume,
         progress=progress,
         clip_norm=CLIP_NORM,
         seed=seed,
@@ -180,6 +182,7 @@ def run_demo(
     *,
     export: bool = True,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate, save, export and report under ``out``; returns ``metrics.json``.
 
@@ -190,6 +193,11 @@ def run_demo(
         log: Where progress lines and the summary go.
         export: Export and verify a Core ML package (when coremltools is installed).
         progress: Show ``fit``'s progress bar; otherwise log a line every few epochs.
+        resume: Continue the training saved in ``out/checkpoints`` (by a run stopped with
+            Ctrl-C or killed) with the same ``epochs`` and ``seed``.
+
+    Raises:
+        TrainingInterrupted: Ctrl-C stopped the training; it is saved to resume.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -199,7 +207,7 @@ def run_demo(
     model = build_model()
     for line in _introduction(model, epochs):
         log(line)
-    trained = train(model, splits, out, epochs, seed, progress=progress, log=log)
+    trained = train(model, splits, out, epochs, seed, progress=progress, log=log, resume=resume)
     run = Run(seed, epochs, start, splits, model, *trained)
     run.scores, run.prediction = evaluate(model, splits)
     io.save(

@@ -2,7 +2,6 @@
 
 from .callbacks import Callback as Callback
 from .callbacks import EarlyStopping as EarlyStopping
-from .fit import History as History
 from .fit import fit as fit
 from .memory import MemoryEstimate as MemoryEstimate
 from .memory import check_memory as check_memory
@@ -11,3 +10,4 @@ from .memory import estimate_memory as estimate_memory
 from .memory import find_batch_size as find_batch_size
 from .steps import make_predict as make_predict
 from .steps import make_train_step as make_train_step
+from .trainer import History as History

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_write
+from .._files import atomic_write
 
 if TYPE_CHECKING:
-    from .fit import Trainer
+    from .trainer import Trainer
 
 
 class Callback:
@@ -29,7 +29,8 @@ class Callback:
         """Before each epoch; ``epoch`` counts from 1."""
 
     def on_batch_end(self, trainer: "Trainer", batch: int, logs: dict[str, float]) -> None:
-        """After each train step; ``logs`` has ``loss`` and ``samples``."""
+        """After each train step; ``logs`` has ``loss`` and ``samples``. A run resumed from
+        a checkpoint saved midway (on Ctrl-C) starts its epoch at a later ``batch``."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
         """After each epoch and its validation; ``logs`` is the epoch's history row."""
@@ -121,7 +122,21 @@ class EarlyStopping(Callback):
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        best, best_epoch, wait = state["best"], state["best_epoch"], state["wait"]
+        if not (_is_number(best) and _is_count(best_epoch) and _is_count(wait)):
+            raise ValueError(
+                "[EarlyStopping] a saved state has a number 'best' and ints >= 0 'best_epoch' "
+                f"and 'wait', got {state!r:.200}"
+            )
+        self.best, self.best_epoch, self.wait = best, best_epoch, wait
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class ProgressBar(Callback):
@@ -132,6 +147,7 @@ class ProgressBar(Callback):
 
         self.bar = tqdm(
             total=trainer.batches_per_epoch,
+            initial=trainer.batches_done,  # a run resumed midway through the epoch
             desc=f"epoch {epoch}/{trainer.epochs}",
             unit="batch",
             leave=True,
@@ -154,6 +170,12 @@ class ProgressBar(Callback):
         shown = {k: f"{v:.4g}" for k, v in logs.items() if k == "loss" or k.startswith("val_")}
         self.bar.set_postfix(shown)
         self.bar.close()
+
+    def close(self) -> None:
+        """Close the epoch's bar early (Ctrl-C), so that what follows starts a line."""
+        bar = getattr(self, "bar", None)
+        if bar is not None:
+            bar.close()
 
 
 class MetricsLog:

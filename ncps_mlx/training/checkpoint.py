@@ -48,9 +48,31 @@ def load_training_state(
     io.assign_checkpoint(model, header, arrays, str(path))
     saved = {key[len(_OPTIMIZER) :]: a for key, a in arrays.items() if key.startswith(_OPTIMIZER)}
     optimizer.init(model.trainable_parameters())
+    _check_like(dict(tree_flatten(optimizer.state)), saved, str(path))
+    _check_like({_RNG: mx.random.state[0]}, {_RNG: arrays[_RNG]}, str(path))
     assign_in_place(optimizer.state, saved, str(path))
     set_random_key(arrays[_RNG])
     return loop_state
+
+
+def _check_like(expected: dict[str, mx.array], saved: dict[str, mx.array], path: str) -> None:
+    """Refuse saved state whose names, shapes or dtypes differ from freshly made state:
+    training on it would go on silently with broadcast or converted values."""
+    problems = [f"missing {key!r}" for key in expected if key not in saved]
+    problems += [f"unexpected {key!r}" for key in saved if key not in expected]
+    problems += [
+        f"{key!r} is {saved[key].dtype} {tuple(saved[key].shape)}, this run's is "
+        f"{value.dtype} {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in saved and (saved[key].shape, saved[key].dtype) != (value.shape, value.dtype)
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{path!r}: the saved training state does not fit this optimizer and model "
+            "(another optimizer class, or a damaged file?):\n  "
+            + "\n  ".join(problems)
+            + f"\n{see('resume')}"
+        )
 
 
 def set_random_key(key: mx.array) -> None:

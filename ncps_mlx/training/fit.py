@@ -5,11 +5,13 @@ the targets, the memory a batch needs, measured on a copy of the model), so a mi
 costs no training. The loop itself is deterministic given ``seed``: the data order comes
 from a numpy generator and dropout from MLX's key, and both are saved in every checkpoint
 with the optimizer's state, so a resumed run continues the trajectory of an
-uninterrupted one exactly.
+uninterrupted one exactly: after a kill between two epochs or inside a save, and after
+Ctrl-C, which stops the loop between two steps and saves the epoch in progress.
 """
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +23,13 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from .. import kernels, scan
+from .. import io, kernels, scan
 from .._checks import check_int
+from .._files import remove_temporaries
 from ..datasets import SequenceData
-from ..errors import TrainingDivergedError, see
+from ..errors import CheckpointError, TrainingDivergedError, TrainingInterrupted, see
 from ..monitor.monitor import StepHandle
+from ..numerics import check_timespans
 from ..rnn import RNN
 from .callbacks import Callback, MetricsLog, ProgressBar
 from .checkpoint import (
@@ -34,49 +38,19 @@ from .checkpoint import (
     save_training_state,
     set_random_key,
 )
+from .interrupt import CtrlC, interrupted_message, reports_itself
+from .interrupt import resume_command as resume_command
+from .loop_state import EpochProgress, best_epoch, load_loop_state, loop_state
 from .losses import LossFn, resolve_loss, resolve_metrics, takes_labels
 from .memory import check_memory
 from .steps import check_target, make_eval_step, make_train_step
+from .trainer import History, Trainer
 
 LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
 METRICS_LOG = "metrics.jsonl"
-
-
-@dataclass
-class History:
-    """One row per epoch: ``epoch``, ``loss``, ``val_*``, ``learning_rate``, ``seconds``,
-    ``samples_per_s``. ``history["loss"]`` gives a column."""
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-    stop_reason: str = ""
-
-    def __getitem__(self, key: str) -> list[float]:
-        return [row[key] for row in self.rows if key in row]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-
-@dataclass
-class Trainer:
-    """What callbacks see of a running ``fit``."""
-
-    model: RNN
-    optimizer: optim.Optimizer
-    epochs: int
-    batches_per_epoch: int
-    history: History
-    rank: int = 0
-    world_size: int = 1
-    epoch: int = 0
-    stop_training: bool = False
-    stop_reason: str = ""
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0, the process that writes checkpoints, logs and progress."""
-        return self.rank == 0
+#: What fit writes in ``checkpoint_dir``.
+CHECKPOINT_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_LOG)
 
 
 def as_sequence_data(data: Any, role: str) -> SequenceData:
@@ -122,6 +96,11 @@ def check_data(model: RNN, data: SequenceData, loss: str | LossFn, role: str) ->
         check_target(model, call, data.y)
     except ValueError as error:
         raise ValueError(f"[fit] {role} data does not fit the model: {error}") from error
+    # Warned, not refused: the bounds are safe ones, and training may move the weights.
+    real = data.timespans
+    if real is not None and data.mask is not None:  # padding's timespans are never used
+        real = real[data.mask]
+    check_timespans(model, real, owner=f"fit ({role} data)", stacklevel=3)
 
 
 def _batches(order: np.ndarray, batch_size: int, world_size: int) -> list[np.ndarray]:
@@ -172,6 +151,12 @@ def fit(
 ) -> History:
     """Train ``model`` on ``train`` with the compiled train step.
 
+    Ctrl-C stops the loop after the step in progress (a second Ctrl-C stops at once, as
+    usual): with a ``checkpoint_dir``, ``fit`` saves the state of that step in
+    ``last.safetensors``, says on stderr how to resume, and raises
+    :class:`~ncps_mlx.errors.TrainingInterrupted`. In a distributed run Ctrl-C raises
+    KeyboardInterrupt at once, as usual (the processes could not agree on a step).
+
     Args:
         model: The layer to train, in place.
         train: A :class:`~ncps_mlx.datasets.SequenceData` (with timespans and masks as
@@ -189,9 +174,14 @@ def fit(
             ``EarlyStopping``.
         monitor: A :class:`~ncps_mlx.monitor.Monitor`; each step is timed by it, started
             and stopped here unless already running.
-        checkpoint_dir: Writes ``last.safetensors`` after every epoch,
-            ``best.safetensors`` when ``val_loss`` improves, and ``metrics.jsonl``.
-        resume: Continue from ``checkpoint_dir/last.safetensors`` if it exists.
+        checkpoint_dir: Writes ``last.safetensors`` after every epoch (and on Ctrl-C),
+            then ``best.safetensors`` when ``val_loss`` improves, and ``metrics.jsonl``.
+            Temporary files that a killed run left there are removed at the start.
+        resume: Continue from ``checkpoint_dir/last.safetensors`` if it exists, with the
+            arguments of the interrupted run, from the end of an epoch or the step where
+            Ctrl-C stopped it: the model, optimizer, random key, data order and history
+            follow the uninterrupted run exactly. ``best.safetensors`` is rewritten if a
+            kill left it behind ``last``.
         progress: Show a progress bar (on the main process).
         clip_norm: Clip the gradients' global norm to this value.
         shuffle: Reshuffle the training data every epoch.
@@ -206,8 +196,12 @@ def fit(
     Raises:
         ValueError: Data, loss or arguments that cannot work, before any compute.
         MemoryBudgetError: A batch would not fit in ``memory_budget``.
+        CheckpointError: On resume, ``last.safetensors`` is unreadable or does not fit
+            this model, optimizer, callbacks or ``epochs``.
         TrainingDivergedError: The loss became nan or inf; the model and optimizer are
             restored to the end of the last good epoch.
+        TrainingInterrupted: Ctrl-C stopped the run; the model holds the weights of the
+            last step, saved when there is a ``checkpoint_dir``.
     """
     _check_arguments(epochs, batch_size, resume, checkpoint_dir)
     train = as_sequence_data(train, "train")
@@ -248,43 +242,23 @@ def fit(
     history = History()
     batches_per_epoch = len(_batches(np.arange(len(train)), batch_size, world_size))
     trainer = Trainer(model, optimizer, epochs, batches_per_epoch, history, rank, world_size)
-    main = trainer.is_main
-    user_callbacks = list(callbacks)
-    callbacks = ([ProgressBar()] if progress and main else []) + user_callbacks
+    bar = ProgressBar() if progress and trainer.is_main else None
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    log = MetricsLog(checkpoint_dir / METRICS_LOG) if checkpoint_dir and main else None
+    writes = checkpoint_dir is not None and trainer.is_main
+    loop = _Loop(
+        trainer, step, train, batch_size, shuffle, rng, monitor, bar, list(callbacks),
+        _validation(evaluate, val, batch_size), checkpoint_dir if writes else None,
+    )  # fmt: skip
+    if writes:  # the temporary files of saves that a killed run left behind
+        remove_temporaries(checkpoint_dir, CHECKPOINT_FILES)
     if resume and (checkpoint_dir / LAST_CHECKPOINT).exists():
-        state = load_training_state(checkpoint_dir / LAST_CHECKPOINT, model, optimizer)
-        _load_loop_state(state, trainer, rng, user_callbacks)
+        loop.resume(checkpoint_dir / LAST_CHECKPOINT)
         if trainer.stop_training:
             return history
-
-    if log is not None:
-        log.rewrite(history.rows)
-    with _monitoring(monitor):
-        for callback in callbacks:
-            callback.on_train_begin(trainer)
-        for epoch in range(trainer.epoch + 1, epochs + 1):
-            trainer.epoch = epoch
-            model.train()
-            logs = _train_epoch(trainer, step, train, batch_size, shuffle, rng, callbacks, monitor)
-            if evaluate is not None:
-                model.eval()  # no dropout, and no draw from the random key
-                logs.update(_validate(evaluate, val, batch_size))
-                if monitor is not None:
-                    monitor.log_validation(logs["val_loss"], logs["loss"])
-            history.rows.append(logs)
-            for callback in callbacks:
-                callback.on_epoch_end(trainer, epoch, logs)
-            if log is not None:
-                _save(checkpoint_dir, trainer, rng, user_callbacks)
-                log.append(logs)  # after the checkpoint, which holds the whole history
-            if trainer.stop_training:
-                break
-        history.stop_reason = trainer.stop_reason
-        for callback in callbacks:
-            callback.on_train_end(trainer)
-    model.train(was_training)
+    try:
+        loop.run()
+    finally:
+        model.train(was_training)
     return history
 
 
@@ -304,60 +278,11 @@ def _monitoring(monitor: Any) -> Iterator[None]:
         yield
 
 
-def _train_epoch(
-    trainer: Trainer,
-    step: Any,
-    data: SequenceData,
-    batch_size: int,
-    shuffle: bool,
-    rng: np.random.Generator,
-    callbacks: list[Callback],
-    monitor: Any,
-) -> dict[str, float]:
-    for callback in callbacks:
-        callback.on_epoch_begin(trainer, trainer.epoch)
-    order = rng.permutation(len(data)) if shuffle else np.arange(len(data))
-    snapshot = _snapshot(trainer.model, trainer.optimizer)
-    start, total, seen = time.perf_counter(), 0.0, 0
-    for index, batch in enumerate(_batches(order, batch_size, trainer.world_size)):
-        shard = data.subset(np.array_split(batch, trainer.world_size)[trainer.rank])
-        timing = (
-            monitor.step(samples=len(batch))
-            if monitor is not None
-            else contextlib.nullcontext(StepHandle())
-        )
-        with timing as handle:
-            loss = step(shard.x, shard.y, shard.timespans, shard.mask).item()
-            handle.loss = loss
-        if not math.isfinite(loss):
-            _restore(trainer.model, trainer.optimizer, snapshot)
-            raise TrainingDivergedError(_divergence_message(trainer, index, loss))
-        total += loss * len(batch)
-        seen += len(batch)
-        for callback in callbacks:
-            callback.on_batch_end(trainer, index, {"loss": loss, "samples": len(batch)})
-    seconds = time.perf_counter() - start
-    return {
-        "epoch": trainer.epoch,
-        "loss": total / seen,
-        "learning_rate": trainer.optimizer.learning_rate.item(),
-        "seconds": seconds,
-        "samples_per_s": seen / seconds,
-    }
-
-
-def _divergence_message(trainer: Trainer, batch: int, loss: float) -> str:
-    good = trainer.epoch - 1
-    where = f"the end of epoch {good}" if good else "their initial values"
-    # Adam's default eps (1e-8) is 0 in float16: a zero gradient then gives 0 / 0.
-    half = " In float16, give the optimizer eps >= 1e-4, or train in bfloat16."
-    return (
-        f"the training loss became {loss} at epoch {trainer.epoch}, batch {batch + 1}. "
-        f"The model and optimizer were restored to {where}, as was saved in the last "
-        "checkpoint if any. Lower the learning rate, set clip_norm (e.g. 1.0), or check the "
-        "data for extreme values."
-        f"{half if trainer.model.dtype == mx.float16 else ''}\n{see('training-diverged')}"
-    )
+def _validation(evaluate: Any, data: SequenceData | None, batch_size: int) -> Any:
+    """The epoch's ``val_*`` figures as a function of nothing, or None without data."""
+    if evaluate is None:
+        return None
+    return lambda: _validate(evaluate, data, batch_size)
 
 
 def _validate(evaluate: Any, data: SequenceData, batch_size: int) -> dict[str, float]:
@@ -371,41 +296,182 @@ def _validate(evaluate: Any, data: SequenceData, batch_size: int) -> dict[str, f
     return {f"val_{name}": sums[name] / counts[name] for name in sums}
 
 
-def _loop_state(trainer: Trainer, rng: np.random.Generator, callbacks: list[Callback]) -> dict:
-    return {
-        "epoch": trainer.epoch,
-        "history": trainer.history.rows,
-        "stop_training": trainer.stop_training,
-        "stop_reason": trainer.stop_reason,
-        "data_order": rng.bit_generator.state,
-        "callbacks": [callback.state_dict() for callback in callbacks],
-    }
+@dataclass
+class _Loop:
+    """The epochs of a ``fit``, and the files it writes (``directory`` is None on other
+    processes than the main one, and without a checkpoint_dir)."""
 
+    trainer: Trainer
+    step: Any
+    train: SequenceData
+    batch_size: int
+    shuffle: bool
+    rng: np.random.Generator
+    monitor: Any
+    bar: ProgressBar | None
+    saved_callbacks: list[Callback]  # the caller's: their states are in the checkpoint
+    validate: Any
+    directory: Path | None
+    #: The epoch a checkpoint saved midway (on Ctrl-C), to finish first.
+    resumed: EpochProgress | None = None
+    ctrl_c: CtrlC = field(default_factory=CtrlC)
 
-def _load_loop_state(
-    state: dict, trainer: Trainer, rng: np.random.Generator, callbacks: list[Callback]
-) -> None:
-    if len(state["callbacks"]) != len(callbacks):
-        raise ValueError(
-            f"[fit] the checkpoint was written with {len(state['callbacks'])} callbacks, "
-            f"this run has {len(callbacks)}: resume with the same callbacks\n{see('resume')}"
+    @property
+    def callbacks(self) -> list[Callback]:
+        return ([self.bar] if self.bar is not None else []) + self.saved_callbacks
+
+    def resume(self, path: Path) -> None:
+        trainer = self.trainer
+        state = load_training_state(path, trainer.model, trainer.optimizer)
+        self.resumed = load_loop_state(state, trainer, self.rng, self.saved_callbacks, path)
+        if self.directory is not None and self.resumed is None:
+            _repair_best(self.directory, trainer)
+
+    def run(self) -> None:
+        trainer = self.trainer
+        log = MetricsLog(self.directory / METRICS_LOG) if self.directory is not None else None
+        if log is not None:
+            log.rewrite(trainer.history.rows)
+        # Under mx.distributed each process would stop at another step, and the others would
+        # wait for it forever: there Ctrl-C stops at once, as usual.
+        with _monitoring(self.monitor), self.ctrl_c.catching(trainer.world_size == 1):
+            for callback in self.callbacks:
+                callback.on_train_begin(trainer)
+            for epoch in range(trainer.epoch + 1, trainer.epochs + 1):
+                logs = self.run_epoch(epoch)
+                if log is not None:
+                    self.save()
+                    log.append(logs)  # after the checkpoint, which holds the whole history
+                if self.ctrl_c.pressed:  # during the validation or the saves
+                    raise self.interrupted(None)
+                if trainer.stop_training:
+                    break
+            trainer.history.stop_reason = trainer.stop_reason
+            for callback in self.callbacks:
+                callback.on_train_end(trainer)
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        trainer = self.trainer
+        trainer.epoch = epoch
+        trainer.model.train()
+        progress = self.resumed or EpochProgress(epoch, self.rng.bit_generator.state)
+        self.resumed = None
+        logs = self.train_epoch(progress)
+        if logs is None:
+            raise self.interrupted(progress)
+        if self.validate is not None:
+            trainer.model.eval()  # no dropout, and no draw from the random key
+            logs.update(self.validate())
+            if self.monitor is not None:
+                self.monitor.log_validation(logs["val_loss"], logs["loss"])
+        trainer.history.rows.append(logs)
+        trainer.best_epoch = best_epoch(trainer.history.rows)
+        for callback in self.callbacks:
+            callback.on_epoch_end(trainer, epoch, logs)
+        return logs
+
+    def train_epoch(self, progress: EpochProgress) -> dict[str, float] | None:
+        """The epoch's steps from ``progress.next_batch`` on and its history row, or None
+        when Ctrl-C stopped it (``progress`` then says how far it got)."""
+        trainer, first = self.trainer, progress.next_batch
+        trainer.batches_done = first
+        for callback in self.callbacks:
+            callback.on_epoch_begin(trainer, trainer.epoch)
+        size = len(self.train)
+        order = self.rng.permutation(size) if self.shuffle else np.arange(size)
+        batches = _batches(order, self.batch_size, trainer.world_size)
+        snapshot = _snapshot(trainer.model, trainer.optimizer)
+        start = time.perf_counter() - progress.seconds
+        for index in range(first, len(batches)):
+            loss = self.train_step(batches[index])
+            if not math.isfinite(loss):
+                _restore(trainer.model, trainer.optimizer, snapshot)
+                raise TrainingDivergedError(_divergence_message(trainer, index, loss, first))
+            progress.add(loss, len(batches[index]), time.perf_counter() - start)
+            trainer.batches_done = progress.next_batch
+            logs = {"loss": loss, "samples": len(batches[index])}
+            for callback in self.callbacks:
+                callback.on_batch_end(trainer, index, logs)
+            if self.ctrl_c.pressed:
+                return None
+        return progress.row(trainer.optimizer.learning_rate.item())
+
+    def train_step(self, batch: np.ndarray) -> float:
+        trainer, monitor = self.trainer, self.monitor
+        shard = self.train.subset(np.array_split(batch, trainer.world_size)[trainer.rank])
+        timing = (
+            monitor.step(samples=len(batch))
+            if monitor is not None
+            else contextlib.nullcontext(StepHandle())
         )
-    trainer.epoch = state["epoch"]
-    trainer.history.rows[:] = state["history"]
-    trainer.stop_training = state["stop_training"]
-    trainer.stop_reason = trainer.history.stop_reason = state["stop_reason"]
-    rng.bit_generator.state = state["data_order"]
-    for callback, saved in zip(callbacks, state["callbacks"], strict=True):
-        callback.load_state_dict(saved)
+        with timing as handle:
+            loss = self.step(shard.x, shard.y, shard.timespans, shard.mask).item()
+            handle.loss = loss
+        return loss
+
+    def save(self, progress: EpochProgress | None = None) -> None:
+        """Write last, then best when this epoch is the best. A kill between the two leaves
+        a last that names the epoch best must hold, and resuming rewrites best from it."""
+        trainer = self.trainer
+        state = loop_state(trainer, self.rng, self.saved_callbacks, progress)
+        path = self.directory / LAST_CHECKPOINT
+        save_training_state(path, trainer.model, trainer.optimizer, state)
+        if progress is None and trainer.best_epoch == trainer.epoch:
+            _save_best(self.directory, trainer)
+
+    def interrupted(self, progress: EpochProgress | None) -> TrainingInterrupted:
+        """Save the step where Ctrl-C stopped the run and say how to go on."""
+        if self.bar is not None:
+            self.bar.close()  # the message goes below the bar, not into it
+        trainer = self.trainer
+        where = f"after epoch {trainer.epoch}"
+        if progress is not None:
+            where = f"in epoch {progress.epoch} after batch {progress.next_batch} of "
+            where += str(trainer.batches_per_epoch)
+        checkpoint = None
+        if self.directory is not None:
+            if progress is not None:  # the end of an epoch is saved already
+                self.save(progress)
+            checkpoint = str(self.directory / LAST_CHECKPOINT)
+        message = interrupted_message(where, checkpoint, self.directory)
+        if not reports_itself():
+            print(message, file=sys.stderr)
+        return TrainingInterrupted(message, checkpoint)
 
 
-def _save(
-    directory: Path, trainer: Trainer, rng: np.random.Generator, callbacks: list[Callback]
-) -> None:
-    from .. import io
+def _divergence_message(trainer: Trainer, batch: int, loss: float, first: int) -> str:
+    good = trainer.epoch - 1
+    where = f"the end of epoch {good}" if good else "their initial values"
+    if first:  # resumed midway through the epoch: the state it resumed from
+        where = f"epoch {trainer.epoch} after batch {first}, where this run resumed"
+    # Adam's default eps (1e-8) is 0 in float16: a zero gradient then gives 0 / 0.
+    half = " In float16, give the optimizer eps >= 1e-4, or train in bfloat16."
+    return (
+        f"the training loss became {loss} at epoch {trainer.epoch}, batch {batch + 1}. "
+        f"The model and optimizer were restored to {where}, as was saved in the last "
+        "checkpoint if any. Lower the learning rate, set clip_norm (e.g. 1.0), or check the "
+        "data for extreme values."
+        f"{half if trainer.model.dtype == mx.float16 else ''}\n{see('training-diverged')}"
+    )
 
-    rows = trainer.history.rows
-    state = _loop_state(trainer, rng, callbacks)
-    save_training_state(directory / LAST_CHECKPOINT, trainer.model, trainer.optimizer, state)
-    if "val_loss" in rows[-1] and rows[-1]["val_loss"] <= min(r["val_loss"] for r in rows):
-        io.save(trainer.model, directory / BEST_CHECKPOINT, metadata={"epoch": trainer.epoch})
+
+def _save_best(directory: Path, trainer: Trainer) -> None:
+    io.save(trainer.model, directory / BEST_CHECKPOINT, metadata={"epoch": trainer.epoch})
+
+
+def _repair_best(directory: Path, trainer: Trainer) -> None:
+    """Rewrite best from the resumed model when a kill between the saves of last and best
+    left an older epoch in it: last says that its own epoch is the best."""
+    own = trainer.best_epoch and trainer.best_epoch == trainer.epoch
+    if own and _saved_epoch(directory / BEST_CHECKPOINT) != trainer.epoch:
+        _save_best(directory, trainer)
+
+
+def _saved_epoch(path: Path) -> Any:
+    """The epoch ``best.safetensors`` says it holds; None if missing or unreadable."""
+    try:
+        header, _ = io.read_checkpoint(path)
+    except CheckpointError:
+        return None
+    metadata = header.get("metadata")
+    return metadata.get("epoch") if isinstance(metadata, dict) else None
