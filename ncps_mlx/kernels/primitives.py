@@ -177,7 +177,8 @@ def lstm_step(z: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx
 
     Args:
         z: The projected input with its bias, float32 ``(B, 4N)``.
-        h, c: The state, float32 ``(B, N)`` each.
+        h: The state's output part, float32 ``(B, N)``.
+        c: The state's memory part, float32 ``(B, N)``.
         wh_t: The recurrent weight as ``h @ wh_t`` takes it, float32 ``(N, 4N)``.
 
     Returns:
