@@ -73,6 +73,8 @@ def check_model_config(config: Any, shapes: dict[str, list[int]], limits: LoadLi
         _check_wiring(units, shapes, arguments.get("input_size"), problems)
     elif not _is_count(units):
         problems.append(f"model.units: got {units!r}; expected an int >= 1 or a wiring")
+    elif name == "LTC":  # an int means a fully connected wiring, which the file holds
+        _check_matrices(units, arguments.get("input_size"), shapes, problems)
     _check_sizes(arguments, shapes, limits, problems)
     return problems
 
@@ -126,19 +128,33 @@ def _check_wiring(
     if len(problems) > before:
         return
     units = _WIRING_UNITS.get(name, lambda args: args["units"])(arguments)
-    expected = {
-        "wiring.adjacency_matrix": [units, units],
-        "wiring.sensory_adjacency_matrix": [wiring.get("input_dim"), units],
-    }
-    for key, shape in expected.items():
-        saved = shapes.get(key)
-        if saved != shape:
-            problems.append(f"{key}: the file holds shape {saved}, the config implies {shape}")
+    _check_matrices(units, wiring.get("input_dim"), shapes, problems)
     if wiring.get("input_dim") != input_size:
         problems.append(
             f"model.units.input_dim: {wiring.get('input_dim')!r} differs from the model's "
             f"input_size {input_size!r}"
         )
+    # Each random draw costs time at build, not memory: as many as the matrix has entries.
+    draws = arguments.get("recurrent_command_synapses")
+    if _is_count(draws) and draws > units * units:
+        problems.append(
+            f"model.units.recurrent_command_synapses: {draws} draws for {units * units} "
+            "possible synapses"
+        )
+
+
+def _check_matrices(
+    units: int, input_dim: Any, shapes: dict[str, list[int]], problems: list[str]
+) -> None:
+    """A wiring of ``units`` neurons is built only if the file holds its matrices."""
+    expected = {
+        "wiring.adjacency_matrix": [units, units],
+        "wiring.sensory_adjacency_matrix": [input_dim, units],
+    }
+    for key, shape in expected.items():
+        saved = shapes.get(key)
+        if saved != shape:
+            problems.append(f"{key}: the file holds shape {saved}, the config implies {shape}")
 
 
 def _check_plain_wiring(arguments: dict, problems: list[str]) -> None:

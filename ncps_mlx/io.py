@@ -157,7 +157,12 @@ def _verify_digest(where: str, metadata: dict[str, str], arrays: dict[str, mx.ar
 
 def _check_wiring(model: RNN, arrays: dict[str, mx.array], path: str) -> None:
     for key, expected in _wiring_arrays(model).items():
-        if key in arrays and not mx.array_equal(arrays[key], expected).item():
+        if key not in arrays:
+            raise CheckpointError(
+                f"{path!r} holds no {key}, which every checkpoint of a wired model has\n"
+                + see("checkpoint-unreadable")
+            )
+        if not mx.array_equal(arrays[key], expected).item():
             raise CheckpointError(
                 f"{path!r}: the saved wiring differs from the model's ({key}): was the "
                 "wiring edited after construction (add_synapse), which its arguments and seed "
