@@ -43,20 +43,49 @@ def draw_wiring(
     legend: bool = True,
     node_size: float = 120.0,
 ) -> Any:
-    """See :meth:`ncps_mlx.wirings.Wiring.draw`."""
+    """See [`ncps_mlx.wirings.Wiring.draw`][ncps_mlx.wirings.Wiring.draw]."""
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 6))
     colors = {**NEURON_COLORS, **(neuron_colors or {})}
     if isinstance(synapse_colors, str):
         synapse_colors = {"excitatory": synapse_colors, "inhibitory": synapse_colors}
     layout = column_layout(wiring)
-    _draw_edges(wiring, ax, layout, {**SYNAPSE_COLORS, **(synapse_colors or {})}, node_size)
+    polarity_colors = {**SYNAPSE_COLORS, **(synapse_colors or {})}
+    _draw_edges(wiring, ax, layout, polarity_colors, node_size)
     _draw_nodes(ax, layout, colors, node_size, draw_labels)
     ax.margins(0.1)
     if legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        # The neuron kinds come from the scatter labels; the arrows carry no label of their
+        # own, so their colours get entries here.
+        handles, _ = ax.get_legend_handles_labels()
+        handles += _synapse_handles(wiring, polarity_colors, node_size)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.set_axis_off()
     return ax
+
+
+def _synapse_handles(wiring: Wiring, colors: dict[str, str], node_size: float) -> list:
+    """Legend entries for the synapse polarities the wiring has (one entry when both are
+    drawn in the same colour) and for the ring of a neuron's synapse onto itself."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.lines import Line2D
+
+    signs = np.concatenate(
+        [wiring.sensory_adjacency_matrix.ravel(), wiring.adjacency_matrix.ravel()]
+    )
+    present = [p for p, sign in (("excitatory", 1), ("inhibitory", -1)) if np.any(signs == sign)]
+    if len(present) == 2 and to_rgba(colors["excitatory"]) == to_rgba(colors["inhibitory"]):
+        entries = [("synapse", colors["excitatory"])]  # one colour says nothing of polarity
+    else:
+        entries = [(f"{p} synapse", colors[p]) for p in present]
+    handles = [
+        Line2D([], [], color=color, lw=1.5, marker=">", markevery=[-1], label=label)
+        for label, color in entries
+    ]
+    if np.any(np.diag(wiring.adjacency_matrix)):
+        ring = dict(marker="o", markersize=np.sqrt(2.5 * node_size), markerfacecolor="none")
+        handles.append(Line2D([], [], color="gray", lw=0, label="synapse onto itself", **ring))
+    return handles
 
 
 def _draw_edges(wiring: Wiring, ax: Any, layout: Layout, colors: dict, node_size: float) -> None:

@@ -1,9 +1,9 @@
 """Files written whole or not at all, and OS errors that say what happened.
 
-:func:`atomic_write` writes to a temporary file beside the target, flushes it to the
+`atomic_write` writes to a temporary file beside the target, flushes it to the
 disk, renames it into place and flushes the folder, so a crash or a kill at any point
 leaves either the previous file or the new one, never a mixture. Its temporary files
-carry a mark (:func:`temporaries`) by which a later run finds and removes those a kill
+carry a mark (`temporaries`) by which a later run finds and removes those a kill
 left behind.
 """
 
@@ -144,7 +144,7 @@ def _bytes(count: int) -> str:
 
 
 def temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
-    """The temporary files :func:`atomic_write` left in ``folder`` for the targets ``names``
+    """The temporary files `atomic_write` left in ``folder`` for the targets ``names``
     (left by a process killed while writing)."""
     folder = Path(folder)
     found: list[Path] = []
@@ -154,7 +154,7 @@ def temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
 
 
 def remove_temporaries(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
-    """Remove what :func:`temporaries` finds; returns the removed paths."""
+    """Remove what `temporaries` finds; returns the removed paths."""
     removed = []
     for path in temporaries(folder, names):
         with contextlib.suppress(FileNotFoundError):

@@ -107,7 +107,7 @@ def check_timespans(
 ) -> mx.array | float:
     """Return timespans as a float (one for every step) or a (B, T, 1) array.
 
-    With a (B, T, 1) ``mask`` (from :func:`check_mask`) the values at padded steps are
+    With a (B, T, 1) ``mask`` (from `check_mask`) the values at padded steps are
     neither checked nor used: they become 1, so padding with 0 suits an LTC too.
     """
     if timespans is None:

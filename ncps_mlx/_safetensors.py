@@ -1,9 +1,9 @@
 """A safetensors file checked before MLX reads it, and the digest that seals a checkpoint.
 
 MLX's reader trusts the file's header: a shape whose byte size overflows, or offsets
-outside the file, reach its C++ unchecked. :func:`read_header` therefore checks the
+outside the file, reach its C++ unchecked. `read_header` therefore checks the
 whole header in Python first (sizes in exact integers), so only a well-formed file is
-handed to ``mx.load``. :func:`digest` hashes a checkpoint's tensors (names, dtypes,
+handed to ``mx.load``. `digest` hashes a checkpoint's tensors (names, dtypes,
 shapes and bytes) with its config, so a flipped byte anywhere is found on load.
 """
 

@@ -6,7 +6,7 @@ process (a million backbone layers) before its weights are ever compared. So eve
 argument is checked first against the constructor's signature (names, strict types,
 choices), every size that costs memory against the tensors the file holds (a unit or an
 input feature has at least one stored number), and the sizes that cost only time
-against :class:`LoadLimits`.
+against [`LoadLimits`][ncps_mlx.LoadLimits].
 """
 
 import inspect
@@ -37,7 +37,7 @@ class LoadLimits:
     not bound: they cost time at every step, not stored weights.
 
     The defaults are far beyond the published models (6 unfolds, 4 backbone layers);
-    pass larger ones to :func:`ncps_mlx.load` for a model that needs them.
+    pass larger ones to [`ncps_mlx.load`][ncps_mlx.load] for a model that needs them.
 
     Args:
         ode_unfolds (int): An LTC's solver sub-steps per time step. Default: ``1024``.

@@ -34,40 +34,46 @@ class Controller:
     not seen.
 
     Where the fused kernels run every part of the model (the CPU device, float32
-    weights, the LTC's semi-implicit solver; see :mod:`ncps_mlx.kernels`) each call runs
-    them directly on the calling thread (:func:`ncps_mlx.kernels.direct_layer`): no MLX
-    graph and no evaluation, whose hand-over to MLX's worker thread costs more than the
-    step itself on a virtual machine. Elsewhere (the GPU, other dtypes or solvers, a cell
-    of your own) it calls
-    ``make_predict(model, frozen=True)`` with one-step sequences. :attr:`direct` says
-    which; the results are the same (the tests compare both with the model's call).
+    weights, the LTC's semi-implicit solver; see [`ncps_mlx.kernels`][ncps_mlx.kernels]) each call
+    runs them directly on the calling thread
+    ([`ncps_mlx.kernels.direct_layer`][ncps_mlx.kernels.direct_layer]): no MLX graph and no
+    evaluation, whose hand-over to MLX's worker thread costs more than the step itself on a virtual
+    machine. Elsewhere (the GPU, other dtypes or solvers, a cell of your own) it calls
+    ``make_predict(model, frozen=True)`` with one-step sequences.
+    [`direct`][ncps_mlx.Controller.direct] says which; the results are the same (the tests compare
+    both with the model's call).
 
     Inputs, outputs and the state are float32 NumPy arrays whatever the model's dtype: a
     float16 or bfloat16 model gets its inputs converted to its dtype and returns float32.
 
     Numerical failures are never silent. A nan or inf in the inputs is refused (unless
     ``allow_nonfinite``) before it reaches the state. When finite inputs give a nan or
-    inf output or state, the call raises :class:`~ncps_mlx.errors.NumericsError` and the
+    inf output or state, the call raises [`NumericsError`][ncps_mlx.errors.NumericsError] and the
     state stays as it was. When the cell declares the timespans its solver stays finite
-    for (:meth:`~ncps_mlx.Cell.timespan_bounds`: the LTC's explicit solvers have a
+    for ([`timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds]: the LTC's explicit solvers have a
     largest stable step, its semi-implicit solver in float16 a smallest one), a timespan
-    outside them warns once with :class:`~ncps_mlx.numerics.UnstableSolverWarning`.
+    outside them warns once with [`UnstableSolverWarning`][ncps_mlx.numerics.UnstableSolverWarning].
 
     Example:
-        >>> import numpy as np
-        >>> from ncps_mlx import CfC, Controller
-        >>> controller = Controller(CfC(4, 16))
-        >>> action = controller(np.zeros(4))               # (16,)
-        >>> action = controller(np.ones(4), timespan=0.5)  # the state carried over
-        >>> controller.reset()                             # back to zeros
+        ```python
+        import numpy as np
+        from ncps_mlx import CfC, Controller
+
+        controller = Controller(CfC(4, 16))
+        action = controller(np.zeros(4))
+        assert action.shape == (16,)
+        action = controller(np.ones(4), timespan=0.5)  # the state carried over
+        controller.reset()  # back to zeros
+        ```
 
     Args:
-        model (RNN): A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC`, or any ``RNN``
+        model (RNN): A [`CfC`][ncps_mlx.CfC] or [`LTC`][ncps_mlx.LTC], or any ``RNN``
             over a cell of its own, in any dtype.
         allow_nonfinite (bool): Let nan and inf inputs (and states given to
-            :meth:`reset`) through, and return whatever the model makes of them: a nan
-            stays in the state until :meth:`reset`. Default: ``False`` (refuse them, and
-            raise :class:`~ncps_mlx.errors.NumericsError` on non-finite results).
+            [`reset`][ncps_mlx.Controller.reset]) through, and return whatever the model makes of
+            them: a nan stays in the state until [`reset`][ncps_mlx.Controller.reset]. Default:
+            ``False`` (refuse them, and raise [`NumericsError`][ncps_mlx.errors.NumericsError] on
+            non-finite results).
 
     Raises:
         ValueError: ``model`` is not an ncps_mlx ``RNN``.
@@ -116,8 +122,8 @@ class Controller:
         return tuple(parts) if self._model.mixed_memory else parts[0]
 
     def reset(self, state: Any = None) -> None:
-        """Start again from ``state`` (shaped as :attr:`state` returns it), or from zeros
-        at the next call when ``None``.
+        """Start again from ``state`` (shaped as [`state`][ncps_mlx.Controller.state] returns it),
+        or from zeros at the next call when ``None``.
 
         Raises:
             ValueError: ``state`` has the wrong shape, or holds nan or inf (unless the
@@ -154,7 +160,7 @@ class Controller:
 
         Args:
             x: The inputs, ``(input_size,)`` or ``(B, input_size)``. The batch stays the
-                same until :meth:`reset`.
+                same until [`reset`][ncps_mlx.Controller.reset].
             timespan: The time elapsed since the previous step: a number, or one per
                 sample ``(B,)``. Default: 1.
 
@@ -171,7 +177,7 @@ class Controller:
 
         Warns:
             UnstableSolverWarning: ``timespan`` is outside the bounds the cell declares
-                for its solver (:meth:`~ncps_mlx.Cell.timespan_bounds`); once per
+                for its solver ([`timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds]); once per
                 controller.
         """
         x, batched = self._check_input(x)

@@ -1,7 +1,7 @@
 """Device-independent cost of a step: FLOPs, transcendentals, bytes, graph operations.
 
 Wall-clock times on one machine say little about another; these counts do. They are read
-from what the cells declare (:meth:`~ncps_mlx.cells.Cell.footprint`: their matrix
+from what the cells declare ([`footprint`][ncps_mlx.cells.Cell.footprint]: their matrix
 products, element-wise work, transcendentals and the values they keep for the backward
 pass) and from the model's parameters, for any cell. A cell that declares nothing gets
 ``None`` where its footprint is needed, never an error.
@@ -41,7 +41,7 @@ def parameter_bytes(model: nn.Module) -> int:
 
 def layer_footprint(model: Any) -> Footprint | None:
     """The work of one time step of a sequence layer, per sample: its cell's
-    :meth:`~ncps_mlx.cells.Cell.footprint`, the mixed-memory LSTM's and the output
+    [`footprint`][ncps_mlx.cells.Cell.footprint], the mixed-memory LSTM's and the output
     projection; ``None`` when the cell declares none."""
     footprint = model.rnn_cell.footprint()
     if footprint is None:
@@ -75,8 +75,9 @@ def graph_ops_per_step(
     """Operations per time step in the compiled graph (difference of 3 and 2 steps).
 
     By default the graph Metal runs: MLX's native sigmoid and tanh, no fused kernels.
-    With ``cpu=True``, the graph this CPU runs: the fused steps of :mod:`ncps_mlx.kernels`
-    and the rational transcendentals of :mod:`ncps_mlx.ops` where they apply.
+    With ``cpu=True``, the graph this CPU runs: the fused steps of
+    [`ncps_mlx.kernels`][ncps_mlx.kernels] and the rational transcendentals of
+    [`ncps_mlx.ops`][ncps_mlx.ops] where they apply.
     """
     mx.eval(model.parameters())
     size = model.input_size
@@ -112,7 +113,7 @@ def step_costs(model: Any, batch: int = 1, mode: Mode = "inference") -> dict[str
         analytic lower bound of memory traffic: every parameter read once, plus the step's
         inputs, state and outputs) and ``graph_ops`` (compiled graph operations).
         ``flops`` and ``transcendentals`` are ``None`` for a cell that declares no
-        :meth:`~ncps_mlx.cells.Cell.footprint`.
+        [`footprint`][ncps_mlx.cells.Cell.footprint].
 
     Raises:
         ValueError: An unknown ``mode``.
@@ -143,7 +144,7 @@ def step_costs(model: Any, batch: int = 1, mode: Mode = "inference") -> dict[str
 
 @dataclass(frozen=True)
 class Traffic:
-    """Bytes one step moves, by kind; :attr:`total` is their sum."""
+    """Bytes one step moves, by kind; `total` is their sum."""
 
     parameters: int
     gradients: int
@@ -185,8 +186,8 @@ def step_traffic(
             momentum 1, plain SGD 0).
 
     Returns:
-        The :class:`Traffic`, or ``None`` for a training step of a cell that declares no
-        :meth:`~ncps_mlx.cells.Cell.footprint`.
+        The [`Traffic`][ncps_mlx.costs.Traffic], or ``None`` for a training step of a cell that
+        declares no [`footprint`][ncps_mlx.cells.Cell.footprint].
     """
     itemsize = model.dtype.size
     parameters = parameter_count(model) * itemsize

@@ -1,32 +1,37 @@
 """Exceptions raised by ncps_mlx.
 
-Bad arguments raise :class:`ValueError` (the convention of numpy and MLX). Everything
-else the package detects raises a subclass of :class:`NCPSError`, so callers can catch
-the package's own failures in one place.
+Bad arguments raise `ValueError` (the convention of numpy and MLX). Everything
+else the package detects raises a subclass of [`NCPSError`][ncps_mlx.errors.NCPSError], so callers
+can catch the package's own failures in one place.
 
-Messages of the errors the troubleshooting guide covers end with a line from :func:`see`
-that points to the guide's section on them.
+Messages of the errors the troubleshooting guide covers end with a line from
+[`see`][ncps_mlx.errors.see] that points to the guide's section on them.
 """
 
 import re
 from collections.abc import Iterable
 
-#: Where the troubleshooting guide is; the pointers of error messages lead into it. A
-#: hosted URL of the page can replace it here.
-TROUBLESHOOTING = "docs/troubleshooting.md"
+DOCS_URL = "https://ncps-mlx.github.io/ncps_mlx/"
+"""Where the documentation site is published (``site_url`` in mkdocs.yml)."""
+
+TROUBLESHOOTING = DOCS_URL + "troubleshooting/"
+"""The published troubleshooting guide (``docs/troubleshooting.md`` in the repository);
+the pointers of error messages lead into it, one section each."""
 
 
 def see(anchor: str) -> str:
     """The pointer to a section of the troubleshooting guide, ending an error message.
 
     Appended on a line of its own: ``f"{message}\\n{see('input-shape')}"`` gives
-    ``See docs/troubleshooting.md#input-shape.`` as the message's last line.
+    ``See https://ncps-mlx.github.io/ncps_mlx/troubleshooting/#input-shape.`` as the
+    message's last line: the section's link on the published site.
     """
     return f"See {TROUBLESHOOTING}#{anchor}."
 
 
 def _without_pointers(message: str) -> str:
-    """``message`` less its lines from :func:`see`, to quote it inside another message."""
+    """``message`` less its lines from [`see`][ncps_mlx.errors.see], to quote it inside another
+    message."""
     return re.sub(rf"\nSee {re.escape(TROUBLESHOOTING)}#[\w-]+\.", "", message)
 
 
@@ -97,8 +102,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped ``fit`` at a step boundary, after saving a checkpoint to resume from
     when it had a ``checkpoint_dir``; the message says where it stopped and how to go on.
 
-    A KeyboardInterrupt, and so not an :class:`NCPSError`: an interruption is the user's
-    choice, and code that catches ``Exception`` must not swallow it.
+    A KeyboardInterrupt, and so not an [`NCPSError`][ncps_mlx.errors.NCPSError]: an interruption is
+    the user's choice, and code that catches ``Exception`` must not swallow it.
     """
 
     def __init__(self, message: str, checkpoint: str | None = None):

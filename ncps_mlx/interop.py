@@ -1,6 +1,6 @@
 """Bring weights over from ``ncps`` (PyTorch, 1.0.1) and back.
 
-The parameters of :class:`~ncps_mlx.CfC` and :class:`~ncps_mlx.LTC` carry the same names
+The parameters of [`CfC`][ncps_mlx.CfC] and [`LTC`][ncps_mlx.LTC] carry the same names
 as the reference's ``state_dict()`` keys, with two exceptions handled here: the backbone
 of a CfC is a list of linear layers (the reference's ``nn.Sequential`` also numbers its
 activations and dropouts), and the wiring masks are not parameters here (they are

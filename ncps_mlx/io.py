@@ -47,7 +47,7 @@ def save(
     """Save ``model`` (weights, wiring and constructor arguments) to ``path``.
 
     Args:
-        model: A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC`.
+        model: A [`CfC`][ncps_mlx.CfC] or [`LTC`][ncps_mlx.LTC].
         path: Target file; ``.safetensors`` is appended when it has no suffix.
         metadata: Extra JSON-serialisable information stored with the checkpoint.
         extra_arrays: More tensors to store beside the model's (e.g. an optimizer's
@@ -87,11 +87,12 @@ def save(
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, mx.array]]:
-    """Read a checkpoint's header and arrays, raising :class:`CheckpointError` if unusable.
+    """Read a checkpoint's header and arrays, raising
+    [`CheckpointError`][ncps_mlx.errors.CheckpointError] if unusable.
 
     The file's safetensors header is checked whole before MLX reads the tensors, and the
     tensors and config against the digest saved with them (a file without one loads
-    with an :class:`~ncps_mlx.errors.UnverifiedCheckpointWarning`).
+    with an [`UnverifiedCheckpointWarning`][ncps_mlx.errors.UnverifiedCheckpointWarning]).
     """
     where = str(path)
     if not Path(path).is_file():
@@ -217,9 +218,10 @@ def load(path: str | os.PathLike, *, limits: LoadLimits | None = None) -> RNN:
     tensors it holds.
 
     Args:
-        path: A file written by :func:`save`.
+        path: A file written by [`save`][ncps_mlx.save].
         limits: Bounds on the sizes that cost time but no stored weights (an LTC's
-            ``ode_unfolds``, a CfC's ``backbone_layers``). Default: :class:`LoadLimits`.
+            ``ode_unfolds``, a CfC's ``backbone_layers``). Default:
+            [`LoadLimits`][ncps_mlx.LoadLimits].
 
     Raises:
         CheckpointError: The file is unreadable, damaged, not a checkpoint, or describes
@@ -260,7 +262,7 @@ def load_weights(model: RNN, path: str | os.PathLike) -> RNN:
 def assign_checkpoint(
     model: RNN, header: dict[str, Any], arrays: dict[str, mx.array], path: str
 ) -> RNN:
-    """Load a checkpoint already read by :func:`read_checkpoint` into ``model``."""
+    """Load a checkpoint already read by `read_checkpoint` into ``model``."""
     differences = _config_differences(header["model"], model.get_config())
     if differences:
         raise CheckpointError(

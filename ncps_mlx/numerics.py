@@ -2,21 +2,22 @@
 diagnosis when finite inputs give nan or inf.
 
 The models stay math: a cell that knows where its solver fails declares it with
-:meth:`~ncps_mlx.Cell.timespan_bounds`, and the callers that take timespans from a user
-(the :class:`~ncps_mlx.Controller`, training) compare them with it here. Cells that do not
-declare bounds are not checked.
+[`timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds], and the callers that take timespans from a
+user (the [`Controller`][ncps_mlx.Controller], training) compare them with it here. Cells that do
+not declare bounds are not checked.
 
 Example:
-    >>> import warnings
-    >>> from ncps_mlx import LTC
-    >>> from ncps_mlx.numerics import UnstableSolverWarning, check_timespans
-    >>> model = LTC(4, 8, solver="explicit_euler")
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     check_timespans(model, 1e6, owner="demo")
-    True
-    >>> caught[0].category is UnstableSolverWarning
-    True
+    ```python
+    import warnings
+    from ncps_mlx import LTC
+    from ncps_mlx.numerics import UnstableSolverWarning, check_timespans
+
+    model = LTC(4, 8, solver="explicit_euler")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert check_timespans(model, 1e6, owner="demo")  # True: it warned
+    assert caught[0].category is UnstableSolverWarning
+    ```
 """
 
 import math
@@ -33,7 +34,8 @@ __all__ = ["UnstableSolverWarning", "check_timespans", "timespan_bounds"]
 
 class UnstableSolverWarning(RuntimeWarning):
     """Timespans beyond those for which a cell's solver is known to stay finite: its
-    outputs may diverge or become nan (see :meth:`~ncps_mlx.Cell.timespan_bounds`)."""
+    outputs may diverge or become nan (see
+    [`timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds])."""
 
 
 def _cell(model: Any) -> Any:
@@ -44,8 +46,8 @@ def _cell(model: Any) -> Any:
 def timespan_bounds(model: Any) -> tuple[float, float] | None:
     """``(smallest, largest)`` timespan per step that the cell of ``model`` (a sequence
     layer or a cell) declares its solver stays finite for, from its current weights
-    (:meth:`~ncps_mlx.Cell.timespan_bounds`); ``None`` when the cell declares none or
-    bounds nothing."""
+    ([`timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds]); ``None`` when the cell declares none
+    or bounds nothing."""
     declared = getattr(_cell(model), "timespan_bounds", None)
     bounds = declared() if callable(declared) else None
     if bounds is None:
@@ -62,8 +64,9 @@ def check_timespans(
     bounds: tuple[float, float] | None = None,
     stacklevel: int = 2,
 ) -> bool:
-    """Warn with :class:`UnstableSolverWarning` when ``timespans`` leave the
-    :func:`timespan_bounds` of ``model``'s cell.
+    """Warn with [`UnstableSolverWarning`][ncps_mlx.numerics.UnstableSolverWarning] when
+    ``timespans`` leave the [`timespan_bounds`][ncps_mlx.numerics.timespan_bounds] of ``model``'s
+    cell.
 
     Args:
         model: A sequence layer (or a cell).
@@ -71,8 +74,9 @@ def check_timespans(
             Values that are not finite are left to the callers' own checks.
         owner: Who checks, first in the message: ``[owner] ...``.
         bounds: The bounds, when the caller has them already (computed once from frozen
-            weights); default: :func:`timespan_bounds` of ``model`` now.
-        stacklevel: As for :func:`warnings.warn`, counted from the caller of this
+            weights); default: [`timespan_bounds`][ncps_mlx.numerics.timespan_bounds] of ``model``
+            now.
+        stacklevel: As for `warnings.warn`, counted from the caller of this
             function. Default: 2 (the caller's caller).
 
     Returns:
@@ -99,8 +103,9 @@ def warn_unstable(
     *,
     stacklevel: int = 2,
 ) -> None:
-    """The :class:`UnstableSolverWarning` of timespans in ``[shortest, longest]`` outside
-    ``bounds``: it names the cell, its solver and dtype, the bound and what to do."""
+    """The [`UnstableSolverWarning`][ncps_mlx.numerics.UnstableSolverWarning] of timespans in
+    ``[shortest, longest]`` outside ``bounds``: it names the cell, its solver and dtype, the bound
+    and what to do."""
     warnings.warn(
         unstable_message(model, shortest, longest, owner, bounds),
         UnstableSolverWarning,
@@ -111,14 +116,14 @@ def warn_unstable(
 def unstable_message(
     model: Any, shortest: float, longest: float, owner: str, bounds: tuple[float, float]
 ) -> str:
-    """The text of :func:`warn_unstable`."""
+    """The text of `warn_unstable`."""
     text = beyond_bounds(model, shortest, longest, bounds)
     return f"[{owner}] {text}\n{see('unstable-solver')}"
 
 
 def beyond_bounds(model: Any, shortest: float, longest: float, bounds: tuple[float, float]) -> str:
     """What is wrong with timespans in ``[shortest, longest]`` outside ``bounds`` and what
-    to do, in a sentence (the controller's :class:`~ncps_mlx.errors.NumericsError` quotes
+    to do, in a sentence (the controller's [`NumericsError`][ncps_mlx.errors.NumericsError] quotes
     it)."""
     solver = describe(_cell(model))
     if longest > bounds[1]:

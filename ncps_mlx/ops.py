@@ -1,10 +1,10 @@
 """The op set the cells write their math with, on MLX: sigmoid and tanh that stay fast on
-every backend, the other activations, ``exp`` and :func:`chunks`; and a cheap split into
-time steps.
+every backend, the other activations, ``exp`` and [`chunks`][ncps_mlx.ops.chunks]; and a cheap split
+into time steps.
 
 Math shared with the Core ML export (an activation, the CfC solution, the LSTM update, the
 LTC synaptic sums) is written once as a function of an op set ``o``:
-:mod:`ncps_mlx.export.mil` has the same functions on Core ML tensors, so
+`ncps_mlx.export.mil` has the same functions on Core ML tensors, so
 ``lecun_tanh(ops, x)`` is an MLX computation and ``lecun_tanh(mil, x)`` a MIL graph.
 
 On Metal, ``mx.sigmoid`` and ``mx.tanh`` are native GPU instructions. MLX's CPU backend

@@ -1,4 +1,4 @@
-"""Sequence layers: a cell run over time by the shared scan (:mod:`ncps_mlx.scan`)."""
+"""Sequence layers: a cell run over time by the shared scan ([`ncps_mlx.scan`][ncps_mlx.scan])."""
 
 import copy
 from typing import Any
@@ -18,12 +18,12 @@ from .wirings import FullyConnected, Wiring
 
 
 class RNN(nn.Module):
-    """Runs a :class:`~ncps_mlx.cells.Cell` over a sequence.
+    """Runs a [`Cell`][ncps_mlx.cells.Cell] over a sequence.
 
     The layer owns everything about sequences so the cells do not: batch-first or
     time-first layout, unbatched input, timespans, the initial state, ``return_sequences``,
     the mixed-memory LSTM and the output projection. Work that depends only on the input
-    (the cell's :meth:`~ncps_mlx.cells.Cell.project`) is done for all steps at once before
+    (the cell's [`project`][ncps_mlx.cells.Cell.project]) is done for all steps at once before
     the loop.
 
     Args:
@@ -131,7 +131,7 @@ class RNN(nn.Module):
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable) that rebuild this layer; for a plain
         ``RNN``, its cell's registered class and config (see
-        :func:`~ncps_mlx.register_cell`).
+        [`register_cell`][ncps_mlx.register_cell]).
 
         Raises:
             NotImplementedError: The cell's class is not registered or has no config.
@@ -170,19 +170,23 @@ def _units_from_config(units: Any) -> int | Wiring:
 
 
 class CfC(RNN):
-    """A `Closed-form Continuous-time <https://arxiv.org/abs/2106.13898>`_ RNN.
+    """A [Closed-form Continuous-time](https://arxiv.org/abs/2106.13898) RNN.
 
     Same constructor and call as ``ncps.torch.CfC`` (ncps 1.0.1). With an int ``units``
-    the cell is a :class:`~ncps_mlx.cells.CfCCell` with a backbone; with a
-    :class:`~ncps_mlx.wirings.Wiring` (e.g. ``AutoNCP(32, 4)``) it is a
-    :class:`~ncps_mlx.cells.WiredCfCCell` and the backbone arguments must stay ``None``.
+    the cell is a [`CfCCell`][ncps_mlx.cells.CfCCell] with a backbone; with a
+    [`Wiring`][ncps_mlx.wirings.Wiring] (e.g. ``AutoNCP(32, 4)``) it is a
+    [`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell] and the backbone arguments must stay ``None``.
 
     Example:
-        >>> import mlx.core as mx
-        >>> from ncps_mlx import CfC
-        >>> from ncps_mlx.wirings import AutoNCP
-        >>> model = CfC(20, AutoNCP(32, 4))
-        >>> y, h = model(mx.zeros((8, 50, 20)))   # y: (8, 50, 4), h: (8, 32)
+        ```python
+        import mlx.core as mx
+        from ncps_mlx import CfC
+        from ncps_mlx.wirings import AutoNCP
+
+        model = CfC(20, AutoNCP(32, 4))
+        y, h = model(mx.zeros((8, 50, 20)))
+        assert y.shape == (8, 50, 4) and h.shape == (8, 32)
+        ```
 
     Args:
         input_size (int): Number of input features.
@@ -197,7 +201,7 @@ class CfC(RNN):
         backbone_layers (int, optional): Default: ``1`` (not with a wiring).
         backbone_dropout (float, optional): Default: ``0.0`` (not with a wiring).
         strict_wiring (bool): With a wiring, follow it exactly (see
-            :class:`~ncps_mlx.cells.WiredCfCCell`). Default: ``False``.
+            [`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell]). Default: ``False``.
     """
 
     def __init__(
@@ -256,17 +260,21 @@ class CfC(RNN):
 
 
 class LTC(RNN):
-    """A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_ RNN.
+    """A [Liquid time-constant](https://ojs.aaai.org/index.php/AAAI/article/view/16936) RNN.
 
     Same constructor and call as ``ncps.torch.LTC`` (ncps 1.0.1); an int ``units`` means
     ``FullyConnected(units)``. ``proj_size`` and ``solver`` are additions.
 
     Example:
-        >>> import mlx.core as mx
-        >>> from ncps_mlx import LTC
-        >>> from ncps_mlx.wirings import AutoNCP
-        >>> model = LTC(20, AutoNCP(32, 4))
-        >>> y, h = model(mx.zeros((8, 50, 20)), timespans=mx.ones((8, 50)))
+        ```python
+        import mlx.core as mx
+        from ncps_mlx import LTC
+        from ncps_mlx.wirings import AutoNCP
+
+        model = LTC(20, AutoNCP(32, 4))
+        y, h = model(mx.zeros((8, 50, 20)), timespans=mx.ones((8, 50)))
+        assert y.shape == (8, 50, 4) and h.shape == (8, 32)
+        ```
 
     Args:
         input_size (int): Number of input features.
@@ -282,7 +290,7 @@ class LTC(RNN):
         implicit_param_constraints (bool): Softplus positivity in the forward pass.
             Default: ``True``.
         proj_size (int, optional): Size of a linear output projection. Default: ``None``.
-        solver (str): ODE solver, see :class:`~ncps_mlx.cells.LTCCell`. Default:
+        solver (str): ODE solver, see [`LTCCell`][ncps_mlx.cells.LTCCell]. Default:
             ``"semi_implicit"``.
     """
 
@@ -336,8 +344,8 @@ MODELS = {"CfC": CfC, "LTC": LTC}
 
 
 def model_from_config(config: dict[str, Any]) -> RNN:
-    """Rebuild a :class:`CfC`, an :class:`LTC` or an :class:`RNN` over a registered cell
-    from its :meth:`~RNN.get_config`."""
+    """Rebuild a [`CfC`][ncps_mlx.CfC], an [`LTC`][ncps_mlx.LTC] or an [`RNN`][ncps_mlx.RNN] over a
+    registered cell from its [`get_config`][ncps_mlx.RNN.get_config]."""
     config = dict(config)
     name = config.pop("class_name", None)
     if name == "RNN":

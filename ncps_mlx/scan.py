@@ -1,10 +1,10 @@
 """The time scan every sequence layer shares, and the checks of a layer's call.
 
-:func:`check_call` validates what a layer is called with (outside any compiled
-function, where values can be read); :func:`run` computes the call on the checked
-arguments and is safe to compile. In between, :func:`plan` chooses once per call how the
-cell's steps run: a fused stepper from :mod:`ncps_mlx.kernels` where one applies here and
-now, else the cell's own step.
+[`check_call`][ncps_mlx.scan.check_call] validates what a layer is called with (outside any compiled
+function, where values can be read); [`run`][ncps_mlx.scan.run] computes the call on the checked
+arguments and is safe to compile. In between, [`plan`][ncps_mlx.scan.plan] chooses once per call how
+the cell's steps run: a fused stepper from [`ncps_mlx.kernels`][ncps_mlx.kernels] where one applies
+here and now, else the cell's own step.
 """
 
 from typing import Any, NamedTuple
@@ -94,7 +94,7 @@ def scan(
 ) -> tuple[mx.array, mx.array, mx.array | None]:
     """The computation without checks: batch-first ``x`` (B, T, F), states (B, H) or
     ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1),
-    ``planned`` from :func:`plan` (made here when ``None``).
+    ``planned`` from [`plan`][ncps_mlx.scan.plan] (made here when ``None``).
     Returns ``(y, h, c)``, ``y`` batch-first."""
     dtype = layer.dtype
     x = x.astype(dtype)

@@ -5,7 +5,7 @@ A wiring holds two integer matrices with entries -1 (inhibitory), 0 (no synapse)
 
 * ``adjacency_matrix`` (units x units) between the neurons of the cell,
 * ``sensory_adjacency_matrix`` (input_dim x units) from the input features, created by
-  :meth:`Wiring.build` once the number of input features is known.
+  [`Wiring.build`][ncps_mlx.wirings.Wiring.build] once the number of input features is known.
 
 Neurons with ids below ``output_dim`` are motor neurons: the models read their outputs there.
 This module is pure numpy; the seeded generators reproduce the matrices of the reference
@@ -26,21 +26,25 @@ KINDS = ("sensory", "inter", "command", "motor")
 
 
 def _check_fanout(owner: str, name: str, value: Any, pool: int, pool_name: str) -> int:
+    # 0 is allowed, as in the reference: the fix-up of the build then gives every neuron of
+    # the pool one synapse from (or to) a random neuron of the other layer.
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > pool:
         raise ValueError(
             f"[{owner}] '{name}' is {value} but there are only {pool} {pool_name} neurons "
-            f"(allowed: 1..{pool})"
+            f"(allowed: 0..{pool})"
         )
-    return check_int(owner, name, value, 1, pool)
+    return check_int(owner, name, value, 0, pool)
 
 
 class Wiring:
     """A custom wiring: start empty and add synapses one by one.
 
     Subclasses generate the synapses themselves; this base class also serves for
-    hand-made graphs. Call :meth:`set_output_dim` to declare the motor neurons, add
-    synapses with :meth:`add_synapse`, call :meth:`build` with the number of input features
-    (the models do this for you) and add sensory synapses with :meth:`add_sensory_synapse`.
+    hand-made graphs. Call [`set_output_dim`][ncps_mlx.wirings.Wiring.set_output_dim] to declare the
+    motor neurons, add synapses with [`add_synapse`][ncps_mlx.wirings.Wiring.add_synapse], call
+    [`build`][ncps_mlx.wirings.Wiring.build] with the number of input features (the models do this
+    for you) and add sensory synapses with
+    [`add_sensory_synapse`][ncps_mlx.wirings.Wiring.add_sensory_synapse].
 
     Args:
         units (int): Number of neurons (the state size of the cell).
@@ -62,7 +66,8 @@ class Wiring:
         self.output_dim = check_int(type(self).__name__, "output_dim", output_dim, 1, self.units)
 
     def is_built(self) -> bool:
-        """Whether :meth:`build` has fixed the number of input features."""
+        """Whether [`build`][ncps_mlx.wirings.Wiring.build] has fixed the number of input
+        features."""
         return self.input_dim is not None
 
     def build(self, input_dim: int) -> None:
@@ -196,10 +201,11 @@ class Wiring:
         return self.sensory_adjacency_matrix.copy()
 
     def get_config(self) -> dict[str, Any]:
-        """A JSON-serialisable description from which :meth:`from_config` rebuilds the wiring.
+        """A JSON-serialisable description from which
+        [`from_config`][ncps_mlx.wirings.Wiring.from_config] rebuilds the wiring.
 
-        A plain :class:`Wiring` stores both matrices; the generated wirings store their
-        constructor arguments. Every config has ``"class_name"`` and ``"input_dim"``. A
+        A plain [`Wiring`][ncps_mlx.wirings.Wiring] stores both matrices; the generated wirings
+        store their constructor arguments. Every config has ``"class_name"`` and ``"input_dim"``. A
         user subclass that does not override this method is saved as a plain ``Wiring``.
         """
         sensory = self.sensory_adjacency_matrix
@@ -214,13 +220,15 @@ class Wiring:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Wiring:
-        """Rebuilds a wiring from :meth:`get_config` output, built if the original was.
+        """Rebuilds a wiring from [`get_config`][ncps_mlx.wirings.Wiring.get_config] output, built
+        if the original was.
 
         ``Wiring.from_config`` dispatches on ``config["class_name"]``; on a subclass the
         class name may be omitted.
 
         Args:
-            config (dict): A config as returned by :meth:`get_config`.
+            config (dict): A config as returned by
+                [`get_config`][ncps_mlx.wirings.Wiring.get_config].
         """
         args = dict(config)
         name = args.pop("class_name", cls.__name__)
@@ -280,7 +288,9 @@ class Wiring:
             synapse_colors (dict or str, optional): Colour per polarity (``"excitatory"``,
                 ``"inhibitory"``), or one colour for both. Default: green and red.
             draw_labels (bool): Write the neuron ids next to the nodes. Default: ``False``.
-            legend (bool): Add a legend of the neuron kinds. Default: ``True``.
+            legend (bool): Add a legend of the neuron kinds, the synapse colours (one
+                entry per polarity, or one for both when they share a colour) and, when
+                a neuron synapses onto itself, the ring. Default: ``True``.
             node_size (float): Marker area of a neuron. Default: ``120.0``.
 
         Returns:
@@ -298,6 +308,61 @@ class Wiring:
             legend=legend,
             node_size=node_size,
         )
+
+    def get_graph(self, include_sensory_neurons: bool = True) -> Any:
+        """The wiring as a ``networkx.DiGraph``, node for node and edge for edge the graph
+        of ``ncps``'s ``Wiring.get_graph``.
+
+        Nodes: ``"neuron_<i>"`` for each unit, with attribute ``neuron_type`` (``"motor"``,
+        ``"command"`` or ``"inter"``, from
+        [`get_type_of_neuron`][ncps_mlx.wirings.Wiring.get_type_of_neuron]), then ``"sensory_<i>"``
+        for each input feature (``neuron_type="sensory"``). Edges: one per synapse, sensory synapses
+        first, each in row-major order of its matrix, with attribute ``polarity`` (``"excitatory"``
+        or ``"inhibitory"``). The wiring must be built. Needs networkx: ``pip install
+        'ncps-mlx[graph]'``.
+
+        Args:
+            include_sensory_neurons (bool): Include the input features and their synapses.
+                Default: ``True``. (The reference ignores this argument and always
+                includes them.)
+
+        Returns:
+            networkx.DiGraph: The graph; changing it does not change the wiring.
+
+        Raises:
+            WiringError: If the wiring is not built.
+            ImportError: If networkx is not installed.
+        """
+        self._require_built("get_graph()")
+        networkx = _import_networkx(type(self).__name__)
+        graph = networkx.DiGraph()
+        for i in range(self.units):
+            graph.add_node(f"neuron_{i}", neuron_type=self.get_type_of_neuron(i))
+        if include_sensory_neurons:
+            for i in range(self.input_dim):
+                graph.add_node(f"sensory_{i}", neuron_type="sensory")
+            _add_synapse_edges(graph, "sensory", self.sensory_adjacency_matrix)
+        _add_synapse_edges(graph, "neuron", self.adjacency_matrix)
+        return graph
+
+
+def _import_networkx(owner: str) -> Any:
+    try:
+        import networkx  # optional: only get_graph() needs it
+    except ImportError as error:
+        raise ImportError(
+            f"[{owner}] get_graph() needs the optional dependency networkx: "
+            f"pip install 'ncps-mlx[graph]'\n{see('missing-extra')}"
+        ) from error
+    return networkx
+
+
+def _add_synapse_edges(graph: Any, source_kind: str, matrix: np.ndarray) -> None:
+    """An edge ``<source_kind>_<src> -> neuron_<dest>`` per non-zero ``matrix[src, dest]``,
+    in row-major order (the order of the reference's nested loops)."""
+    for src, dest in zip(*np.nonzero(matrix), strict=True):
+        polarity = "excitatory" if matrix[src, dest] >= 0 else "inhibitory"
+        graph.add_edge(f"{source_kind}_{src}", f"neuron_{dest}", polarity=polarity)
 
 
 def _matrix_from_config(rows: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -459,23 +524,26 @@ class NCP(_GeneratedWiring):
       states are the outputs of the model.
 
     Any inter or command neuron the random draws leave unconnected receives extra synapses,
-    so every neuron lies on a path from the inputs to the outputs. Neuron ids are ordered
-    ``[motor | command | inter]`` so the outputs are the first ``motor_neurons`` entries of
-    the state. Synapse polarities are excitatory or inhibitory with equal probability.
-    :class:`AutoNCP` picks all these numbers from a size and a sparsity level.
+    so with fanouts of 1 or more every neuron lies on a path from the inputs to the outputs.
+    A fanout (or fan-in) of 0 leaves its step to this fix-up alone, as in the reference:
+    with ``motor_fanin=0`` each command neuron feeds one random motor neuron, and a motor
+    neuron may read none. Neuron ids are ordered ``[motor | command | inter]`` so the
+    outputs are the first ``motor_neurons`` entries of the state. Synapse polarities are
+    excitatory or inhibitory with equal probability. [`AutoNCP`][ncps_mlx.wirings.AutoNCP] picks all
+    these numbers from a size and a sparsity level.
 
     Args:
         inter_neurons (int): Number of inter neurons.
         command_neurons (int): Number of command neurons.
         motor_neurons (int): Number of motor neurons (the output size).
         sensory_fanout (int): Inter neurons each input feature connects to, in
-            ``1..inter_neurons``.
+            ``0..inter_neurons``.
         inter_fanout (int): Command neurons each inter neuron connects to, in
-            ``1..command_neurons``.
+            ``0..command_neurons``.
         recurrent_command_synapses (int): Number of random command -> command draws
-            (repeats overwrite each other).
+            (repeats overwrite each other), ``0`` or more.
         motor_fanin (int): Command neurons each motor neuron reads, in
-            ``1..command_neurons``.
+            ``0..command_neurons``.
         seed (int): Seed of the ``numpy.random.RandomState`` drawing the synapses.
             Default: ``22222``.
     """
@@ -598,7 +666,8 @@ class NCP(_GeneratedWiring):
 
 
 class AutoNCP(NCP):
-    """An :class:`NCP` sized from a neuron count, an output size and a sparsity level.
+    """An [`NCP`][ncps_mlx.wirings.NCP] sized from a neuron count, an output size and a sparsity
+    level.
 
     With ``d = 1 - sparsity_level`` and ``r = units - output_size``: ``max(int(0.4 r), 1)``
     command neurons, the remaining ``r`` are inter neurons; the sensory fanout is

@@ -121,12 +121,14 @@ COMMANDS = sorted(cli.build_parser()._subparsers._group_actions[0].choices)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_ctrl_c_in_any_command_is_one_line_and_exit_130(command, monkeypatch, capsys):
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(command, tmp_path, monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, f"_{command}", interrupted)
-    arguments = {"kernels": ["status"], "export": ["model.safetensors", "--out", "m"]}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").touch()  # export checks that its checkpoint exists
+    arguments = {"kernels": ["status"], "export": ["model.safetensors", "--out", "m.mlpackage"]}
     arguments.update({"train": ["run.toml"], "validate": ["run.toml"]})
     assert cli.main([command, *arguments.get(command, [])]) == cli.INTERRUPTED == 130
     assert capsys.readouterr().err == f"ncps-mlx {command}: interrupted\n"

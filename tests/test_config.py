@@ -325,7 +325,10 @@ def test_the_guide_holds_the_key_tables_the_schema_makes():
 
 def test_derived_fields_are_not_keys():
     found = single_problem(tiny(training={"steps_per_epoch": 3}))
-    assert found.startswith("training.steps_per_epoch: unknown key; allowed keys: epochs,")
+    assert found.startswith(
+        "training.steps_per_epoch: unknown key; did you mean 'lr_decay_per_epoch'? allowed "
+        "keys: epochs,"
+    )
     assert [field.name for field, _ in keys_of(config.DataConfig)] == [
         "name",
         "path",
@@ -338,7 +341,8 @@ def test_derived_fields_are_not_keys():
 def test_list_items_are_checked_against_the_choices():
     found = problems(tiny(training={"metrics": ["maee", "mae", "mae"]}))
     assert found == [
-        "training.metrics: got 'maee'; did you mean 'mae'? choose each from accuracy, mae, mse"
+        "training.metrics: got 'maee'; did you mean 'mae'? choose each from accuracy, "
+        "binary_accuracy, mae, mse"
     ]
     resolved = validate_config(tiny(training={"metrics": ["mae", "mae", "mse"]}))
     assert resolved.training.metrics == ("mae", "mse")  # each figure once
@@ -411,7 +415,8 @@ def test_the_config_and_fit_agree_on_which_losses_suit_the_targets(loss, labels,
 def test_metrics_must_suit_the_targets_as_losses_do():
     found = single_problem(tiny(training={"metrics": ["accuracy"]}))
     assert found == (
-        "training.metrics: 'accuracy' does not suit the data's float targets; use mae or mse"
+        "training.metrics: 'accuracy' does not suit the data's float targets; use "
+        "binary_accuracy or mae or mse"
     )
 
 
@@ -438,8 +443,14 @@ def test_the_resolved_config_keeps_its_keys():
         "learning_rate",
         "weight_decay",
         "momentum",
+        "optimizer_options",
         "schedule",
         "clip_norm",
+        "clip_tensor_norm",
+        "clip_value",
+        "l2",
+        "l2_params",
+        "lr_decay_per_epoch",
         "shuffle",
         "early_stopping",
         "memory_budget_mb",
@@ -451,7 +462,14 @@ def test_the_resolved_config_keeps_its_keys():
         "min_delta": 0.0,
         "mode": "auto",
     }
-    assert list(resolved["output"]) == ["dir", "resume", "progress", "monitor", "export_coreml"]
+    assert list(resolved["output"]) == [
+        "dir",
+        "resume",
+        "overwrite",
+        "progress",
+        "monitor",
+        "export_coreml",
+    ]
 
 
 def test_optimizers_keep_their_own_defaults():

@@ -19,7 +19,7 @@ from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType  # noqa: E402
 
-from ncps_mlx.errors import NCPSError  # noqa: E402
+from ncps_mlx.errors import NCPSError, see  # noqa: E402
 from ncps_mlx.export.evaluator import (  # noqa: E402
     SUPPORTED_OPS,
     PackageFormatError,
@@ -492,7 +492,7 @@ def test_missing_manifest_is_a_format_error(tmp_path):
     (tmp_path / "empty.mlpackage").mkdir()
     with pytest.raises(PackageFormatError, match="Manifest.json") as raised:
         load_program(tmp_path / "empty.mlpackage")
-    assert str(raised.value).endswith("\nSee docs/troubleshooting.md#package-format.")
+    assert str(raised.value).endswith("\n" + see("package-format"))
 
 
 # --- fp16 programs -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 import ncps_mlx
 from ncps_mlx import LTC, CfC, CheckpointError, LoadLimits, WriteError, _files
+from ncps_mlx.errors import see
 from ncps_mlx.wirings import AutoNCP
 
 ROOT = Path(__file__).parents[1]
@@ -123,7 +124,7 @@ def test_os_errors_name_the_path_the_reason_and_what_is_kept(tmp_path, monkeypat
     assert caught.value.errno == code and isinstance(caught.value, OSError)
     assert str(path) in message and reason in message
     assert "The previous m.safetensors is intact" in message
-    assert message.endswith("See docs/troubleshooting.md#write-failed.")
+    assert message.endswith(see("write-failed"))
 
 
 def test_a_save_flushes_the_file_and_its_folder(tmp_path, monkeypatch):

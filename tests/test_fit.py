@@ -16,7 +16,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from ncps_mlx import LTC, CfC, io, load
 from ncps_mlx.datasets import SequenceData, sine_waves
-from ncps_mlx.errors import CheckpointError, TrainingDivergedError
+from ncps_mlx.errors import CheckpointError, TrainingDivergedError, see
 from ncps_mlx.training import Callback, EarlyStopping, fit
 from ncps_mlx.training.checkpoint import load_training_state, save_training_state
 from ncps_mlx.wirings import AutoNCP
@@ -357,7 +357,7 @@ def test_a_crafted_loop_state_is_refused_naming_the_field(tmp_path, three_epochs
         run(tmp_path, 5, resume=True)
     message = str(caught.value)
     assert "training state: " in message and field in message
-    assert message.endswith("See docs/troubleshooting.md#resume.")
+    assert message.endswith(see("resume"))
 
 
 @pytest.mark.parametrize(

@@ -69,9 +69,17 @@ def referenced_anchors() -> dict[str, list[str]]:
     return found
 
 
-def test_the_pointer_names_the_guide():
-    assert (ROOT / TROUBLESHOOTING).resolve() == GUIDE
-    assert see("input-shape") == "See docs/troubleshooting.md#input-shape."
+def published_site() -> str:
+    """``site_url`` of mkdocs.yml: where the docs workflow publishes the site."""
+    return re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)[1]
+
+
+def test_the_pointer_links_the_published_guide():
+    # docs/troubleshooting.md is published as <site_url>troubleshooting/ (directory URLs)
+    assert GUIDE.is_file()
+    assert published_site() + "troubleshooting/" == TROUBLESHOOTING
+    expected = "See https://ncps-mlx.github.io/ncps_mlx/troubleshooting/#input-shape."
+    assert see("input-shape") == expected
 
 
 def test_every_section_has_an_explicit_anchor():
@@ -93,7 +101,9 @@ def test_every_anchor_the_code_references_exists():
 def test_links_and_pointers_inside_the_guide_resolve():
     text = "\n".join(guide_lines())
     internal = set(re.findall(r"\]\(#([^)]+)\)", text))
-    shown = set(re.findall(r"See docs/troubleshooting\.md#([a-z0-9-]+)\.", GUIDE.read_text()))
+    pointer = re.escape(see("@")).replace("@", "([a-z0-9-]+)")
+    shown = set(re.findall(pointer, GUIDE.read_text()))
+    assert shown, "the guide quotes messages with their pointers"
     assert internal | shown <= guide_anchors(), sorted((internal | shown) - guide_anchors())
 
 

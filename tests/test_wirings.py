@@ -25,6 +25,15 @@ NCP_ARGS = [
     (20, 6, 5, 3, 2, 12, 2),
     (6, 2, 1, 1, 1, 0, 1),  # seeds 19 and 35 hit the odd fix-up cap of the reference
 ]
+# A fanout or fan-in of 0, which the reference accepts: the issue's case (38 synapses),
+# all three at 0, and each alone. The fix-up then draws the whole phase.
+NCP_ZERO_FANOUT_ARGS = [
+    (10, 8, 6, 3, 3, 0, 0),
+    (10, 8, 6, 0, 0, 0, 0),
+    (6, 4, 3, 0, 2, 2, 1),
+    (5, 3, 2, 2, 0, 1, 2),
+    (4, 4, 3, 2, 2, 3, 0),
+]
 
 
 def _load_fixture() -> tuple[dict, list[dict]]:
@@ -75,6 +84,38 @@ def test_autoncp_matches_reference(seed, units, output_size, sparsity_level, inp
 @pytest.mark.parametrize("input_dim", [1, 2, 16])
 def test_ncp_matches_reference(seed, args, input_dim):
     _assert_same_wiring(NCP(*args, seed=seed), _reference().NCP(*args, seed=seed), input_dim)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("args", NCP_ZERO_FANOUT_ARGS)
+@pytest.mark.parametrize("input_dim", [1, 3, 16])
+def test_ncp_with_zero_fanout_matches_reference(seed, args, input_dim):
+    _assert_same_wiring(NCP(*args, seed=seed), _reference().NCP(*args, seed=seed), input_dim)
+
+
+def test_ncp_with_zero_fanout_builds_the_issues_wiring():
+    wiring = NCP(10, 8, 6, 3, 3, 0, 0)
+    wiring.build(3)
+    assert (wiring.synapse_count, wiring.sensory_synapse_count) == (38, 13)
+    command_to_motor = wiring.adjacency_matrix[6:14, :6]
+    # motor_fanin=0: each command neuron feeds exactly one motor neuron (the fix-up), and
+    # here motor neuron 0 reads none (as docs/guide/wirings.md says).
+    assert np.count_nonzero(command_to_motor, axis=1).tolist() == [1] * 8
+    assert np.count_nonzero(command_to_motor, axis=0).tolist() == [0, 1, 2, 2, 2, 1]
+    assert np.count_nonzero(wiring.adjacency_matrix[6:14, 6:14]) == 0  # no recurrent draws
+
+
+@pytest.mark.parametrize(
+    "name,fix_up",
+    [
+        ("sensory_fanout", lambda w: w.sensory_adjacency_matrix[:, 10:]),
+        ("inter_fanout", lambda w: w.adjacency_matrix[10:, 4:10]),
+    ],
+)
+def test_ncp_with_zero_fanout_gives_each_neuron_of_the_next_layer_one_synapse(name, fix_up):
+    wiring = _ncp(inter_neurons=10, command_neurons=6, motor_neurons=4, **{name: 0})
+    wiring.build(5)
+    assert np.count_nonzero(fix_up(wiring), axis=0).tolist() == [1] * fix_up(wiring).shape[1]
 
 
 # Larger and edge NCP builds, as (class, constructor args, seed, input_dim). Between them
@@ -204,6 +245,9 @@ def test_matches_committed_reference_fixture(case):
 def test_fixture_covers_every_class_and_stays_small():
     names = {c["class_name"] for c in FIXTURE_CASES}
     assert names == {"AutoNCP", "NCP", "FullyConnected", "Random"}
+    ncp_args = [c["args"] for c in FIXTURE_CASES if c["class_name"] == "NCP"]
+    for fanout in ("sensory_fanout", "inter_fanout", "motor_fanin"):
+        assert any(args[fanout] == 0 for args in ncp_args), fanout
     assert FIXTURE.stat().st_size < 300_000
 
 
@@ -483,9 +527,13 @@ def _ncp(**changes):
         (lambda: _ncp(inter_neurons=0), r"\[NCP\] 'inter_neurons' must be an int >= 1"),
         (lambda: _ncp(motor_neurons=-2), r"\[NCP\] 'motor_neurons' must be an int >= 1"),
         (lambda: _ncp(sensory_fanout=13), r"'sensory_fanout' is 13 but there are only 12 inter"),
-        (lambda: _ncp(sensory_fanout=0), r"'sensory_fanout' must be an int in 1\.\.12 but got 0"),
+        (lambda: _ncp(sensory_fanout=-1), r"'sensory_fanout' must be an int in 0\.\.12 but got -1"),
+        (lambda: _ncp(inter_fanout=-1), r"'inter_fanout' must be an int in 0\.\.8 but got -1"),
+        (lambda: _ncp(motor_fanin=2.0), r"'motor_fanin' must be an int in 0\.\.8 but got 2.0"),
+        (lambda: _ncp(sensory_fanout=True), r"'sensory_fanout' must be an int in 0\.\.12"),
+        (lambda: _ncp(motor_neurons=0), r"\[NCP\] 'motor_neurons' must be an int >= 1 but got 0"),
         (lambda: _ncp(inter_fanout=9), r"'inter_fanout' is 9 but there are only 8 command"),
-        (lambda: _ncp(motor_fanin=9), r"'motor_fanin' is 9 but there are only 8 command"),
+        (lambda: _ncp(motor_fanin=9), r"'motor_fanin' is 9 but there are only 8 command.*0\.\.8"),
         (lambda: _ncp(recurrent_command_synapses=-1), r"'recurrent_command_synapses'.*>= 0"),
         (lambda: _ncp(seed=2**32), r"\[NCP\] 'seed' must be an int in 0\.\.4294967295"),
         (lambda: AutoNCP(32, 30), r"output_size=30 with units=32"),
@@ -581,7 +629,8 @@ def test_draw_shows_every_synapse(plt, name):
     assert len(arrows) == expected
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     kinds = [k for k, n in wiring.neuron_counts.items() if n]
-    assert legend == kinds
+    ring = ["synapse onto itself"] if self_loops else []
+    assert legend == [*kinds, "synapse", *ring]  # one colour for both polarities: one entry
 
 
 def test_draw_creates_axes_and_colours_by_polarity(plt):
@@ -594,3 +643,25 @@ def test_draw_creates_axes_and_colours_by_polarity(plt):
     arrows = [t for t in ax.texts if isinstance(t, Annotation)]
     colours = {to_rgba(t.arrow_patch.get_edgecolor(), 1.0) for t in arrows}
     assert colours == {to_rgba("tab:green"), to_rgba("tab:red")}
+
+
+def test_draw_legend_names_each_synapse_colour_and_neuron_kind(plt):
+    from matplotlib.colors import to_rgba
+
+    wiring = _custom_wiring()  # both polarities and a neuron (2) synapsing onto itself
+    legend = wiring.draw(synapse_colors={"inhibitory": "purple"}).get_legend()
+    entries = {
+        t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    kinds = [k for k, n in wiring.neuron_counts.items() if n]
+    synapses = ["excitatory synapse", "inhibitory synapse", "synapse onto itself"]
+    assert list(entries) == kinds + synapses
+    assert to_rgba(entries["excitatory synapse"].get_color()) == to_rgba("tab:green")
+    assert to_rgba(entries["inhibitory synapse"].get_color()) == to_rgba("purple")
+    # Only the polarities the wiring has get an entry.
+    excitatory_only = FullyConnected(3, erev_init_seed=0)
+    excitatory_only.build(2)
+    excitatory_only.adjacency_matrix[:] = np.abs(excitatory_only.adjacency_matrix)
+    excitatory_only.sensory_adjacency_matrix[:] = 1
+    texts = [t.get_text() for t in excitatory_only.draw().get_legend().get_texts()]
+    assert "excitatory synapse" in texts and "inhibitory synapse" not in texts

@@ -1,6 +1,6 @@
 """Activation functions the CfC backbone accepts, by name, over an op set.
 
-Each takes the op set ``o`` first (:mod:`ncps_mlx.ops` for MLX, :mod:`ncps_mlx.export.mil`
+Each takes the op set ``o`` first ([`ncps_mlx.ops`][ncps_mlx.ops] for MLX, `ncps_mlx.export.mil`
 for Core ML), so the table serves the cells and the exporter alike; the fused kernels
 check at load time that they know the same names.
 """

@@ -3,26 +3,31 @@
 A cell computes ONE time step. To let a sequence layer move work out of its time loop,
 the step is split in three parts:
 
-* :meth:`Cell.derive` computes the arrays every step reuses (weights with their wiring
-  masks folded in, heads fused, positivity constraints applied) once per call;
-* :meth:`Cell.project` does the work that depends only on the input, for any number of
-  leading axes at once (a whole sequence in one large operation);
-* :meth:`Cell.step` advances the state by one step from a projected input.
+* [`Cell.derive`][ncps_mlx.cells.Cell.derive] computes the arrays every step reuses (weights with
+  their wiring masks folded in, heads fused, positivity constraints applied) once per call;
+* [`Cell.project`][ncps_mlx.cells.Cell.project] does the work that depends only on the input, for
+  any number of leading axes at once (a whole sequence in one large operation);
+* [`Cell.step`][ncps_mlx.cells.Cell.step] advances the state by one step from a projected input.
 
 Calling the cell runs the three in order for a single step. A cell is pure MLX math: it
 knows nothing of sequences, kernels, devices or cost models. What other parts need to
-know about it, it declares: its sizes, :meth:`Cell.footprint` (the work of a step, for
-the cost and traffic estimates), :meth:`Cell.timespan_bounds` (the timespans its solver
-stays finite for, for the numerical checks) and :meth:`Cell.get_config` (to be saved and
-rebuilt, with :func:`register_cell`). See the guide "Writing your own cell".
+know about it, it declares: its sizes, [`Cell.footprint`][ncps_mlx.cells.Cell.footprint] (the work
+of a step, for the cost and traffic estimates),
+[`Cell.timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds] (the timespans its solver stays finite
+for, for the numerical checks) and [`Cell.get_config`][ncps_mlx.cells.Cell.get_config] (to be saved
+and rebuilt, with [`register_cell`][ncps_mlx.register_cell]). See the guide "Writing your own cell".
 """
 
+import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
+from .. import _inputs
 from ..errors import WiringError, see
 from ..wirings import Wiring
 
@@ -35,7 +40,8 @@ class Footprint:
 
     Attributes:
         hoisted_products: ``(inputs, outputs)`` of each matrix product on the input alone,
-            which :meth:`Cell.project` does for every step before the time loop.
+            which [`Cell.project`][ncps_mlx.cells.Cell.project] does for every step before the time
+            loop.
         loop_products: ``(inputs, outputs)`` of each matrix product inside the time loop.
         elementwise: Other arithmetic operations (additions, multiplications, ...).
         transcendentals: Sigmoid, tanh and exp evaluations.
@@ -66,16 +72,18 @@ class Footprint:
 class Cell(nn.Module):
     """Base class of the cells: one step ``(x_t, h_t, dt_t) -> (y_t, h_{t+1})``.
 
-    A subclass implements :attr:`input_size`, :attr:`state_size`, :attr:`output_size` and
-    :meth:`step`; :meth:`derive` and :meth:`project` default to nothing and the identity.
-    :meth:`footprint` and :meth:`get_config` are optional: without them the cost
-    estimates leave the cell out, and a model holding it cannot be saved with
-    :func:`ncps_mlx.save` (its weights still can, with ``model.save_weights``).
-    :meth:`timespan_bounds` is optional too: without it timespans are not checked
-    against the solver's limits.
+    A subclass implements [`input_size`][ncps_mlx.cells.Cell.input_size],
+    [`state_size`][ncps_mlx.cells.Cell.state_size], [`output_size`][ncps_mlx.cells.Cell.output_size]
+    and [`step`][ncps_mlx.cells.Cell.step]; [`derive`][ncps_mlx.cells.Cell.derive] and
+    [`project`][ncps_mlx.cells.Cell.project] default to nothing and the identity.
+    [`footprint`][ncps_mlx.cells.Cell.footprint] and [`get_config`][ncps_mlx.cells.Cell.get_config]
+    are optional: without them the cost estimates leave the cell out, and a model holding it cannot
+    be saved with [`ncps_mlx.save`][ncps_mlx.save] (its weights still can, with
+    ``model.save_weights``). [`timespan_bounds`][ncps_mlx.cells.Cell.timespan_bounds] is optional
+    too: without it timespans are not checked against the solver's limits.
 
     Steps must be written with MLX operations (``mlx.core``, ``mlx.nn`` or
-    :mod:`ncps_mlx.ops`) so that gradients, ``mx.compile`` and every device work.
+    [`ncps_mlx.ops`][ncps_mlx.ops]) so that gradients, ``mx.compile`` and every device work.
     """
 
     #: Whether a zero timespan is meaningless for this cell (LTC divides by it).
@@ -103,8 +111,8 @@ class Cell(nn.Module):
     def project(self, consts: Consts, x: mx.array) -> Any:
         """The input-only part of a step, for inputs of shape ``(..., input_size)``.
 
-        A sequence layer passes ``(B, T, input_size)`` and gives :meth:`step` the slice
-        of each array in the result along axis 1 (time). Default: ``x`` itself.
+        A sequence layer passes ``(B, T, input_size)`` and gives [`step`][ncps_mlx.cells.Cell.step]
+        the slice of each array in the result along axis 1 (time). Default: ``x`` itself.
         """
         return x
 
@@ -116,8 +124,8 @@ class Cell(nn.Module):
         raise NotImplementedError(f"[{type(self).__name__}] define step()")
 
     def footprint(self) -> Footprint | None:
-        """The work of a step, for :func:`ncps_mlx.costs.step_costs` and the monitor's
-        traffic estimate; ``None`` (the default) when not declared."""
+        """The work of a step, for [`ncps_mlx.costs.step_costs`][ncps_mlx.costs.step_costs] and the
+        monitor's traffic estimate; ``None`` (the default) when not declared."""
         return None
 
     def timespan_bounds(self) -> tuple[float, float] | None:
@@ -125,9 +133,10 @@ class Cell(nn.Module):
         known to stay finite and stable with its current parameters, in their dtype;
         ``None`` (the default) when not declared.
 
-        The cell only declares them: the :class:`~ncps_mlx.Controller` (and training) warn
-        with :class:`~ncps_mlx.numerics.UnstableSolverWarning` when given timespans
-        outside them (see :mod:`ncps_mlx.numerics`); cells without bounds are not checked.
+        The cell only declares them: the [`Controller`][ncps_mlx.Controller] (and training) warn
+        with [`UnstableSolverWarning`][ncps_mlx.numerics.UnstableSolverWarning] when given timespans
+        outside them (see [`ncps_mlx.numerics`][ncps_mlx.numerics]); cells without bounds are not
+        checked.
         """
         return None
 
@@ -142,7 +151,8 @@ class Cell(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Cell":
-        """The cell :meth:`get_config` describes: ``cls(**config)`` by default."""
+        """The cell [`get_config`][ncps_mlx.cells.Cell.get_config] describes: ``cls(**config)`` by
+        default."""
         return cls(**config)
 
     def __call__(
@@ -150,11 +160,80 @@ class Cell(nn.Module):
     ) -> tuple[mx.array, mx.array]:
         """One step from raw inputs ``x`` (B, input_size) and state ``h`` (B, state_size).
 
+        ``dt`` is the time elapsed: a number for every sample, or one per sample as an
+        array of shape (B,) or (B, 1). It must be finite and ``>= 0`` (``> 0`` for a cell
+        with ``requires_positive_timespans``); the values are not checked inside
+        ``mx.compile`` or ``mx.vmap``, where they cannot be read.
+
         Returns:
             ``(y, h_next)``: the output (B, output_size) and the new state.
+
+        Raises:
+            ValueError: If ``dt`` has another shape, or values outside those allowed.
         """
+        batch = x.shape[0] if x.ndim else 1
+        dt = check_step_timespan(type(self).__name__, dt, batch, self.requires_positive_timespans)
         consts = self.derive()
         return self.step(consts, self.project(consts, x), h, dt)
+
+
+def check_step_timespan(owner: str, dt: Any, batch: int, positive: bool) -> mx.array | float:
+    """``dt`` of one step of a batch of ``batch`` as a float, a 0-d array or a (batch, 1)
+    array.
+
+    A (batch,) vector is one timespan per sample, as in a layer's timespans. Broadcast as
+    it is against the (batch, units) state, it would give unit ``j`` of every sample the
+    timespan of sample ``j`` whenever the batch size equals the number of units.
+
+    Raises:
+        ValueError: Naming ``dt``, its shape or values, and what is allowed.
+    """
+    if isinstance(dt, numbers.Real) and not isinstance(dt, bool):
+        if not (math.isfinite(dt) and _allowed(dt, positive)):
+            _raise_for_values(owner, dt, dt, positive)
+        return float(dt)
+    allowed = f"a number or an array of shape ({batch},) or ({batch}, 1)"
+    if isinstance(dt, (np.ndarray, list, tuple)):  # as a layer's timespans
+        dt = _inputs.as_array(owner, "dt", dt)
+    if not isinstance(dt, mx.array):
+        raise ValueError(f"[{owner}] 'dt' must be {allowed} but got {type(dt).__name__}")
+    if dt.ndim > 0 and tuple(dt.shape) not in ((batch,), (batch, 1)):
+        raise ValueError(
+            f"[{owner}] 'dt' must be {allowed} (one timespan per sample), but got shape "
+            f"{tuple(dt.shape)}\n{see('timespans')}"
+        )
+    if _has_disallowed_values(dt, positive):
+        _raise_for_values(owner, mx.min(dt).item(), mx.max(dt).item(), positive)
+    return dt.reshape(batch, 1) if dt.ndim == 1 else dt
+
+
+def _allowed(dt: Any, positive: bool) -> Any:
+    return dt > 0 if positive else dt >= 0
+
+
+def _has_disallowed_values(dt: mx.array, positive: bool) -> bool:
+    """Whether ``dt`` holds a non-finite or out-of-range value; ``False`` inside
+    ``mx.compile`` or ``mx.vmap``, where values cannot be read.
+
+    Read through the buffer protocol: evaluating ``dt`` alone and checking it with numpy
+    costs a few microseconds, an MLX reduction and ``.item()`` twenty times more.
+    """
+    if dt.dtype == mx.bfloat16:  # no buffer format for it
+        dt = dt.astype(mx.float32)
+    try:
+        values = np.asarray(memoryview(dt))
+    except (RuntimeError, ValueError) as error:
+        if "function transformations" in str(error):
+            return False
+        raise
+    return not bool(np.all(np.isfinite(values) & _allowed(values, positive)))
+
+
+def _raise_for_values(owner: str, low: float, high: float, positive: bool) -> None:
+    raise ValueError(
+        f"[{owner}] 'dt' must be finite and {'> 0' if positive else '>= 0'}, but got values "
+        f"in [{low}, {high}]\n{see('timespans')}"
+    )
 
 
 #: Cell classes a saved model may name, by class name (see :func:`register_cell`).
@@ -164,15 +243,16 @@ CELLS: dict[str, type[Cell]] = {}
 def register_cell(cls: type[Cell]) -> type[Cell]:
     """Let models holding cells of class ``cls`` be saved and loaded by name.
 
-    Use it as a class decorator. The class must define :meth:`Cell.get_config`; a
-    checkpoint then stores the cell's class name and config, and :func:`ncps_mlx.load`
-    rebuilds the cell with ``cls(**config)`` (in a process that has registered it).
+    Use it as a class decorator. The class must define
+    [`Cell.get_config`][ncps_mlx.cells.Cell.get_config]; a checkpoint then stores the cell's class
+    name and config, and [`ncps_mlx.load`][ncps_mlx.load] rebuilds the cell with ``cls(**config)``
+    (in a process that has registered it).
 
     Defining the class again (re-running a notebook cell) replaces the registration.
 
     Raises:
-        ValueError: ``cls`` is not a :class:`Cell` subclass, or a class of another module
-            is registered under its name.
+        ValueError: ``cls`` is not a [`Cell`][ncps_mlx.cells.Cell] subclass, or a class of another
+            module is registered under its name.
     """
     if not (isinstance(cls, type) and issubclass(cls, Cell)):
         raise ValueError(f"[register_cell] expected a Cell subclass but got {cls!r}")
@@ -203,7 +283,7 @@ def cell_config(cell: Cell) -> dict[str, Any]:
 
 
 def cell_from_config(config: dict[str, Any]) -> Cell:
-    """Rebuild a cell from :func:`cell_config`'s result."""
+    """Rebuild a cell from `cell_config`'s result."""
     name = config.get("class_name")
     if name not in CELLS:
         raise ValueError(
@@ -215,7 +295,7 @@ def cell_from_config(config: dict[str, Any]) -> Cell:
 
 
 class WiredCell(Cell):
-    """A cell whose neurons and synapses are given by a :class:`~ncps_mlx.wirings.Wiring`."""
+    """A cell whose neurons and synapses are given by a [`Wiring`][ncps_mlx.wirings.Wiring]."""
 
     def _attach_wiring(self, wiring: Wiring, input_size: int | None) -> None:
         owner = type(self).__name__
@@ -249,6 +329,17 @@ class WiredCell(Cell):
 
     @property
     def output_size(self) -> int:
+        return self._wiring.output_dim
+
+    @property
+    def sensory_size(self) -> int:
+        """Input features (the wiring's sensory neurons): ``wiring.input_dim``, as in ncps."""
+        return self._wiring.input_dim
+
+    @property
+    def motor_size(self) -> int:
+        """Motor neurons: ``wiring.output_dim``, as in ncps. An LTC's outputs are theirs; a
+        wired CfC's are its last layer's, the same neurons for an NCP."""
         return self._wiring.output_dim
 
     @property

@@ -27,7 +27,8 @@ def xavier_uniform(shape: tuple[int, int]) -> mx.array:
 def cfc_solution(
     o: ModuleType, mode: str, heads: Any, dt: Any, tau: Any = None, amplitude: Any = None
 ) -> Any:
-    """The new state from a CfC cell's ``heads`` over an op set ``o`` (see :mod:`ncps_mlx.ops`).
+    """The new state from a CfC cell's ``heads`` over an op set ``o`` (see
+    [`ncps_mlx.ops`][ncps_mlx.ops]).
 
     ``heads`` holds ``ff1, ff2, time_a, time_b`` side by side (``ff1`` alone in ``pure``
     mode, with ``tau = |w_tau|`` and ``amplitude = A``).
@@ -44,20 +45,22 @@ def cfc_solution(
 
 @register_cell
 class CfCCell(Cell):
-    r"""A `Closed-form Continuous-time <https://arxiv.org/abs/2106.13898>`_ cell.
+    r"""A [Closed-form Continuous-time](https://arxiv.org/abs/2106.13898) cell.
 
-    With :math:`z = \mathrm{backbone}([x_t, h_t])` and elapsed time :math:`t`:
+    With $z = \mathrm{backbone}([x_t, h_t])$ and elapsed time $t$:
 
-    .. math::
+    $$
+    f_1 = \tanh(W_1 z + b_1),\quad f_2 = \tanh(W_2 z + b_2),\quad
+    g = \sigma\big((W_a z + b_a)\, t + W_b z + b_b\big)
+    $$
 
-        f_1 = \tanh(W_1 z + b_1),\quad f_2 = \tanh(W_2 z + b_2),\quad
-        g = \sigma\big((W_a z + b_a)\, t + W_b z + b_b\big)
+    $$
+    h_{t+1} = f_1 (1 - g) + g f_2 \quad \text{(default)},\qquad
+    h_{t+1} = f_1 + g f_2 \quad \text{(no\_gate)}
+    $$
 
-        h_{t+1} = f_1 (1 - g) + g f_2 \quad \text{(default)},\qquad
-        h_{t+1} = f_1 + g f_2 \quad \text{(no_gate)}
-
-    and in ``pure`` mode, with :math:`u = W_1 z + b_1`,
-    :math:`h_{t+1} = -A\, e^{-t(|w_\tau| + |u|)}\, u + A`.
+    and in ``pure`` mode, with $u = W_1 z + b_1$,
+    $h_{t+1} = -A\, e^{-t(|w_\tau| + |u|)}\, u + A$.
 
     Numerically identical to ``ncps.torch.CfCCell`` (ncps 1.0.1) and loads its weights.
     One documented deviation: ``backbone_dropout`` is applied after every backbone layer in
@@ -139,7 +142,7 @@ class CfCCell(Cell):
         """Set the (hidden, inputs) masks multiplying each head's weight.
 
         Heads named in ``signed`` use ``|W| * mask`` so a signed mask fixes each synapse's
-        polarity. Used by :class:`WiredCfCCell`; masks are not trainable.
+        polarity. Used by [`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell]; masks are not trainable.
         """
         self._head_masks = dict(masks)
         self._signed_heads = frozenset(signed)

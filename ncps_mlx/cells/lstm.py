@@ -13,20 +13,20 @@ from .cfc import xavier_uniform
 
 def lstm_update(o: ModuleType, z: Any, c: Any) -> tuple[Any, Any]:
     """``(h', c')`` from the gate pre-activations ``z = [i, g_i, g_f, g_o]`` and the
-    memory ``c``, over an op set ``o`` (see :mod:`ncps_mlx.ops`)."""
+    memory ``c``, over an op set ``o`` (see [`ncps_mlx.ops`][ncps_mlx.ops])."""
     i, input_gate, forget_gate, output_gate = o.chunks(z, 4)
     c_next = c * o.sigmoid(forget_gate + 1.0) + o.tanh(i) * o.sigmoid(input_gate)
     return o.tanh(c_next) * o.sigmoid(output_gate), c_next
 
 
 class LSTMCell(nn.Module):
-    r"""The `mixed-memory <https://arxiv.org/abs/2006.04418>`_ LSTM of ncps.
+    r"""The [mixed-memory](https://arxiv.org/abs/2006.04418) LSTM of ncps.
 
-    .. math::
-
-        [i, g_i, g_f, g_o] = W_x x + b + W_h h,\quad
-        c' = c\, \sigma(g_f + 1) + \tanh(i)\, \sigma(g_i),\quad
-        h' = \tanh(c')\, \sigma(g_o)
+    $$
+    [i, g_i, g_f, g_o] = W_x x + b + W_h h,\quad
+    c' = c\, \sigma(g_f + 1) + \tanh(i)\, \sigma(g_i),\quad
+    h' = \tanh(c')\, \sigma(g_o)
+    $$
 
     Parameter names and initialisation follow ``ncps.torch.lstm.LSTMCell``: Xavier input
     weights, orthogonal recurrent weights, input bias U(-0.1, 0.1), no recurrent bias.
@@ -59,7 +59,7 @@ class LSTMCell(nn.Module):
         return lstm_update(ops, inputs + h @ consts["wh_t"], c)
 
     def footprint(self) -> Footprint:
-        """The work of a step (see :class:`~ncps_mlx.cells.base.Footprint`)."""
+        """The work of a step (see [`Footprint`][ncps_mlx.cells.Footprint])."""
         h = self.hidden_size
         return Footprint(
             hoisted_products=((self.input_size, 4 * h),),

@@ -57,12 +57,12 @@ def synapse_box(mask: np.ndarray) -> Box:
 
 def synaptic_sums(o: ModuleType, synapses: Any, v: Any) -> tuple[Any, Any]:
     r"""``(sum_i w_ij E_ij a_ij, sum_i w_ij a_ij)`` for presynaptic potentials ``v``, with
-    :math:`a_{ij} = \sigma(\sigma_{ij} (v_i - \mu_{ij}))`, over an op set ``o``.
+    $a_{ij} = \sigma(\sigma_{ij} (v_i - \mu_{ij}))$, over an op set ``o``.
 
     ``synapses`` lays the population out for its backend: ``gates(v)`` gives every
     ``sigma_ij (v_i - mu_ij)`` and ``sums(a)`` the two weighted sums into the
-    postsynaptic neurons (:class:`SynapseGrid` for MLX, a pair of convolutions for Core
-    ML, :class:`ncps_mlx.export.graphs.Synapses`).
+    postsynaptic neurons (`SynapseGrid` for MLX, a pair of convolutions for Core
+    ML, `ncps_mlx.export.graphs.Synapses`).
     """
     return synapses.sums(o.sigmoid(synapses.gates(v)))
 
@@ -129,18 +129,18 @@ def _neuron_major(a: mx.array) -> mx.array:
 
 @register_cell
 class LTCCell(WiredCell):
-    r"""A `Liquid time-constant <https://ojs.aaai.org/index.php/AAAI/article/view/16936>`_
+    r"""A [Liquid time-constant](https://ojs.aaai.org/index.php/AAAI/article/view/16936)
     cell on a wiring.
 
     The membrane potentials follow
 
-    .. math::
+    $$
+    C_m \frac{dv_j}{dt} = g_l (v_l - v_j) + \sum_i A_{ij}(v_i) (E_{ij} - v_j)
+    + \sum_k S_{kj}(x_k) (E^s_{kj} - v_j),
+    $$
 
-        C_m \frac{dv_j}{dt} = g_l (v_l - v_j) + \sum_i A_{ij}(v_i) (E_{ij} - v_j)
-        + \sum_k S_{kj}(x_k) (E^s_{kj} - v_j),
-
-    with :math:`A_{ij}(v) = w_{ij} \sigma(\sigma_{ij}(v - \mu_{ij}))` on the wiring's
-    synapses (and :math:`S` likewise for the sensory ones), integrated over the elapsed
+    with $A_{ij}(v) = w_{ij} \sigma(\sigma_{ij}(v - \mu_{ij}))$ on the wiring's
+    synapses (and $S$ likewise for the sensory ones), integrated over the elapsed
     time by ``ode_unfolds`` steps of ``solver``. The output is the first
     ``wiring.output_dim`` potentials (the motor neurons) after the output mapping.
     Numerically identical to ``ncps.torch.LTCCell`` (ncps 1.0.1) with the default solver.
@@ -155,9 +155,10 @@ class LTCCell(WiredCell):
         epsilon (float): Added to the semi-implicit denominator. Default: ``1e-8``.
         implicit_param_constraints (bool): Keep ``w``, ``sensory_w``, ``cm`` and ``gleak``
             positive through a softplus in the forward pass. With ``False`` the raw values
-            are used and :meth:`apply_weight_constraints` must clip them after each update
-            (the package's training step does). Default: ``True`` (the reference cell's
-            default is ``False``; its ``LTC`` layer's is ``True``).
+            are used and
+            [`apply_weight_constraints`][ncps_mlx.cells.LTCCell.apply_weight_constraints] must clip
+            them after each update (the package's training step does). Default: ``True`` (the
+            reference cell's default is ``False``; its ``LTC`` layer's is ``True``).
         solver (str): ``"semi_implicit"`` (the reference's), ``"explicit_euler"`` or
             ``"rk4"``. Default: ``"semi_implicit"``.
     """
@@ -237,7 +238,7 @@ class LTCCell(WiredCell):
     @property
     def synapse_slots(self) -> int:
         """Recurrent synapse sigmoids evaluated per sample and field evaluation (the
-        bounding box of the synapses, see :func:`synapse_box`)."""
+        bounding box of the synapses, see `synapse_box`)."""
         return box_size(self._box)
 
     @property
@@ -270,7 +271,7 @@ class LTCCell(WiredCell):
                 setattr(self, name, mx.maximum(getattr(self, name), 0))
 
     def derive(self) -> Consts:
-        """The synapse populations as :class:`SynapseGrid` (``None`` without synapses),
+        """The synapse populations as `SynapseGrid` (``None`` without synapses),
         and ``cm``, ``gleak`` and ``leak_current = gleak * vleak`` neuron-major, (N, 1, 1)."""
         gleak = self._positive("gleak")
         return {
@@ -353,8 +354,8 @@ class LTCCell(WiredCell):
         return self.map_outputs(v), v
 
     def decay_rates(self) -> np.ndarray:
-        r"""A bound of each neuron's decay rate, the largest :math:`\lambda_j = d_j(v) / C_{m,j}`
-        the ODE can reach: :math:`(g_{l,j} + \sum_i w_{ij} + \sum_k w^s_{kj}) / C_{m,j}`
+        r"""A bound of each neuron's decay rate, the largest $\lambda_j = d_j(v) / C_{m,j}$
+        the ODE can reach: $(g_{l,j} + \sum_i w_{ij} + \sum_k w^s_{kj}) / C_{m,j}$
         over the neuron's recurrent and sensory synapses (every sigmoid is at most 1), with
         the positivity constraint applied. Float64 NumPy, (N,)."""
 
@@ -373,9 +374,10 @@ class LTCCell(WiredCell):
         parameters' dtype, from the current weights.
 
         * ``"explicit_euler"`` and ``"rk4"`` are stable while each sub-step
-          ``timespan / ode_unfolds`` times the largest :meth:`decay_rates` stays below
-          2 (Euler) or 2.785 (RK4); beyond, the potentials can grow at every sub-step
-          until they overflow. The bound is safe: it assumes every synapse fully open.
+          ``timespan / ode_unfolds`` times the largest
+          [`decay_rates`][ncps_mlx.cells.LTCCell.decay_rates] stays below 2 (Euler) or 2.785 (RK4);
+          beyond, the potentials can grow at every sub-step until they overflow. The bound is safe:
+          it assumes every synapse fully open.
         * ``"semi_implicit"`` is stable for any step but divides ``cm`` by the sub-step,
           which overflows when ``cm / (timespan / ode_unfolds)`` nears the dtype's
           largest value (float16: 65504), so the smallest timespan is bounded instead.

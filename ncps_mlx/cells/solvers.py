@@ -3,20 +3,20 @@ r"""ODE solvers for the LTC membrane equation.
 The LTC vector field is linear in the membrane potential with potential-dependent
 conductances:
 
-.. math::
+$$
+C_m \frac{dv}{dt} = n(v) - d(v)\, v
+$$
 
-    C_m \frac{dv}{dt} = n(v) - d(v)\, v
-
-where :math:`n(v) = g_l v_l + \sum_i A_i(v) E_i` and :math:`d(v) = g_l + \sum_i A_i(v)`
+where $n(v) = g_l v_l + \sum_i A_i(v) E_i$ and $d(v) = g_l + \sum_i A_i(v)$
 (leak plus synaptic terms). A *field* is a callable ``v -> (n(v), d(v))``; a solver
 advances ``v`` over ``dt`` in ``unfolds`` equal sub-steps. Solvers know nothing of the
 cell, and the cell nothing of how it is integrated.
 
-Near a state the field decays at a rate :math:`\lambda = d(v) / C_m` (per neuron). The
-explicit solvers stay stable while each sub-step ``h`` keeps :math:`h \lambda` within
-their :data:`STABILITY_LIMITS`; beyond it their errors grow at every sub-step until the
+Near a state the field decays at a rate $\lambda = d(v) / C_m$ (per neuron). The
+explicit solvers stay stable while each sub-step ``h`` keeps $h \lambda$ within
+their `STABILITY_LIMITS`; beyond it their errors grow at every sub-step until the
 potentials overflow. The semi-implicit solver is stable for any ``h``, but computes
-:math:`C_m / h`, which overflows a low-precision dtype when ``h`` is tiny (float16's
+$C_m / h$, which overflows a low-precision dtype when ``h`` is tiny (float16's
 largest value is 65504).
 """
 

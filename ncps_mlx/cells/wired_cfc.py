@@ -50,7 +50,7 @@ class WiredCfCCell(WiredCell):
         input_size (int, optional): Number of input features; builds the wiring. Pass
             ``None`` for a wiring that is already built.
         wiring (Wiring): The wiring.
-        mode (str): CfC mode, see :class:`CfCCell`. Default: ``"default"``.
+        mode (str): CfC mode, see [`CfCCell`][ncps_mlx.cells.CfCCell]. Default: ``"default"``.
         strict_wiring (bool): Follow the wiring exactly (see above). Default: ``False``.
     """
 
@@ -98,8 +98,13 @@ class WiredCfCCell(WiredCell):
     def layer_sizes(self) -> list[int]:
         return [len(self._wiring.get_neurons_of_layer(i)) for i in range(self._wiring.num_layers)]
 
+    @property
+    def num_layers(self) -> int:
+        """Number of CfC layers: the wiring's ``num_layers``, as in ncps."""
+        return self._wiring.num_layers
+
     def derive(self) -> Consts:
-        """Each layer's :meth:`CfCCell.derive`, in layer order."""
+        """Each layer's [`CfCCell.derive`][ncps_mlx.cells.CfCCell.derive], in layer order."""
         return [layer.derive() for layer in self.layers]
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:

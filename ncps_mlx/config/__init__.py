@@ -1,18 +1,20 @@
 """Config-driven training runs: one TOML file says what to train, on what, and where.
 
-:func:`read_config` (or :func:`load_config` then :func:`validate_config`) checks the whole
-file before anything is computed or written, and reports every problem at once in one
-:class:`ConfigError`, each as ``section.key: what is wrong; what to do``;
-:func:`run_config` then trains with :func:`~ncps_mlx.training.fit` and saves the
-results. From the shell::
+[`read_config`][ncps_mlx.config.read_config] (or [`load_config`][ncps_mlx.config.load_config] then
+`validate_config`) checks the whole file before anything is computed or written, and reports every
+problem at once in one [`ConfigError`][ncps_mlx.errors.ConfigError], each as ``section.key: what is
+wrong; what to do``; `run_config` then trains with [`fit`][ncps_mlx.training.fit.fit] and saves the
+results. From the shell:
 
-    ncps-mlx validate run.toml        # what would run, or the list of problems (exit 2)
-    ncps-mlx train run.toml [--resume] [--out DIR]
+```bash
+ncps-mlx validate run.toml        # what would run, or the list of problems (exit 2)
+ncps-mlx train run.toml [--resume] [--out DIR]
+```
 
 Every section and key, with a complete example file, is in the Run configs guide
 (``docs/run-configs.md``). Its key tables are made from the schema: the dataclasses
-(:class:`Config`, :class:`DataConfig`, :class:`ModelConfig`, :class:`TrainingConfig`,
-:class:`ScheduleConfig`, :class:`EarlyStoppingConfig`, :class:`OutputConfig`) whose
+(`Config`, `DataConfig`, `ModelConfig`, `TrainingConfig`,
+`ScheduleConfig`, `EarlyStoppingConfig`, `OutputConfig`) whose
 fields declare each key's type, default, choices and bounds, and which validation
 returns with every default resolved.
 """
@@ -86,9 +88,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def read_config(
-    path: str | Path, *, output_dir: str | Path | None = None, resume: bool | None = None
+    path: str | Path,
+    *,
+    output_dir: str | Path | None = None,
+    resume: bool | None = None,
+    overwrite: bool | None = None,
 ) -> Config:
-    """Load and validate a config file; ``output_dir`` and ``resume`` override ``[output]``.
+    """Load and validate a config file; ``output_dir``, ``resume`` and ``overwrite``
+    override ``[output]``.
 
     Paths in ``[data]`` are relative to the file's folder.
 
@@ -102,4 +109,6 @@ def read_config(
             output["dir"] = str(output_dir)
         if resume is not None:
             output["resume"] = resume
+        if overwrite is not None:
+            output["overwrite"] = overwrite
     return validate_config(raw, base_dir=Path(path).parent, source=str(path))

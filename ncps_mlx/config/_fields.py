@@ -251,7 +251,7 @@ _OPTION = "ncps_mlx.config.option"  # the key of an Option in a field's metadata
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """What a config key accepts; :func:`option` stores it in a dataclass field."""
+    """What a config key accepts; `option` stores it in a dataclass field."""
 
     doc: str = ""
     choices: tuple | None = None
@@ -338,7 +338,7 @@ def read_fields(table: Table, cls: type, *, finish: bool = True) -> dict[str, An
     """Read the keys of dataclass ``cls`` from ``table``, checking each as its field says.
 
     The type comes from the annotation, the default, choices and bounds from the field's
-    :class:`Option`. A missing key, or one with a problem, gets the field's default; a
+    `Option`. A missing key, or one with a problem, gets the field's default; a
     field holding a dataclass is read from a sub-table into an instance of it. Keys the
     chosen variant does not take (``used_with``) are problems; with ``finish``, so is every
     key ``cls`` does not have.

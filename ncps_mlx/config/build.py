@@ -19,6 +19,7 @@ GENERATORS: dict[str, Callable[..., datasets.SequenceData]] = {
     "sine_waves": datasets.sine_waves,
     "irregular_oscillator": datasets.irregular_oscillator,
     "spring_mass_control": datasets.spring_mass_control,
+    "bit_stream_xor": datasets.bit_stream_xor,
 }
 WIRINGS: dict[str, type[Wiring]] = {
     "AutoNCP": AutoNCP,
@@ -85,11 +86,12 @@ def build_optimizer(training: TrainingConfig) -> optim.Optimizer:
     """The optimizer of ``training``, its learning rate following the schedule.
 
     ``weight_decay`` and ``momentum`` are passed only when set: the optimizer's own
-    defaults apply otherwise.
+    defaults apply otherwise. ``optimizer_options`` go in as they are.
     """
     rate = _learning_rate(training.learning_rate, training.schedule)
     given = {"weight_decay": training.weight_decay, "momentum": training.momentum}
     extra = {key: value for key, value in given.items() if value is not None}
+    extra.update(training.optimizer_options)
     return OPTIMIZER_CLASSES[training.optimizer](learning_rate=rate, **extra)
 
 

@@ -12,18 +12,26 @@ CHECKPOINTS = "checkpoints"
 RUN_FILES = (CHECKPOINTS, "model.safetensors", "metrics.json")
 
 
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` holds the files of a run (of ``train`` or ``demo``)."""
+    return any((directory / name).exists() for name in RUN_FILES)
+
+
 def validate_output(table: Table) -> OutputConfig:
     problems = table.problems
     keys = read_fields(table, OutputConfig)
-    out, resume = keys["dir"] or "", keys["resume"]
+    out, resume, overwrite = keys["dir"] or "", keys["resume"], keys["overwrite"]
     directory = Path(out).expanduser()
     if out and directory.exists() and not directory.is_dir():
         problems.add("output.dir", f"{out!r} is a file", "give a folder (it is created if missing)")
-    elif out and not resume and any((directory / name).exists() for name in RUN_FILES):
+    elif resume and overwrite:
+        problems.add("output.overwrite", "set with output.resume", "keep one of them")
+    elif out and not (resume or overwrite) and holds_run(directory):
         problems.add(
             "output.dir",
             f"{out!r} already holds a run",
-            "set output.resume = true (or --resume) to continue it, or choose another folder",
+            "set output.resume = true (or --resume) to continue it, output.overwrite = true "
+            "(or --overwrite) to replace it, or choose another folder",
         )
     needs = {
         "progress": (keys["progress"], "tqdm", "pip install tqdm"),

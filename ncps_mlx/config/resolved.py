@@ -1,11 +1,11 @@
 """The config's schema: one dataclass per section, one field per key.
 
-A field made with :func:`~._fields.option` is a key a user writes: its annotation is the
+A field made with `option` is a key a user writes: its annotation is the
 key's type, the option holds its default, choices, bounds and description. The reader
-(:func:`~._fields.read_fields`) checks a TOML table against it, and the documentation's
-key tables are generated from it. Fields made with :func:`~._fields.derived` are
+(`read_fields`) checks a TOML table against it, and the documentation's
+key tables are generated from it. Fields made with `derived` are
 computed by validation (mostly from the data) and are not keys. Validation returns
-instances with every default resolved; :func:`run_config` uses them.
+instances with every default resolved; `run_config` uses them.
 """
 
 from __future__ import annotations
@@ -197,6 +197,11 @@ class TrainingConfig:
         default_doc="`0`",
         doc="SGD's momentum",
     )
+    optimizer_options: dict[str, Any] = option(
+        {},
+        doc="more keyword arguments of the optimizer, e.g. `{ alpha = 0.9, eps = 1e-7 }` "
+        "for rmsprop (Keras' defaults); checked against its signature",
+    )
     schedule: ScheduleConfig = option(
         ScheduleConfig(),
         shorthand="type",
@@ -205,6 +210,36 @@ class TrainingConfig:
     )
     clip_norm: float | None = option(
         None, gt=0, default_doc="off", doc="clip the gradients' global norm to this value"
+    )
+    clip_tensor_norm: float | None = option(
+        None,
+        gt=0,
+        default_doc="off",
+        doc="clip each gradient tensor's norm to this value (Keras' `clipnorm`)",
+    )
+    clip_value: float | None = option(
+        None,
+        gt=0,
+        default_doc="off",
+        doc="clip each gradient element to [-clip_value, clip_value]",
+    )
+    l2: float | None = option(
+        None,
+        gt=0,
+        default_doc="off",
+        doc="add `l2 * sum(w ** 2)` over the `l2_params` to the training loss",
+    )
+    l2_params: tuple[str, ...] | None = option(
+        None,
+        default_doc="every trainable parameter",
+        doc='globs over the parameters\' names, e.g. `["rnn_cell.*.weight"]`; each must match',
+    )
+    lr_decay_per_epoch: float | None = option(
+        None,
+        gt=0,
+        max=1,
+        default_doc="off",
+        doc="multiply the learning rate by this factor per epoch, smoothly per step",
     )
     shuffle: bool = option(True, doc="reshuffle the training data every epoch")
     early_stopping: EarlyStoppingConfig | None = option(
@@ -232,6 +267,10 @@ class OutputConfig:
         False,
         doc="continue the run in `dir`; without it, a folder that holds a run is refused",
     )
+    overwrite: bool = option(
+        False,
+        doc="start afresh in `dir` even if it holds a run (its files are replaced)",
+    )
     progress: bool = option(True, doc="a progress bar per epoch (needs `tqdm`)")
     monitor: bool = option(False, doc="record hardware figures to `monitor.jsonl`")
     export_coreml: bool = option(False, doc="also write `model.mlpackage` (needs `coremltools`)")
@@ -239,7 +278,7 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated run config: what :func:`run_config` needs, checked."""
+    """A validated run config: what `run_config` needs, checked."""
 
     seed: int = option(
         0, min=0, doc="seeds the data split and generation, the weights and the data order"
@@ -257,7 +296,7 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
     def summary(self) -> str:
-        """A few lines saying what :func:`run_config` would do."""
+        """A few lines saying what `run_config` would do."""
         return "\n".join(
             [
                 f"data:     {describe_data(self.data)}",

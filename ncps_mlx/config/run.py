@@ -12,6 +12,7 @@ import mlx.core as mx
 
 from .._files import atomic_write
 from ..rnn import RNN
+from ..training.fit import BEST_CHECKPOINT
 from .build import budget_bytes, build_callbacks, build_data, build_model, build_optimizer
 from .output import CHECKPOINTS
 from .resolved import Config
@@ -20,11 +21,13 @@ from .resolved import Config
 def run_config(config: Config, *, log: Callable[[str], Any] = print):
     """Train as ``config`` says and save the results in ``config.output.dir``.
 
-    Writes ``checkpoints/`` (during training), ``model.safetensors``, ``metrics.json``,
-    and ``monitor.jsonl`` / ``model.mlpackage`` when asked for.
+    Writes ``checkpoints/`` (during training), ``model.safetensors`` (the weights of the
+    epoch with the lowest ``val_loss``, as ``checkpoints/best.safetensors``; the last
+    epoch's without validation data), ``metrics.json``, and ``monitor.jsonl`` /
+    ``model.mlpackage`` when asked for. Resuming a finished run writes nothing.
 
     Returns:
-        The :class:`~ncps_mlx.training.History` of the run (all epochs when resumed).
+        The [`History`][ncps_mlx.training.History] of the run (all epochs when resumed).
 
     Raises:
         TrainingDivergedError: The loss became nan or inf (see ``fit``).
@@ -53,12 +56,21 @@ def run_config(config: Config, *, log: Callable[[str], Any] = print):
         monitor=monitor,
         checkpoint_dir=out / CHECKPOINTS,
         resume=config.output.resume,
+        overwrite=config.output.overwrite,
         progress=config.output.progress,
         clip_norm=config.training.clip_norm,
+        clip_tensor_norm=config.training.clip_tensor_norm,
+        clip_value=config.training.clip_value,
+        l2=config.training.l2,
+        l2_params=config.training.l2_params,
+        lr_decay_per_epoch=config.training.lr_decay_per_epoch,
         shuffle=config.training.shuffle,
         seed=config.seed,
         memory_budget=budget_bytes(config.training.memory_budget_mb),
     )
+    if history.finished_before and (out / "metrics.json").exists():  # written last
+        log(f"the run in {out} is finished ({len(history)} epochs): its outputs are unchanged")
+        return history
     if _is_main_process():  # under mlx.launch, one process writes (as fit does)
         _write_results(config, model, history, time.perf_counter() - start, monitor, log)
     return history
@@ -80,9 +92,16 @@ def _write_results(
     config: Config, model: RNN, history: Any, seconds: float, monitor: Any, log: Callable
 ) -> None:
     from .. import io
+    from ..training.checkpoint import trained_with
 
     out = config.output.dir
-    log(f"wrote {io.save(model, out / 'model.safetensors', metadata={'config': config.to_dict()})}")
+    info = config.data.info
+    best = out / CHECKPOINTS / BEST_CHECKPOINT
+    if best.exists():  # the saved model is the best epoch's, as in fit's best.safetensors
+        io.load_weights(model, best)
+    inputs = trained_with(timespans=info.timespans, mask=info.mask)
+    metadata = {"config": config.to_dict(), **inputs}
+    log(f"wrote {io.save(model, out / 'model.safetensors', metadata=metadata)}")
     metrics = _metrics_record(config, history, seconds)
     path = out / "metrics.json"
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))

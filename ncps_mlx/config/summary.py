@@ -49,6 +49,7 @@ def describe_training(training: TrainingConfig) -> str:
     steps = training.epochs * training.steps_per_epoch
     schedule = training.schedule
     rate = f"{training.optimizer} lr={training.learning_rate:g}"
+    rate += "".join(f" {key}={value}" for key, value in training.optimizer_options.items())
     if schedule.type != "none":
         rate += f" ({schedule.type} schedule)"
     batches = counted(training.steps_per_epoch, "batch", "batches")
@@ -60,8 +61,11 @@ def describe_training(training: TrainingConfig) -> str:
     ]
     if training.metrics:
         parts.append(f"metrics {', '.join(training.metrics)}")
-    if training.clip_norm is not None:
-        parts.append(f"clip_norm {training.clip_norm:g}")
+    for key in ("clip_norm", "clip_tensor_norm", "clip_value", "l2", "lr_decay_per_epoch"):
+        value = getattr(training, key)
+        if value is not None:
+            chosen = training.l2_params if key == "l2" else None
+            parts.append(f"{key} {value:g}" + (f" on {', '.join(chosen)}" if chosen else ""))
     if training.early_stopping is not None:
         early = training.early_stopping
         parts.append(f"early stopping on {early.monitor} (patience {early.patience})")

@@ -1,4 +1,4 @@
-"""``[training]``: the keys as :class:`TrainingConfig` declares them, then the defaults
+"""``[training]``: the keys as `TrainingConfig` declares them, then the defaults
 and checks that depend on the data, the schedule's numbers and the callback."""
 
 from __future__ import annotations
@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ..rnn import RNN
 from ..training.callbacks import EarlyStopping
 from ..training.losses import LOSSES, METRICS, suited_to, takes_labels
-from ._fields import Problems, Table, choose, read_fields
+from ..training.recipes import l2_selected
+from ._fields import Problems, Table, choose, read_fields, signature_args
+from .build import OPTIMIZER_CLASSES
 from .resolved import DataInfo, EarlyStoppingConfig, ScheduleConfig, TrainingConfig
 
 
@@ -29,7 +32,11 @@ def validate_training(table: Table, info: DataInfo | None) -> TrainingConfig:
     schedule = _resolve_schedule(keys["schedule"], keys["learning_rate"], total_steps, problems)
     has_val = info is not None and info.val_size > 0
     early = _resolve_early_stopping(keys["early_stopping"], metrics, has_val, problems)
+    options = _optimizer_options(table, keys, problems)
+    if keys["l2_params"] is not None and keys["l2"] is None:
+        problems.add("training.l2_params", "chooses where l2 applies, but l2 is not set", "set l2")
     resolved = {"loss": loss, "metrics": metrics, "schedule": schedule, "early_stopping": early}
+    resolved["optimizer_options"] = options
     return TrainingConfig(**{**keys, **resolved}, steps_per_epoch=steps_per_epoch)
 
 
@@ -50,6 +57,38 @@ def _check_targets(loss: str, metrics: tuple[str, ...], info: DataInfo, problems
                 f"{metric!r} does not suit the data's {targets}",
                 f"use {' or '.join(suited_to(METRICS, labels))}",
             )
+
+
+def _optimizer_options(table: Table, keys: dict, problems: Problems) -> dict:
+    """``optimizer_options`` checked against the optimizer's signature; the optimizer is
+    built with them, so its own checks run too."""
+    raw = keys["optimizer_options"]
+    cls = OPTIMIZER_CLASSES.get(keys["optimizer"])
+    if not raw or cls is None:
+        return raw
+    before = len(problems)
+    options_table = Table("training.optimizer_options", raw, problems)
+    options = signature_args(options_table, cls, skip=("learning_rate",))
+    options_table.finish()
+    for key in ("weight_decay", "momentum"):
+        if key in options and table.present(key):
+            problems.add(f"training.optimizer_options.{key}", f"{key} is set twice", "keep one")
+    if len(problems) == before:
+        try:
+            cls(learning_rate=keys["learning_rate"], **options)
+        except (TypeError, ValueError) as error:
+            problems.add("training.optimizer_options", str(error))
+    return options
+
+
+def check_l2_params(model: RNN, training: TrainingConfig, problems: Problems) -> None:
+    """Each glob of ``l2_params`` must name a parameter of the model (as ``fit`` checks)."""
+    if training.l2 is None or training.l2_params is None:
+        return
+    try:
+        l2_selected("fit", model, training.l2_params)
+    except ValueError as error:
+        problems.add("training.l2_params", str(error).removeprefix("[fit] l2_params "))
 
 
 def _resolve_schedule(

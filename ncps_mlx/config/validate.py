@@ -14,7 +14,7 @@ from .data import validate_data
 from .model import validate_model
 from .output import validate_output
 from .resolved import Config, DataInfo, TrainingConfig
-from .training import validate_training
+from .training import check_l2_params, validate_training
 
 
 def validate_config(
@@ -26,10 +26,10 @@ def validate_config(
     cheap: a generated task is drawn once at one sequence, a shipped UEA set is loaded
     (they are small), an ``.npz`` file's array headers and integer labels are read. The
     model is built, and its training step run on a copy at a few batch sizes to measure
-    the memory it needs (:func:`~ncps_mlx.training.estimate_memory`).
+    the memory it needs ([`estimate_memory`][ncps_mlx.training.estimate_memory]).
 
     Args:
-        raw: What :func:`load_config` returned.
+        raw: What [`load_config`][ncps_mlx.config.load_config] returned.
         base_dir: The folder ``data.path`` is relative to; default the current one.
         source: Where ``raw`` came from, for the error message.
 
@@ -55,6 +55,7 @@ def validate_config(
     if sections["output"] is not None:
         output = validate_output(Table("output", sections["output"], problems))
     if built is not None and training is not None:
+        check_l2_params(built, training, problems)
         _check_memory(built, training, info, problems)
     if problems:
         raise ConfigError(problems, source)

@@ -1,11 +1,12 @@
 """Datasets: built-in generated tasks and loaders for real data shipped in packages.
 
-Every dataset is a :class:`SequenceData`. The generators need nothing beyond numpy; the
-UCR/UEA loaders need the optional ``aeon`` (``pip install 'ncps-mlx[data]'``), imported
-only when a set is loaded.
+Every dataset is a [`SequenceData`][ncps_mlx.datasets.SequenceData]. The generators need nothing
+beyond numpy; the UCR/UEA loaders need the optional ``aeon`` (``pip install 'ncps-mlx[data]'``),
+imported only when a set is loaded.
 """
 
 from ._base import SequenceData as SequenceData
+from .generated import bit_stream_xor as bit_stream_xor
 from .generated import irregular_oscillator as irregular_oscillator
 from .generated import sine_waves as sine_waves
 from .generated import spring_mass_control as spring_mass_control

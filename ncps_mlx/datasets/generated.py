@@ -1,7 +1,7 @@
 """Built-in tasks generated on the fly (nothing is downloaded).
 
 Every generator is deterministic given ``seed``, returns float32 arrays in a
-:class:`~ncps_mlx.datasets.SequenceData` and checks its arguments, raising ``ValueError``.
+[`SequenceData`][ncps_mlx.datasets.SequenceData] and checks its arguments, raising ``ValueError``.
 """
 
 import numpy as np
@@ -158,10 +158,12 @@ def spring_mass_control(
     levels from ``U(-1, 1)`` that switch with probability ``1 / hold`` at each step.
 
     At step ``i`` the controller measures ``(p_i, v_i)`` (the state plus ``noise * N(0, 1)``
-    on each) and applies, held constant for the next ``dt``::
+    on each) and applies, held constant for the next ``dt``:
 
-        e_i = r_i - p_i
-        u_i = clip(kp * e_i + ki * dt * (e_0 + ... + e_i) - kd * v_i, -u_max, u_max)
+    ```text
+    e_i = r_i - p_i
+    u_i = clip(kp * e_i + ki * dt * (e_0 + ... + e_i) - kd * v_i, -u_max, u_max)
+    ```
 
     The integral term removes the offset the spring leaves under pure PD control, and it
     makes the action depend on the whole error history: a model has to integrate, so it
@@ -223,3 +225,85 @@ def spring_mass_control(
         actions[..., None].astype(np.float32),
         timespans=timespans,
     )
+
+
+def _draw_bit_streams(
+    rng: np.random.RandomState, num_sequences: int, longest: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence a length in [2, longest] and that many random bits, drawn one
+    sequence after the other as the CfC code's ``XORData`` draws them."""
+    lengths = np.empty(num_sequences, dtype=np.int64)
+    bits = np.zeros((num_sequences, longest), dtype=np.int64)
+    for n in range(num_sequences):
+        lengths[n] = rng.randint(low=2, high=longest + 1)
+        bits[n, : lengths[n]] = rng.randint(low=0, high=2, size=lengths[n])
+    return lengths, bits
+
+
+def _runs_as_events(
+    lengths: np.ndarray, bits: np.ndarray, seq_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each bit stream as events: one where the bit changes (its value, and the bits since
+    the last event), and one at the end when the last run is longer than one bit."""
+    n, longest = bits.shape
+    column = np.arange(longest)[None, :]
+    real = column < lengths[:, None]
+    changes = np.concatenate([np.ones((n, 1), bool), bits[:, 1:] != bits[:, :-1]], axis=1)
+    is_event = changes & real
+    latest = np.maximum.accumulate(np.where(is_event, column, -1), axis=1)
+    before = np.concatenate([np.full((n, 1), -1), latest[:, :-1]], axis=1)
+    slot = np.cumsum(is_event, axis=1) - 1
+    events = np.zeros((n, seq_len), np.float32)
+    elapsed = np.zeros((n, seq_len), np.float32)
+    rows = np.nonzero(is_event)[0]
+    events[rows, slot[is_event]] = bits[is_event]
+    elapsed[rows, slot[is_event]] = (column - before)[is_event]
+    last = lengths - 1
+    everyone = np.arange(n)
+    last_event = latest[everyone, last]
+    tail = np.nonzero(last_event < last)[0]
+    count = is_event.sum(axis=1)
+    events[tail, count[tail]] = bits[tail, last[tail]]
+    elapsed[tail, count[tail]] = (last - last_event)[tail]
+    mask = np.arange(seq_len)[None, :] < (count + (last_event < last))[:, None]
+    return events, elapsed, mask
+
+
+def bit_stream_xor(num_sequences: int = 1024, seq_len: int = 32, *, seed: int = 0) -> SequenceData:
+    """The bit-stream XOR task of the CfC paper: the parity of a random bit stream, read
+    as events at irregular times.
+
+    A stream of 2 to ``seq_len - 1`` random bits is sent as events: one at each change of
+    the bit (its new value, and the bits since the previous event as the elapsed time)
+    and one at the end if the last run is longer than one bit. A run's length is only in
+    the times, so the parity, whether the stream holds an odd number of ones, needs a
+    model that integrates the ``timespans`` (Hasani et al. 2022, "Closed-form
+    continuous-time neural networks", Nature Machine Intelligence).
+
+    The draws follow ``XORData(event_based=True, pad_size=seq_len)`` of the paper's code
+    (github.com/raminmh/CfC, ``irregular_sampled_datasets.py``) with numpy's legacy
+    ``RandomState(seed)``: ``seed=1234984`` and 100,000 sequences give its training set,
+    and its elapsed times divided by ``seq_len`` are the ``timespans`` here.
+
+    Args:
+        num_sequences: Number of sequences N.
+        seq_len: Padded length T (at least 3), the paper's 32.
+        seed: Seed of numpy's ``RandomState``.
+
+    Returns:
+        ``x`` (N, T, 1) the event values 0 or 1, ``y`` (N, 1) the parity as float 0 or 1
+        (for one logit and ``binary_cross_entropy``), ``timespans`` (N, T) and ``mask``
+        (N, T), ``False`` on the padding at the end.
+    """
+    owner = "bit_stream_xor"
+    _require(
+        owner,
+        num_sequences >= 1 and seq_len >= 3,
+        "num_sequences >= 1 and seq_len >= 3",
+        f"{num_sequences}, {seq_len}",
+    )
+    # The paper's generator draws with the legacy RandomState: the same seed gives its data.
+    lengths, bits = _draw_bit_streams(np.random.RandomState(seed), num_sequences, seq_len - 1)
+    events, elapsed, mask = _runs_as_events(lengths, bits, seq_len)
+    parity = (bits.sum(axis=1) % 2).astype(np.float32)
+    return SequenceData(events[..., None], parity[:, None], timespans=elapsed / seq_len, mask=mask)

@@ -2,8 +2,8 @@
 
 ``aeon`` is optional (``pip install 'ncps-mlx[data]'``) and imported only when a set is
 loaded. Only the copies in aeon's own package data are read: ``aeon`` downloads any set it
-cannot find locally, so :func:`load_uea` accepts the names in :data:`SHIPPED` alone and
-checks the files are there before handing aeon the folder to read from.
+cannot find locally, so [`load_uea`][ncps_mlx.datasets.load_uea] accepts the names in `SHIPPED`
+alone and checks the files are there before handing aeon the folder to read from.
 """
 
 import os
@@ -39,17 +39,17 @@ def load_uea(name: str, *, standardize: bool = True) -> tuple[SequenceData, Sequ
     ``"10"`` follows ``"9"``) and as strings otherwise.
 
     Args:
-        name: One of :data:`SHIPPED`.
+        name: One of `SHIPPED`.
         standardize: Z-score each feature with the mean and standard deviation of the
             train split's real (unpadded) steps, applied to both splits; padding stays
             0. A feature constant over the train split is only centred.
 
     Returns:
         The train and test splits, each a per-sequence classification
-        :class:`~ncps_mlx.datasets.SequenceData`.
+        [`SequenceData`][ncps_mlx.datasets.SequenceData].
 
     Raises:
-        ValueError: ``name`` is not in :data:`SHIPPED`, the data has missing values
+        ValueError: ``name`` is not in `SHIPPED`, the data has missing values
             (NaN), or the test split has a label the train split lacks.
         ImportError: aeon is not installed.
         FileNotFoundError: The installed aeon does not ship the set.
@@ -66,7 +66,7 @@ def japanese_vowels(**kwargs: bool) -> tuple[SequenceData, SequenceData]:
     """JapaneseVowels: tell 9 speakers apart from 12 LPC cepstrum coefficients.
 
     270 train and 370 test utterances of 7 to 29 steps (so ``mask`` is set). Keyword
-    arguments go to :func:`load_uea`.
+    arguments go to [`load_uea`][ncps_mlx.datasets.load_uea].
     """
     return load_uea("JapaneseVowels", **kwargs)
 
@@ -75,7 +75,7 @@ def basic_motions(**kwargs: bool) -> tuple[SequenceData, SequenceData]:
     """BasicMotions: 4 activities from 6 accelerometer and gyroscope channels.
 
     40 train and 40 test recordings of 100 steps each. Keyword arguments go to
-    :func:`load_uea`.
+    [`load_uea`][ncps_mlx.datasets.load_uea].
     """
     return load_uea("BasicMotions", **kwargs)
 

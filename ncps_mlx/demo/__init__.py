@@ -1,13 +1,18 @@
-"""The demo job: train an NCP on irregularly sampled data, check it, export it, report it.
+"""The demo job: train an NCP on irregularly sampled data, compare it, export it, report it.
 
-``ncps-mlx demo`` (or :func:`run_demo`) forecasts noisy damped oscillations observed at
-irregular times (:func:`~ncps_mlx.datasets.irregular_oscillator`) half a time unit ahead,
-with a CfC over an ``AutoNCP(24, 4)`` wiring fed the elapsed time of every step. The
-report compares it with predicting the mean and with a linear fit that has no memory.
+``ncps-mlx demo`` (or `run_demo`) forecasts noisy damped oscillations observed at
+irregular times (`datasets.irregular_oscillator`) half a time unit ahead, with a CfC
+over an ``AutoNCP(24, 4)`` wiring fed the elapsed time of every step. The report
+compares it with a GRU and an LSTM of the same parameter count, given the elapsed times
+as an input feature and trained with the same `fit` settings
+(`ncps_mlx.demo.baselines`), and with predicting the mean and a linear fit that has no
+memory; what it says of the comparison is written from the measured numbers
+(`ncps_mlx.demo.comparison`).
 Everything goes to one folder:
 
-- ``checkpoints/``: what :func:`~ncps_mlx.training.fit` writes while training;
-- ``model.safetensors``: the weights of the best validation epoch (:func:`ncps_mlx.load`);
+- ``checkpoints/``: what `fit` writes while training the NCP; ``baselines/gru/`` and
+  ``baselines/lstm/`` the same for the baselines;
+- ``model.safetensors``: the NCP's weights of its best validation epoch (`ncps_mlx.load`);
 - ``model.mlpackage``: the Core ML export (step kind, float16, ``dt`` input), checked
   against the MLX model (needs coremltools: ``pip install 'ncps-mlx[export]'``);
 - ``metrics.json``, ``monitor.jsonl``, ``report.md``;
@@ -18,20 +23,23 @@ Every file is written atomically, so a failed run leaves no half-written file be
 """
 
 import contextlib
+import json
+import shutil
 import time
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.optimizers as optim
 
 from .. import io
+from ..config.output import holds_run
+from ..costs import parameter_count
 from ..datasets import SequenceData
-from ..monitor import Monitor
 from ..rnn import CfC
-from ..training import History, fit
-from ..training.callbacks import Callback
+from ..training.checkpoint import trained_with
+from ..training.fit import LAST_CHECKPOINT
+from .baselines import train_baselines as train_baselines
 from .report import _introduction, _summary_lines, build_metrics, write_figures, write_report
 from .task import BATCH_SIZE as BATCH_SIZE
 from .task import CLIP_NORM as CLIP_NORM
@@ -48,69 +56,9 @@ from .task import build_model as build_model
 from .task import evaluate as evaluate
 from .task import linear_baseline as linear_baseline
 from .task import make_task as make_task
-
-# -- training -------------------------------------------------------------------------
-
-
-class EpochLog(Callback):
-    """One log line every few epochs, for runs without the progress bar."""
-
-    def __init__(self, log: Log, epochs: int):
-        self.log, self.every = log, max(epochs // 10, 1)
-
-    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
-        if epoch == 1 or epoch % self.every == 0 or epoch == trainer.epochs:
-            self.log(
-                f"epoch {epoch:3d}/{trainer.epochs}  loss {logs['loss']:.4f}  "
-                f"val_loss {logs['val_loss']:.4f}  val_mae {logs['val_mae']:.4f}"
-            )
-
-
-def make_optimizer(epochs: int, batches_per_epoch: int) -> optim.Optimizer:
-    """Adam with a cosine decay of the learning rate over the whole run."""
-    steps = epochs * batches_per_epoch
-    return optim.Adam(optim.cosine_decay(LEARNING_RATE, steps, FINAL_LEARNING_RATE))
-
-
-def train(
-    model: CfC,
-    splits: dict[str, SequenceData],
-    out: Path,
-    epochs: int,
-    seed: int,
-    *,
-    progress: bool = True,
-    log: Log = print,
-    resume: bool = False,
-) -> tuple[History, Monitor, float]:
-    """``fit`` with a monitor and checkpoints; the model ends on its best validation epoch.
-
-    Returns the history, the monitor and the seconds ``fit`` took (its resumed part).
-    """
-    monitor = Monitor(model=model, seq_len=TASK["seq_len"])
-    batches = -(-SPLIT["train"] // BATCH_SIZE)
-    start = time.perf_counter()
-    history = fit(
-        model,
-        splits["train"],
-        splits["val"],
-        loss="mse",
-        optimizer=make_optimizer(epochs, batches),
-        epochs=epochs,
-        batch_size=BATCH_SIZE,
-        metrics=["mae"],
-        callbacks=[] if progress else [EpochLog(log, epochs)],
-        monitor=monitor,
-        checkpoint_dir=out / "checkpoints",
-        resume=resume,
-        progress=progress,
-        clip_norm=CLIP_NORM,
-        seed=seed,
-    )
-    seconds = time.perf_counter() - start
-    io.load_weights(model, out / "checkpoints" / "best.safetensors")
-    return history, monitor, seconds
-
+from .training import EpochLog as EpochLog
+from .training import make_optimizer as make_optimizer
+from .training import train as train
 
 # -- Core ML export -------------------------------------------------------------------
 
@@ -174,6 +122,25 @@ def export_coreml(model: CfC, test: SequenceData, out: Path, log: Log) -> dict[s
 # -- the job --------------------------------------------------------------------------
 
 
+def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Apply the rules of an output folder; the metrics of a finished run to resume."""
+    if resume and overwrite:
+        raise ValueError("[demo] resume continues a run, overwrite replaces it: pick one")
+    if holds_run(out) and not (resume or overwrite):
+        raise ValueError(
+            f"[demo] {str(out)!r} already holds a run: --resume continues it, --overwrite "
+            "replaces it, or choose another --out"
+        )
+    if resume and (out / "metrics.json").exists():  # written last: the run is finished
+        return json.loads((out / "metrics.json").read_text())
+    if overwrite:
+        for folder in ("checkpoints", "baselines"):  # what training would resume from
+            shutil.rmtree(out / folder, ignore_errors=True)
+        (out / "metrics.json").unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
 def run_demo(
     out: str | Path = "ncps_demo",
     epochs: int = DEFAULT_EPOCHS,
@@ -183,6 +150,8 @@ def run_demo(
     export: bool = True,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
+    baselines: bool = True,
 ) -> dict[str, Any]:
     """Train, evaluate, save, export and report under ``out``; returns ``metrics.json``.
 
@@ -193,27 +162,54 @@ def run_demo(
         log: Where progress lines and the summary go.
         export: Export and verify a Core ML package (when coremltools is installed).
         progress: Show ``fit``'s progress bar; otherwise log a line every few epochs.
-        resume: Continue the training saved in ``out/checkpoints`` (by a run stopped with
-            Ctrl-C or killed) with the same ``epochs`` and ``seed``.
+        resume: Continue the training saved in ``out/checkpoints`` and ``out/baselines``
+            (by a run stopped with Ctrl-C or killed) with the same ``epochs`` and ``seed``.
+            A finished run (its ``metrics.json`` written) is left as it is.
+        overwrite: Replace the run that ``out`` holds. Without it or ``resume``, a folder
+            that holds a run is refused.
+        baselines: Train the GRU and LSTM baselines and compare the NCP with them. On a
+            CPU they take several times the NCP's training time: MLX runs them as graph
+            operations, the NCP runs on the package's fused kernels.
 
     Raises:
+        ValueError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is set.
         TrainingInterrupted: Ctrl-C stopped the training; it is saved to resume.
     """
     start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    finished = _prepare_folder(out, resume, overwrite)
+    if finished is not None:
+        log(f"the demo in {out} is finished: its outputs are unchanged (--overwrite runs it again)")
+        return finished
     splits = make_task(seed)
     mx.random.seed(seed)
     model = build_model()
     for line in _introduction(model, epochs):
         log(line)
+    resumed = resume and (out / "checkpoints" / LAST_CHECKPOINT).exists()
     trained = train(model, splits, out, epochs, seed, progress=progress, log=log, resume=resume)
-    run = Run(seed, epochs, start, splits, model, *trained)
+    run = Run(seed, epochs, start, splits, model, *trained, resumed=resumed)
     run.scores, run.prediction = evaluate(model, splits)
     io.save(
-        model, out / "model.safetensors", metadata={"demo": {"seed": seed, **run.scores["test"]}}
+        model,
+        out / "model.safetensors",
+        metadata={
+            "demo": {"seed": seed, **run.scores["test"]},
+            **trained_with(timespans=True, mask=False),  # export keeps the time-gap input
+        },
     )
     run.monitor.save(out / "monitor.jsonl")
+    if baselines:  # after the NCP's files: stopping here loses none of them
+        run.baselines = train_baselines(
+            splits,
+            out,
+            epochs,
+            seed,
+            parameter_count(model),
+            progress=progress,
+            log=log,
+            resume=resume,
+        )
     run.export = (
         export_coreml(model, splits["test"], out, log)
         if export

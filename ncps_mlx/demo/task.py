@@ -10,12 +10,12 @@ import numpy as np
 from .. import datasets
 from ..datasets import SequenceData
 from ..monitor import Monitor
-from ..rnn import CfC
+from ..rnn import RNN, CfC
 from ..training import History
 from ..wirings import AutoNCP
 
 DEFAULT_EPOCHS = 60
-#: Arguments of :func:`~ncps_mlx.datasets.irregular_oscillator` (the seed comes apart).
+#: Arguments of `datasets.irregular_oscillator` (the seed comes apart).
 TASK = {"num_sequences": 576, "seq_len": 64, "horizon": 0.5, "noise": 0.1, "mean_gap": 0.3}
 #: Consecutive shares of the generated sequences, in this order.
 SPLIT = {"train": 448, "val": 64, "test": 64}
@@ -26,6 +26,8 @@ VERIFIED_SEQUENCES = 4
 EXPORT_HINT = "pip install 'ncps-mlx[export]'"
 PLOT_HINT = "pip install 'ncps-mlx[plot]'"
 FIGURES = ("loss.png", "predictions.png", "wiring.png", "monitor.png")
+#: The folder of the baselines' checkpoints, one subfolder each.
+BASELINES_DIR = "baselines"
 
 Log = Callable[[str], Any]
 
@@ -42,10 +44,13 @@ class Run:
     history: History
     monitor: Monitor
     train_seconds: float
+    resumed: bool = False
     scores: dict[str, Any] = field(default_factory=dict)
     prediction: np.ndarray | None = None
     export: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    #: The trained recurrent baselines (``baselines.Baseline``), in the report's order.
+    baselines: list[Any] = field(default_factory=list)
 
 
 # -- task and model -------------------------------------------------------------------
@@ -66,10 +71,11 @@ def build_model() -> CfC:
     return CfC(1, AutoNCP(UNITS, MOTOR_NEURONS), proj_size=1)
 
 
-def predict(model: CfC, data: SequenceData) -> np.ndarray:
+def predict(model: RNN, data: SequenceData) -> np.ndarray:
     """The model's per-step outputs (N, T, 1) on ``data``, in evaluation mode."""
     model.eval()
-    y, _ = model(mx.array(data.x), timespans=mx.array(data.timespans))
+    timespans = None if data.timespans is None else mx.array(data.timespans)
+    y, _ = model(mx.array(data.x), timespans=timespans)
     return np.array(y)
 
 
@@ -89,15 +95,25 @@ def linear_baseline(train: SequenceData, test: SequenceData) -> np.ndarray:
     return (features(test) @ weights).reshape(test.y.shape)
 
 
-def evaluate(model: CfC, splits: dict[str, SequenceData]) -> tuple[dict, np.ndarray]:
-    """MSE/MAE on every split, baselines and R² on the test split; the test predictions."""
+def score(model: RNN, splits: dict[str, SequenceData]) -> tuple[dict, np.ndarray]:
+    """MSE/MAE on every split and R² on the test split; the test predictions."""
     predictions = {name: predict(model, data) for name, data in splits.items()}
     scores = {name: _errors(predictions[name], data.y) for name, data in splits.items()}
+    test = splits["test"]
+    scores["test"]["r2"] = 1.0 - scores["test"]["mse"] / float(np.var(test.y))
+    return scores, predictions["test"]
+
+
+def evaluate(model: CfC, splits: dict[str, SequenceData]) -> tuple[dict, np.ndarray]:
+    """MSE/MAE on every split, R² and the trivial baselines on the test split; the test
+    predictions."""
+    scores, prediction = score(model, splits)
     train, test = splits["train"], splits["test"]
     mean = np.full_like(test.y, train.y.mean())
-    scores["test"]["r2"] = 1.0 - scores["test"]["mse"] / float(np.var(test.y))
+    linear = linear_baseline(train, test)
     scores["test"]["baselines"] = {
-        "train_mean": _errors(mean, test.y),
-        "linear_no_memory": _errors(linear_baseline(train, test), test.y),
+        "train_mean": {**_errors(mean, test.y), "parameters": 1},
+        # A weight for each feature and for the timespan, and a bias.
+        "linear_no_memory": {**_errors(linear, test.y), "parameters": train.x.shape[-1] + 2},
     }
-    return scores, predictions["test"]
+    return scores, prediction

@@ -1,8 +1,10 @@
 """Core ML export for the Neural Engine, and its verification where Core ML cannot run.
 
-Needs the ``export`` extra (coremltools)::
+Needs the ``export`` extra (coremltools):
 
-    pip install 'ncps-mlx[export]'
+```bash
+pip install 'ncps-mlx[export]'
+```
 """
 
 from .coreml import FP16_TIMESPAN_RANGE, KINDS, read_metadata, to_coreml

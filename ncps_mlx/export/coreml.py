@@ -1,10 +1,13 @@
 """Export a CfC or LTC layer to a Core ML ``.mlpackage`` laid out for the Neural Engine."""
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,7 @@ FP16_TIMESPAN_RANGE = {"CfC": (0.0, 1000.0), "LTC": (0.01, 1000.0)}
 
 def timespan_range(model: RNN) -> tuple[float, float]:
     """The float16 clamp of a model's elapsed time: the LTC's for a cell that divides by
-    it (:attr:`~ncps_mlx.cells.Cell.requires_positive_timespans`), else the CfC's."""
+    it (`requires_positive_timespans`), else the CfC's."""
     return FP16_TIMESPAN_RANGE["LTC" if model.rnn_cell.requires_positive_timespans else "CfC"]
 
 
@@ -51,13 +54,50 @@ _MINIMUM_TARGETS = {"step": "macOS13", "sequence": "macOS13", "stateful": "macOS
 
 def require_coremltools() -> Any:
     try:
-        import coremltools
+        with _quiet_import():
+            import coremltools
     except ImportError as error:
         raise ImportError(
             "Core ML export needs coremltools: pip install 'ncps-mlx[export]'\n"
             + see("coremltools-missing")
         ) from error
     return coremltools
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Hold back the warnings coremltools logs while it is imported.
+
+    They concern nothing an export does: its native runtime, which off macOS is absent by
+    design (eight "Failed to load _MLModelProxy" lines on Linux; on a Mac a broken one
+    fails loudly when a package is run), and untested versions of the frameworks it
+    converts from (torch, scikit-learn), which an export never uses. Warnings logged
+    later, while converting, are shown.
+    """
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _without_progress_bars() -> Iterator[None]:
+    """Run coremltools' pass pipelines without their tqdm bars: three bars of compiler
+    passes per export say nothing to whoever exports a layer of a few hundred weights."""
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    bar = getattr(pass_pipeline, "tqdm", None)  # where coremltools 9.0 draws them
+    if bar is None:
+        yield
+        return
+    pass_pipeline.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        pass_pipeline.tqdm = bar
 
 
 @dataclass
@@ -136,7 +176,9 @@ def _target(ct: Any, kind: str, requested: Any) -> Any:
         return minimum
     target = getattr(ct.target, requested, None) if isinstance(requested, str) else requested
     if not isinstance(target, type(minimum)):
-        names = [t.name for t in type(minimum)]
+        # Every name, macOS ones included (aliases of iOS ones), that this kind can use.
+        members = type(minimum).__members__.items()
+        names = ", ".join(name for name, t in members if t.value >= minimum.value)
         raise ValueError(
             f"[to_coreml] unknown minimum_deployment_target {requested!r}; use one of {names}"
         )
@@ -277,7 +319,7 @@ def to_coreml(
     minimum_deployment_target: Any = None,
     timespans: bool = False,
 ) -> Path:
-    """Export a :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC` layer to Core ML.
+    """Export a [`CfC`][ncps_mlx.CfC] or [`LTC`][ncps_mlx.LTC] layer to Core ML.
 
     The graph follows the Neural Engine's rules: (B, C, 1, S) layout, 1x1 convolutions
     for dense layers with the CfC heads fused into one, wiring masks and positivity
@@ -302,7 +344,7 @@ def to_coreml(
         minimum_deployment_target: A ``coremltools.target`` or its name (e.g.
             ``"macOS14"``); default the earliest the kind supports.
         timespans: Add the ``dt`` input (elapsed time per step); else every step is 1.
-            float16 exports clamp it to :data:`FP16_TIMESPAN_RANGE`.
+            float16 exports clamp it to `FP16_TIMESPAN_RANGE`.
 
     Returns:
         The path of the saved package.
@@ -318,14 +360,15 @@ def to_coreml(
     with evaluation_mode(model):
         spec = interface(model, kind, batch_size, seq_len, timespans)
         program = _build_program(model, spec, precision, target)
-    ct_model = ct.convert(
-        program,
-        convert_to="mlprogram",
-        compute_precision=getattr(ct.precision, precision.upper()),
-        minimum_deployment_target=target,
-        compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]),
-        skip_model_load=True,
-    )
+    with _without_progress_bars():
+        ct_model = ct.convert(
+            program,
+            convert_to="mlprogram",
+            compute_precision=getattr(ct.precision, precision.upper()),
+            minimum_deployment_target=target,
+            compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]),
+            skip_model_load=True,
+        )
     _describe(ct_model, model, spec, precision, compute_units)
     with _replacing(path) as staging:
         ct_model.save(str(staging))
@@ -341,7 +384,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def program_metadata(program: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """The ncps_mlx description of an already loaded package (see :func:`read_metadata`)."""
+    """The ncps_mlx description of an already loaded package (see
+    [`read_metadata`][ncps_mlx.export.read_metadata])."""
     user = program.spec.description.metadata.userDefined
     if METADATA_KEY not in user:
         raise ValueError(

@@ -7,8 +7,8 @@ program's ``main`` function op by op with numpy. Each op is computed in float64 
 inputs and its result is rounded to the dtype the package declares for it, which models a
 device that stores every intermediate in that dtype (fp16 for a FLOAT16 program).
 
-Only the ops listed in :data:`SUPPORTED_OPS` are evaluated; any other op raises
-:class:`UnsupportedOpError` instead of being skipped. Needs the ``export`` extra
+Only the ops listed in `SUPPORTED_OPS` are evaluated; any other op raises
+`UnsupportedOpError` instead of being skipped. Needs the ``export`` extra
 (coremltools) for the protobuf classes only, never for running the model.
 """
 
@@ -322,7 +322,7 @@ def evaluate(
     """Evaluate the ``main`` function of a saved package with numpy.
 
     Args:
-        program_or_path: A :class:`Program` from :func:`load_program`, or a package path.
+        program_or_path: A `Program` from `load_program`, or a package path.
         inputs: A value for every function input, cast to its declared dtype.
         states: Values of the state buffers of a stateful model; a state left out starts
             as zeros, as a fresh ``MLState`` does.
@@ -702,4 +702,4 @@ _OPS: dict[str, Callable[..., Any]] = {
 _PARAMETERS = {name: set(inspect.signature(fn).parameters) for name, fn in _OPS.items()}
 
 SUPPORTED_OPS: frozenset[str] = frozenset(_OPS) | {"const"}
-"""Op types :func:`evaluate` implements; any other op raises :class:`UnsupportedOpError`."""
+"""Op types `evaluate` implements; any other op raises `UnsupportedOpError`."""

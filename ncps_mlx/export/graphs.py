@@ -1,10 +1,10 @@
 """The package's cells and sequence layers rewritten as MIL graphs for Core ML.
 
-Each ``*Graph`` mirrors one cell's :meth:`derive` / :meth:`project` / :meth:`step` split:
+Each ``*Graph`` mirrors one cell's `derive` / `project` / `step` split:
 the constants are read once from the MLX cell (its ``derive()``, so wiring masks,
 positivity constraints and fused heads come folded into the weights), ``project`` runs
 over the whole sequence axis at once and ``step`` advances one time step. Everything is
-in the ``(B, C, 1, S)`` layout of :mod:`.mil`; a step uses only 1x1 convolutions,
+in the ``(B, C, 1, S)`` layout of `mil`; a step uses only 1x1 convolutions,
 element-wise ops, ``split`` and ``concat``. LTC synapses are evaluated for the synapses
 that exist only: a one-hot convolution brings each synapse its presynaptic potential and
 a second convolution sums the conductances into the postsynaptic neurons, with ``w`` and
@@ -36,7 +36,7 @@ def _numpy(array: mx.array) -> np.ndarray:
 
 
 class CfCGraph:
-    """:class:`~ncps_mlx.cells.CfCCell` (any mode, backbone, activation and head masks)."""
+    """[`CfCCell`][ncps_mlx.cells.CfCCell] (any mode, backbone, activation and head masks)."""
 
     def __init__(self, cell: CfCCell):
         consts = cell.derive()
@@ -69,7 +69,7 @@ class CfCGraph:
 
 
 class WiredCfCGraph:
-    """:class:`~ncps_mlx.cells.WiredCfCCell`: one CfC graph per wiring layer."""
+    """[`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell]: one CfC graph per wiring layer."""
 
     def __init__(self, cell: WiredCfCCell):
         self.layers = [CfCGraph(layer) for layer in cell.layers]
@@ -90,7 +90,7 @@ class WiredCfCGraph:
 
 
 class Synapses:
-    """One synapse population, as :func:`~ncps_mlx.cells.ltc.synaptic_sums` takes it:
+    """One synapse population, as `synaptic_sums` takes it:
     two 1x1 convolutions (see the module docstring)."""
 
     def __init__(self, synapses: SynapseList, sources: int, targets: int):
@@ -123,7 +123,7 @@ class Synapses:
 
 
 class LTCGraph:
-    """:class:`~ncps_mlx.cells.LTCCell` with any wiring, solver, unfold count and mapping."""
+    """[`LTCCell`][ncps_mlx.cells.LTCCell] with any wiring, solver, unfold count and mapping."""
 
     def __init__(self, cell: LTCCell):
         consts = cell.derive()
@@ -169,7 +169,7 @@ class LTCGraph:
 
 
 class LSTMGraph:
-    """The mixed-memory :class:`~ncps_mlx.cells.LSTMCell`."""
+    """The mixed-memory [`LSTMCell`][ncps_mlx.cells.LSTMCell]."""
 
     def __init__(self, cell: LSTMCell):
         self.input_weight = _numpy(cell.input_map.weight)
@@ -209,7 +209,7 @@ def _at_step(inputs: Inputs, t: int) -> Inputs:
 
 
 class ModelGraph:
-    """A :class:`~ncps_mlx.rnn.RNN` (CfC or LTC layer) as a MIL graph; mirrors ``RNN.scan``."""
+    """A [`RNN`][ncps_mlx.RNN] (CfC or LTC layer) as a MIL graph; mirrors ``RNN.scan``."""
 
     def __init__(self, model: RNN):
         self.cell = cell_graph(model.rnn_cell)

@@ -3,12 +3,12 @@
 Every activation is a rank-4 tensor laid out ``(B, C, 1, S)`` (batch, channels, 1,
 sequence), the layout Apple's Neural Engine guidance asks for: dense layers become 1x1
 convolutions over ``C`` and per-channel constants broadcast as ``(1, C, 1, 1)``.
-:class:`Tensor` wraps a MIL ``Var`` with the arithmetic operators so the cells' update
+`Tensor` wraps a MIL ``Var`` with the arithmetic operators so the cells' update
 equations read as they do in the MLX code. The module is an op set with the names of
-:mod:`ncps_mlx.ops` (``sigmoid``, ``tanh``, ``exp``, ``relu``, ``silu``, ``gelu``,
+[`ncps_mlx.ops`][ncps_mlx.ops] (``sigmoid``, ``tanh``, ``exp``, ``relu``, ``silu``, ``gelu``,
 ``chunks``), so the math the cells write once over an op set (their activations, the CfC
 solution, the LSTM update, the LTC synaptic sums) builds the graph here, and the ODE
-solvers of :mod:`ncps_mlx.cells.solvers` run on it unchanged.
+solvers of [`ncps_mlx.cells.solvers`][ncps_mlx.cells.solvers] run on it unchanged.
 
 Only call these inside an ``@mb.program`` function. Programs are built in float32;
 ``coremltools.convert`` lowers them to float16 when asked.
@@ -124,7 +124,8 @@ def split(x: Tensor, sizes: Sequence[int]) -> list[Tensor]:
 
 
 def chunks(x: Tensor, count: int) -> list[Tensor]:
-    """``x`` cut into ``count`` equal parts along the channels (as :func:`ncps_mlx.ops.chunks`)."""
+    """``x`` cut into ``count`` equal parts along the channels (as
+    [`ncps_mlx.ops.chunks`][ncps_mlx.ops.chunks])."""
     return split(x, [x.shape[1] // count] * count)
 
 
@@ -137,7 +138,7 @@ def concat(parts: Sequence[Tensor], axis: int = 1) -> Tensor:
 def squeeze(x: Tensor) -> Tensor:
     """``(B, C, 1, 1)`` to ``(B, C)``.
 
-    States leave through this and outputs through :func:`from_layout`, so a state that
+    States leave through this and outputs through `from_layout`, so a state that
     is also the output (a CfC's) stays two ops: coremltools' passes would merge two
     identical reshapes into one value carrying both names.
     """

@@ -13,8 +13,8 @@ def register_graph(cell_type: type, graph: type) -> None:
 
     ``graph(cell)`` builds the constants from the cell once; its ``project(x)`` and
     ``step(inputs, h, dt) -> (y, h_next)`` build MIL ops on
-    :class:`~ncps_mlx.export.mil.Tensor` values in the ``(B, C, 1, S)`` layout, like the
-    cell's own :meth:`~ncps_mlx.cells.Cell.project` and :meth:`~ncps_mlx.cells.Cell.step`
-    (math written once over an op set runs on :mod:`ncps_mlx.export.mil` unchanged).
+    `Tensor` values in the ``(B, C, 1, S)`` layout, like the
+    cell's own [`project`][ncps_mlx.cells.Cell.project] and [`step`][ncps_mlx.cells.Cell.step]
+    (math written once over an op set runs on `ncps_mlx.export.mil` unchanged).
     """
     CELL_GRAPHS[cell_type] = graph

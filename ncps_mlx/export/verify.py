@@ -1,11 +1,12 @@
 """Check a saved Core ML package against the MLX model it was exported from.
 
-Off a Mac nothing executes an ML program, so :func:`verify` evaluates the saved package
-(protobuf and weight file) with the numpy evaluator of :mod:`.evaluator`, which rounds
+Off a Mac nothing executes an ML program, so `verify` evaluates the saved package
+(protobuf and weight file) with the numpy evaluator of `evaluator`, which rounds
 every op to its declared precision, and runs the same inputs through the MLX model. On
 macOS it also runs Core ML's own prediction (CPU only, then CPU + Neural Engine) and
 reads the per-op device placement from ``MLComputePlan``; that part goes through
-:class:`CoreMLRuntime`, kept small so its logic can be tested with a stand-in.
+[`CoreMLRuntime`][ncps_mlx.export.CoreMLRuntime], kept small so its logic can be tested with a
+stand-in.
 """
 
 import platform
@@ -54,7 +55,7 @@ class Comparison:
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` measured; ``max_*`` cover every output of the numpy run."""
+    """What `verify` measured; ``max_*`` cover every output of the numpy run."""
 
     path: str
     kind: str
@@ -232,17 +233,17 @@ def verify(
     """Run a saved package and the MLX model on the same inputs and compare them.
 
     Args:
-        path: An ``.mlpackage`` written by :func:`~ncps_mlx.export.to_coreml`.
+        path: An ``.mlpackage`` written by [`to_coreml`][ncps_mlx.export.to_coreml].
         model: The MLX layer it was exported from.
         inputs: ``x`` (B, T, F) for every kind (a ``step`` or ``stateful`` package is
             driven over the T steps, carrying its state), optionally the initial ``h``
             [and ``c``] (B, state_size), and ``dt`` (B, T) when exported with timespans.
-        runtime: Core ML's own prediction; default :class:`CoreMLRuntime` on macOS and
-            none elsewhere.
+        runtime: Core ML's own prediction; default [`CoreMLRuntime`][ncps_mlx.export.CoreMLRuntime]
+            on macOS and none elsewhere.
 
     Returns:
-        A :class:`VerifyReport` with the largest absolute and relative error of each
-        output, and on macOS Core ML's errors and op placement.
+        A [`VerifyReport`][ncps_mlx.export.VerifyReport] with the largest absolute and relative
+        error of each output, and on macOS Core ML's errors and op placement.
     """
     require_coremltools()  # the evaluator reads the package with coremltools' protobuf classes
     from . import evaluator

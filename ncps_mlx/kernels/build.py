@@ -322,7 +322,8 @@ def record(library: Path, name: str, text: str = "") -> None:
 
 
 def recorded(library: Path, name: str) -> str | None:
-    """The text of a note :func:`record` left about this very build, else ``None``."""
+    """The text of a note [`record`][ncps_mlx.kernels.build.record] left about this very build, else
+    ``None``."""
     try:
         digest, _, text = library.with_name(name).read_text().partition("\n")
         return text if digest == _recorded_digest(library) else None
@@ -331,8 +332,8 @@ def recorded(library: Path, name: str) -> str | None:
 
 
 def clear() -> list[Path]:
-    """Remove every cached build of this user's (the folders under :func:`cache_dir`);
-    returns what was removed."""
+    """Remove every cached build of this user's (the folders under
+    [`cache_dir`][ncps_mlx.kernels.build.cache_dir]); returns what was removed."""
     root = cache_dir()
     removed = []
     for entry in sorted(root.iterdir()) if root.is_dir() else []:

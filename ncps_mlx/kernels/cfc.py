@@ -1,8 +1,8 @@
-"""The CfC cells on the fused chain step (:func:`~ncps_mlx.kernels.cfc_step`).
+"""The CfC cells on the fused chain step ([`cfc_step`][ncps_mlx.kernels.cfc_step]).
 
-A :class:`~ncps_mlx.cells.CfCCell` is a chain of one unit, a
-:class:`~ncps_mlx.cells.WiredCfCCell` a chain of one unit per wiring layer. Each unit's
-weights are read from its cell's :meth:`~ncps_mlx.cells.CfCCell.derive` and its public
+A [`CfCCell`][ncps_mlx.cells.CfCCell] is a chain of one unit, a
+[`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell] a chain of one unit per wiring layer. Each unit's
+weights are read from its cell's [`derive`][ncps_mlx.cells.CfCCell.derive] and its public
 backbone and pure-mode parameters.
 """
 
@@ -30,7 +30,7 @@ class Chain(NamedTuple):
 
 
 def _unit_weights(cell: CfCCell, consts: dict, first: bool) -> list[mx.array]:
-    """One unit's weights as :func:`~ncps_mlx.kernels.cfc_step` takes them. The first
+    """One unit's weights as [`cfc_step`][ncps_mlx.kernels.cfc_step] takes them. The first
     unit takes its input share projected; the others read the previous unit's state."""
     weights = [] if first else [consts["wx_t"], consts["b"]]
     weights.append(consts["wh_t"])
@@ -71,7 +71,7 @@ def _output(cell: CfCCell | WiredCfCCell, h_next: Any) -> Any:
 
 
 class FusedCfC:
-    """A CfC cell (or wired CfC) whose step is one :func:`~ncps_mlx.kernels.cfc_step`."""
+    """A CfC cell (or wired CfC) whose step is one [`cfc_step`][ncps_mlx.kernels.cfc_step]."""
 
     def __init__(self, cell: CfCCell | WiredCfCCell):
         self.cell = cell
@@ -109,7 +109,7 @@ class FusedCfC:
         """Every step at once: ``(outputs, states, cells)``, (B, T, ...) each, for the
         projected inputs (B, T, width) from ``h`` (B, N), ``dt`` a float or (B, T, 1);
         ``memory`` the mixed-memory LSTM's ``(z, c, wh_t)`` (see
-        :func:`~ncps_mlx.kernels.cfc_sequence`), ``cells`` its memories (else ``None``)."""
+        [`cfc_sequence`][ncps_mlx.kernels.cfc_sequence]), ``cells`` its memories (else ``None``)."""
         batch, steps = projected.shape[:2]
         if not isinstance(dt, mx.array):
             dt = mx.array(dt, dtype=h.dtype).reshape(1, 1, 1)

@@ -25,7 +25,7 @@ def available_cpus() -> int:
 
 def configured() -> int:
     """``NCPS_MLX_THREADS`` when set (an int in 1..256, else a ValueError naming it),
-    otherwise :func:`available_cpus` (at most 256)."""
+    otherwise [`available_cpus`][ncps_mlx.kernels.cores.available_cpus] (at most 256)."""
     value = os.environ.get(ENVIRONMENT, "").strip()
     if not value:
         return min(available_cpus(), MAX_THREADS)

@@ -2,15 +2,16 @@
 
 Every MLX evaluation hands its work to the stream's worker thread and waits for it. A
 wake-up costs little on a Mac's cores but tens of microseconds across the virtual CPUs of
-a cloud machine: more than a controller's whole step (see :doc:`hardware`). These forms
-run the forward passes of :func:`~ncps_mlx.kernels.cfc_step` and
-:func:`~ncps_mlx.kernels.ltc_step` (and of the mixed-memory LSTM and an LTC's sensory
-synapses) at once, without a graph; :class:`ncps_mlx.Controller` is built on them. They
-compute no gradients.
+a cloud machine: more than a controller's whole step (see the
+[hardware guide](https://ncps-mlx.github.io/ncps_mlx/hardware/)). These forms
+run the forward passes of [`cfc_step`][ncps_mlx.kernels.cfc_step] and
+[`ltc_step`][ncps_mlx.kernels.ltc_step] (and of the mixed-memory LSTM and an LTC's sensory
+synapses) at once, without a graph; [`ncps_mlx.Controller`][ncps_mlx.Controller] is built on them.
+They compute no gradients.
 
 A step's arrays are float32 NumPy arrays (others are converted), laid out as the graph
 forms take them; the weights are evaluated ``mx.array`` (read in place, see
-:func:`evaluated`). Each function returns new NumPy arrays.
+[`evaluated`][ncps_mlx.kernels.direct.evaluated]). Each function returns new NumPy arrays.
 Shapes and synapse indices are checked in C++ (``ValueError``).
 """
 
@@ -51,7 +52,7 @@ def cfc_step(
     mode: str = "default",
     activation: str = "lecun_tanh",
 ) -> np.ndarray:
-    """:func:`ncps_mlx.kernels.cfc_step`'s new state, computed now."""
+    """[`ncps_mlx.kernels.cfc_step`][ncps_mlx.kernels.cfc_step]'s new state, computed now."""
     out = np.empty(h.shape, np.float32)
     codes = chain_codes(layout, mode, activation)
     _library().cfc_step_direct(projected, h, dt, weights, *codes, out)
@@ -66,7 +67,7 @@ def ltc_step(
     synapses: dict[str, mx.array],
     unfolds: int,
 ) -> np.ndarray:
-    """:func:`ncps_mlx.kernels.ltc_step`'s new potentials, computed now."""
+    """[`ncps_mlx.kernels.ltc_step`][ncps_mlx.kernels.ltc_step]'s new potentials, computed now."""
     out = np.empty(v.shape, np.float32)
     per_neuron = [v, cm, numerator, denominator]
     _library().ltc_step_direct(per_neuron, _synapse_vectors(synapses), unfolds, out)
@@ -78,7 +79,8 @@ def synapse_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(sum_s w_erev_s a_s, sum_s w_s a_s)`` per postsynaptic neuron, (B, neurons), with
     ``a_s = sigmoid(sigma_s (x_pre - mu_s))``: an LTC's sensory synapses for inputs ``x``
-    (B, F). ``synapses`` as :func:`ltc_step` takes them, ``pre`` indexing ``x``'s columns."""
+    (B, F). ``synapses`` as [`ltc_step`][ncps_mlx.kernels.direct.ltc_step] takes them, ``pre``
+    indexing ``x``'s columns."""
     numerator = np.empty((x.shape[0], neurons), np.float32)
     denominator = np.empty_like(numerator)
     _library().synapse_sums_direct(x, _synapse_vectors(synapses), numerator, denominator)
@@ -88,7 +90,7 @@ def synapse_sums(
 def lstm_step(
     z: np.ndarray, h: np.ndarray, c: np.ndarray, wh_t: mx.array
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The mixed-memory LSTM's ``(h', c')`` (:class:`~ncps_mlx.cells.LSTMCell`) from its
+    """The mixed-memory LSTM's ``(h', c')`` ([`LSTMCell`][ncps_mlx.cells.LSTMCell]) from its
     projected input ``z`` (B, 4N), state ``h``, ``c`` (B, N) and recurrent ``wh_t`` (N, 4N)."""
     h_next, c_next = np.empty(h.shape, np.float32), np.empty(c.shape, np.float32)
     _library().lstm_step_direct(z, h, c, wh_t, h_next, c_next)

@@ -1,10 +1,10 @@
 """The compiled kernel library: built on first use, checked, proven, and whether it may run.
 
-The first use in a process builds the library if needed (:mod:`.build`: once per
+The first use in a process builds the library if needed ([`build`][ncps_mlx.kernels.build]: once per
 machine, announced on stderr), loads it, checks that it numbers the CfC modes and
 activations as the cells do, and, once per build, runs the self-check of
-:mod:`.selfcheck` against the MLX operations. Anything that fails leaves the kernels off
-with one warning, and the cells run as MLX operations; ``ncps-mlx kernels status`` says
+[`selfcheck`][ncps_mlx.kernels.selfcheck] against the MLX operations. Anything that fails leaves the
+kernels off with one warning, and the cells run as MLX operations; ``ncps-mlx kernels status`` says
 why.
 """
 
@@ -145,7 +145,7 @@ def disabled() -> Iterator[None]:
 
 def usable(dtype: mx.Dtype) -> bool:
     """Whether a step on arrays of ``dtype`` may run fused here and now: the CPU, float32,
-    the library built and proven, and not inside :func:`disabled`."""
+    the library built and proven, and not inside [`disabled`][ncps_mlx.kernels.disabled]."""
     return (
         not _disabled
         and dtype == mx.float32

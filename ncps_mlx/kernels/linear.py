@@ -1,5 +1,5 @@
 """A linear layer (a sequence layer's output projection) on the kernels' product
-(:func:`~ncps_mlx.kernels.primitives.addmm`): all time steps at once, on every core."""
+([`addmm`][ncps_mlx.kernels.addmm]): all time steps at once, on every core."""
 
 import mlx.core as mx
 import mlx.nn as nn

@@ -1,4 +1,4 @@
-"""The mixed-memory LSTM on the fused step (:func:`~ncps_mlx.kernels.lstm_step`): in the
+"""The mixed-memory LSTM on the fused step ([`lstm_step`][ncps_mlx.kernels.lstm_step]): in the
 graph (sequences, training) and directly on NumPy arrays (a controller)."""
 
 from typing import Any
@@ -13,7 +13,7 @@ from .registry import register
 
 
 class FusedLSTM:
-    """An LSTM cell whose step is one :func:`~ncps_mlx.kernels.lstm_step`."""
+    """An LSTM cell whose step is one [`lstm_step`][ncps_mlx.kernels.lstm_step]."""
 
     def __init__(self, cell: LSTMCell):
         self.cell = cell

@@ -1,8 +1,8 @@
-"""The LTC cell on the fused semi-implicit step (:func:`~ncps_mlx.kernels.ltc_step`).
+"""The LTC cell on the fused semi-implicit step ([`ltc_step`][ncps_mlx.kernels.ltc_step]).
 
 The kernel evaluates the synapses that exist, one entry each
-(:meth:`~ncps_mlx.cells.LTCCell.synapses`), through all ODE unfolds of a step; the
-sensory synapses, which depend on the input only, are the cell's own :meth:`project`.
+([`synapses`][ncps_mlx.cells.LTCCell.synapses]), through all ODE unfolds of a step; the
+sensory synapses, which depend on the input only, are the cell's own `project`.
 """
 
 from typing import Any
@@ -29,12 +29,13 @@ def _synapse_vectors(cell: LTCCell, sensory: bool) -> dict[str, mx.array]:
 
 
 def _leak(consts: dict) -> dict[str, Any]:
-    """``cm``, ``gleak`` and ``leak_current`` of :meth:`LTCCell.derive` as (N,) vectors."""
+    """``cm``, ``gleak`` and ``leak_current`` of [`LTCCell.derive`][ncps_mlx.cells.LTCCell.derive]
+    as (N,) vectors."""
     return {name: consts[name].reshape(-1) for name in ("cm", "gleak", "leak_current")}
 
 
 def _kernel_terms(cell: LTCCell, leak: dict, sensory: tuple, dt: Any) -> tuple[Any, Any, Any]:
-    """``cm``, ``numerator`` and ``denominator`` of :func:`~ncps_mlx.kernels.ltc_step`
+    """``cm``, ``numerator`` and ``denominator`` of [`ltc_step`][ncps_mlx.kernels.ltc_step]
     from the sensory sums and the timespan; arithmetic only, so MLX and NumPy alike."""
     numerator, denominator = sensory
     return (
@@ -45,7 +46,7 @@ def _kernel_terms(cell: LTCCell, leak: dict, sensory: tuple, dt: Any) -> tuple[A
 
 
 class FusedLTC:
-    """An LTC cell whose step is one :func:`~ncps_mlx.kernels.ltc_step`."""
+    """An LTC cell whose step is one [`ltc_step`][ncps_mlx.kernels.ltc_step]."""
 
     def __init__(self, cell: LTCCell):
         self.cell = cell

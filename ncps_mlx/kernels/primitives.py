@@ -12,7 +12,7 @@ _PER_SYNAPSE = ("sigma", "mu", "w", "w_erev")
 
 
 def addmm(c: mx.array | None, a: mx.array, b: mx.array) -> mx.array:
-    """``c + a @ b`` as one primitive, as :func:`mlx.core.addmm` computes it (``c`` may be
+    """``c + a @ b`` as one primitive, as `mlx.core.addmm` computes it (``c`` may be
     ``None``): ``a`` ``(..., K)``, ``b`` ``(K, N)``, ``c`` ``(N,)``, all float32, any
     strides. The products run on the kernels' micro-kernel over every core; their
     gradients too. Raises ``ValueError`` for shapes that do not fit."""
@@ -51,7 +51,7 @@ def ltc_step(
         unfolds: Sub-steps, at least 1.
 
     Differentiable in everything but the indices. Raises ``RuntimeError`` when the
-    kernels are unavailable (see :func:`unavailable_reason`).
+    kernels are unavailable (see [`unavailable_reason`][ncps_mlx.kernels.unavailable_reason]).
     """
     native = library("ltc_step")
     per_neuron = dict(zip(_PER_NEURON, (v, cm, numerator, denominator), strict=True))
@@ -84,17 +84,17 @@ def cfc_step(
     mode: str = "default",
     activation: str = "lecun_tanh",
 ) -> mx.array:
-    r"""One step of a chain of CfC units as one primitive: a :class:`~ncps_mlx.CfCCell`
-    (one unit) or the layers of a :class:`~ncps_mlx.WiredCfCCell` (one unit each).
+    r"""One step of a chain of CfC units as one primitive: a [`CfCCell`][ncps_mlx.cells.CfCCell]
+    (one unit) or the layers of a [`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell] (one unit each).
 
     Unit ``u`` with state ``h_u`` (columns of ``h``) computes ``pre = projected + h_0 @ Wh``
     for the first unit and ``pre = bx + h'_{u-1} @ Wx + h_u @ Wh`` for the others
     (``h'_{u-1}`` the previous unit's new state). With ``k >= 1`` backbone layers,
     ``z = act(pre)``, then ``z = act(b_i + z @ W_i)`` for the ``k - 1`` further layers, and
     the heads are ``c + z @ Wc``; with none, the heads are ``pre``. The heads give the new
-    state as in :class:`~ncps_mlx.CfCCell` (``pure`` mode: ``-A exp(-dt (|w_tau| + |u|))
+    state as in [`CfCCell`][ncps_mlx.cells.CfCCell] (``pure`` mode: ``-A exp(-dt (|w_tau| + |u|))
     u + A`` with ``u`` the heads), with the rational tanh and sigmoid of
-    :mod:`ncps_mlx.ops`.
+    [`ncps_mlx.ops`][ncps_mlx.ops].
 
     Args:
         projected: The first unit's input share of ``pre``, float32 ``(B, width_0)``.
@@ -114,7 +114,7 @@ def cfc_step(
     Returns:
         The new state ``(B, N)``. Differentiable in every input. Raises ``ValueError`` for
         shapes that do not fit the layout and ``RuntimeError`` when the kernels are
-        unavailable (see :func:`unavailable_reason`).
+        unavailable (see [`unavailable_reason`][ncps_mlx.kernels.unavailable_reason]).
     """
     native = library("cfc_step")
     return native.cfc_step(projected, h, dt, list(weights), *chain_codes(layout, mode, activation))
@@ -131,9 +131,9 @@ def cfc_sequence(
     keep_cache: bool = True,
     memory: tuple[mx.array, mx.array, mx.array] | None = None,
 ) -> mx.array | tuple[mx.array, mx.array]:
-    """Every step of a sequence of :func:`cfc_step` as one primitive: ``projected``
-    ``(B, T, width_0)`` and ``dt`` ``(B, T, 1)`` (a broadcast view is fine) per step, ``h``
-    ``(B, N)`` the state before the first. Returns the state after each step,
+    """Every step of a sequence of [`cfc_step`][ncps_mlx.kernels.cfc_step] as one primitive:
+    ``projected`` ``(B, T, width_0)`` and ``dt`` ``(B, T, 1)`` (a broadcast view is fine) per step,
+    ``h`` ``(B, N)`` the state before the first. Returns the state after each step,
     ``(B, T, N)``, differentiable in every input; the backward pass sums each weight's
     gradient over the steps inside the kernel.
 
@@ -141,10 +141,11 @@ def cfc_sequence(
     backward pass (``T x B x`` the layers' widths and heads); without it (inference) it
     keeps none, and a backward pass, if one is asked for, runs it again first.
 
-    ``memory``, ``(z, c, wh_t)``, runs the mixed-memory LSTM (:func:`lstm_step`) before
-    each step, the chain then starting from its ``h'``: ``z`` ``(B, T, 4N)`` its projected
-    input with its bias, ``c`` ``(B, N)`` its first memory, ``wh_t`` ``(N, 4N)``. Returns
-    ``(states, cells)`` then, the LSTM's memory after each step ``(B, T, N)``."""
+    ``memory``, ``(z, c, wh_t)``, runs the mixed-memory LSTM
+    ([`lstm_step`][ncps_mlx.kernels.lstm_step]) before each step, the chain then starting from its
+    ``h'``: ``z`` ``(B, T, 4N)`` its projected input with its bias, ``c`` ``(B, N)`` its first
+    memory, ``wh_t`` ``(N, 4N)``. Returns ``(states, cells)`` then, the LSTM's memory after each
+    step ``(B, T, N)``."""
     if projected.ndim != 3:
         raise ValueError(
             f"[cfc_sequence] 'projected' must be (B, T, width) but has shape {projected.shape}"
@@ -171,7 +172,7 @@ def chain_codes(
 
 
 def lstm_step(z: mx.array, h: mx.array, c: mx.array, wh_t: mx.array) -> tuple[mx.array, mx.array]:
-    r"""The mixed-memory LSTM step (:class:`~ncps_mlx.cells.LSTMCell`) as one primitive:
+    r"""The mixed-memory LSTM step ([`LSTMCell`][ncps_mlx.cells.LSTMCell]) as one primitive:
     ``gates = z + h @ wh_t`` split ``(i, g_i, g_f, g_o)``,
     ``c' = c sigmoid(g_f + 1) + tanh(i) sigmoid(g_i)``, ``h' = tanh(c') sigmoid(g_o)``.
 

@@ -7,12 +7,12 @@ the scan calls, such as the output projection's ``nn.Linear``, may have a ``grap
 adapter too: a stand-in with the layer's call.)
 
 * ``graph(cell)``: an object with the cell's own ``derive`` / ``project`` / ``step``
-  protocol (:class:`~ncps_mlx.cells.Cell`) whose step is a fused MLX primitive: lazy,
+  protocol ([`Cell`][ncps_mlx.cells.Cell]) whose step is a fused MLX primitive: lazy,
   differentiable and compilable. The sequence scan asks for one once per call and runs
   the cell's own step when there is none.
 * ``direct(cell)``: a callable running one step at once on NumPy arrays (no graph, no
   gradients), with everything derived from the weights computed when it is built. The
-  :class:`~ncps_mlx.Controller` uses one per layer part when each has one.
+  [`Controller`][ncps_mlx.Controller] uses one per layer part when each has one.
 
 Adapters match a cell's exact type: a subclass may compute something else, so it gets
 none until it registers its own.
@@ -79,8 +79,8 @@ class DirectLayer:
 
 
 def direct_layer(layer: Any) -> DirectLayer | None:
-    """The :class:`DirectLayer` of a sequence layer in evaluation mode, or ``None`` when
-    a part of it has no direct stepper here."""
+    """The [`DirectLayer`][ncps_mlx.kernels.registry.DirectLayer] of a sequence layer in evaluation
+    mode, or ``None`` when a part of it has no direct stepper here."""
     if layer.training:
         return None
     cell = direct_stepper(layer.rnn_cell)

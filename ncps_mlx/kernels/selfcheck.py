@@ -10,9 +10,9 @@ one every device has:
   the input, with timespans, with a padding mask (step by step) and without one (a CfC
   layer's whole sequence in one call, ``cfc_sequence``);
 - the direct forms (``cfc_step``, ``ltc_step``, the sensory synapse sums and the
-  mixed-memory LSTM): a :class:`~ncps_mlx.Controller`'s steps against the layer's call.
+  mixed-memory LSTM): a [`Controller`][ncps_mlx.Controller]'s steps against the layer's call.
 
-A kernel that disagrees by more than :data:`TOLERANCE` fails the check: the kernels stay
+A kernel that disagrees by more than `TOLERANCE` fails the check: the kernels stay
 off and the cells run as MLX operations. MLX's random state is left as it was.
 """
 
@@ -97,7 +97,8 @@ def _differences(fused: list[mx.array], graph: list[mx.array]) -> float:
 
 def run() -> str | None:
     """``None`` when every kernel agrees with the MLX-operation path; else which did
-    not, and by how much. Call with the kernels loaded (see :mod:`.library`)."""
+    not, and by how much. Call with the kernels loaded (see
+    [`library`][ncps_mlx.kernels.library])."""
     from ..training.checkpoint import set_random_key
     from .library import disabled
 

@@ -1,8 +1,9 @@
 """Monitoring: memory, bandwidth and utilization sampled while a model trains.
 
-See :class:`Monitor`. Figures come from backends (:mod:`.backends`); what a step must
-move through memory comes from what the cells declare (:func:`ncps_mlx.costs.step_traffic`)
-and is reported with an ``est_`` prefix, apart from measured figures.
+See [`Monitor`][ncps_mlx.monitor.Monitor]. Figures come from backends (`backends`); what a step must
+move through memory comes from what the cells declare
+([`ncps_mlx.costs.step_traffic`][ncps_mlx.costs.step_traffic]) and is reported with an ``est_``
+prefix, apart from measured figures.
 """
 
 from ..costs import Traffic, step_traffic

@@ -1,8 +1,10 @@
 """Training-health signals from the loss stream: NaN, divergence, plateau and overfitting.
 
-:class:`HealthWatch` reads the training loss of each step (:meth:`HealthWatch.observe_loss`)
-and the validation loss of each evaluation (:meth:`HealthWatch.observe_validation`) and
-returns a :class:`HealthEvent` when one of four conditions starts:
+[`HealthWatch`][ncps_mlx.monitor.HealthWatch] reads the training loss of each step
+([`HealthWatch.observe_loss`][ncps_mlx.monitor.HealthWatch.observe_loss]) and the validation loss of
+each evaluation
+([`HealthWatch.observe_validation`][ncps_mlx.monitor.HealthWatch.observe_validation]) and returns a
+[`HealthEvent`][ncps_mlx.monitor.HealthEvent] when one of four conditions starts:
 
 ``"nan"``
     A loss is NaN or +-inf. One event per run of consecutive non-finite losses.
@@ -132,11 +134,12 @@ def _percent(fraction: float) -> str:
 class HealthWatch:
     """Watches a training run's losses for NaNs, divergence, plateaus and overfitting.
 
-    Call :meth:`observe_loss` with the training loss of every step (or every k-th step:
-    windows count observations, not step numbers) and :meth:`observe_validation` after
-    every evaluation. Each returns the events it detected (usually none); :attr:`events`
-    keeps all of them. Losses may be Python numbers, numpy scalars or one-element arrays
-    (MLX arrays too); ``float()`` is taken of them.
+    Call [`observe_loss`][ncps_mlx.monitor.HealthWatch.observe_loss] with the training loss of every
+    step (or every k-th step: windows count observations, not step numbers) and
+    [`observe_validation`][ncps_mlx.monitor.HealthWatch.observe_validation] after every evaluation.
+    Each returns the events it detected (usually none); `events` keeps all of them. Losses may be
+    Python numbers, numpy scalars or one-element arrays (MLX arrays too); ``float()`` is taken of
+    them.
 
     Training-loss detectors work on the exponentially smoothed loss
     ``s = smoothing * s + (1 - smoothing) * loss`` (started at the first finite loss) and
@@ -307,8 +310,9 @@ class HealthWatch:
             step: The training step of the evaluation (not less than the previous one).
             val_loss: The validation loss.
             train_loss: The training loss to compare it with. Default: the mean of the
-                finite training losses given to :meth:`observe_loss` since the previous
-                call of this method.
+                finite training losses given to
+                [`observe_loss`][ncps_mlx.monitor.HealthWatch.observe_loss] since the previous call
+                of this method.
 
         Returns:
             The events detected (``"nan"`` for a non-finite validation loss,

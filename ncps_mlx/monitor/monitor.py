@@ -21,7 +21,7 @@ from .report import Run
 
 
 class StepHandle:
-    """What ``with monitor.step(...) as step:`` yields: set :attr:`loss` to watch it."""
+    """What ``with monitor.step(...) as step:`` yields: set `loss` to watch it."""
 
     def __init__(self) -> None:
         self.loss: float | None = None
@@ -30,14 +30,17 @@ class StepHandle:
 class Monitor:
     """Samples memory, bandwidth and utilization while a model trains.
 
-    Use it as a context manager (or call :meth:`start` and :meth:`stop`) and wrap each
-    training step in :meth:`step`::
+    Use it as a context manager (or call [`start`][ncps_mlx.monitor.Monitor.start] and
+    [`stop`][ncps_mlx.monitor.Monitor.stop]) and wrap each training step in
+    [`step`][ncps_mlx.monitor.Monitor.step]:
 
-        with Monitor(model=model, seq_len=128) as mon:
-            for x, y in batches:
-                with mon.step(samples=len(x)) as step:
-                    step.loss = train_step(x, y)
-        print(mon.summary())
+    ```python
+    with Monitor(model=model, seq_len=128) as mon:
+        for x, y in batches:
+            with mon.step(samples=len(x)) as step:
+                step.loss = train_step(x, y)
+    print(mon.summary())
+    ```
 
     Backends that fail are disabled with one warning; neither a failing backend, an
     exception in the step nor a KeyboardInterrupt disturbs the training or the records.
@@ -45,9 +48,9 @@ class Monitor:
     Args:
         interval: Seconds between samples. Default: ``0.5``.
         backends: ``"auto"`` (every sudoless source this machine has) or a list of
-            backend names / :class:`~ncps_mlx.monitor.backends.Backend` instances.
+            backend names / `Backend` instances.
         model: The model being trained; with ``seq_len`` it gives each step's estimated
-            bytes (:func:`~ncps_mlx.costs.step_traffic`; left out for a cell that declares
+            bytes ([`step_traffic`][ncps_mlx.costs.step_traffic]; left out for a cell that declares
             no footprint).
         seq_len: Time steps per training sequence.
         train: Whether the steps are training steps (else inference). Default: ``True``.
@@ -78,6 +81,8 @@ class Monitor:
         self.chip = chip if chip is not None else detect_chip()
         self.health = HealthWatch() if health else None
         self.backends: list[Backend] = []
+        #: The backends that did not start, by name, with the reason (after start()).
+        self.unavailable: dict[str, str] = {}
         self.samples: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
@@ -92,7 +97,13 @@ class Monitor:
         """Probe the backends and start sampling in the background."""
         if self._thread is not None:
             return self
-        self.backends = [b for b in self._candidates if _probe(b)]
+        self.backends, self.unavailable = [], {}
+        for backend in self._candidates:
+            reason = _probe(backend)
+            if reason is None:
+                self.backends.append(backend)
+            else:
+                self.unavailable[backend.name] = reason
         self._t0 = time.perf_counter()
         self._stop.clear()
         self._sample()
@@ -250,9 +261,11 @@ class Monitor:
         return self.run.prometheus()
 
 
-def _probe(backend: Backend) -> bool:
+def _probe(backend: Backend) -> str | None:
+    """None when ``backend`` runs here, else why it does not."""
     try:
-        return bool(backend.probe())
+        if backend.probe():
+            return None
     except Exception as error:
         warnings.warn(
             f"[Monitor] backend {backend.name!r} could not start: {error!r}\n"
@@ -260,4 +273,8 @@ def _probe(backend: Backend) -> bool:
             RuntimeWarning,
             stacklevel=3,
         )
-        return False
+        return f"its probe raised {error!r}"
+    try:
+        return backend.why_unavailable()
+    except Exception as error:  # a reason must not cost the run
+        return f"its source is not available on this machine ({error!r})"

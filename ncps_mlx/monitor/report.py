@@ -58,7 +58,7 @@ def _numeric(records: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 @dataclass
 class Run:
-    """Everything a :class:`~ncps_mlx.monitor.Monitor` recorded."""
+    """Everything a [`Monitor`][ncps_mlx.monitor.Monitor] recorded."""
 
     meta: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -92,7 +92,7 @@ class Run:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Run":
-        """Read a run saved by :meth:`save`."""
+        """Read a run saved by [`save`][ncps_mlx.monitor.Run.save]."""
         path = Path(path)
         rows = _read_jsonl(path) if path.suffix == ".jsonl" else _read_csv(path)
         run = cls()

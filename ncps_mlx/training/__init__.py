@@ -1,7 +1,10 @@
 """Training: the compiled steps (the fast path) and the ``fit`` loop built on them."""
 
 from .callbacks import Callback as Callback
+from .callbacks import CSVLogger as CSVLogger
 from .callbacks import EarlyStopping as EarlyStopping
+from .callbacks import ProgressBar as ProgressBar
+from .callbacks import TensorBoardLogger as TensorBoardLogger
 from .fit import fit as fit
 from .memory import MemoryEstimate as MemoryEstimate
 from .memory import check_memory as check_memory

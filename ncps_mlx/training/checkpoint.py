@@ -1,12 +1,13 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
-A training checkpoint is an ordinary model checkpoint (:func:`ncps_mlx.load` reads it)
+A training checkpoint is an ordinary model checkpoint ([`ncps_mlx.load`][ncps_mlx.load] reads it)
 with the optimizer's state, MLX's random key and the loop's own state (epoch, history,
 the data order generator, callback states) added. It is one file written atomically, so
 a save that is killed midway leaves the previous checkpoint in place.
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,46 @@ from ..rnn import RNN
 
 _OPTIMIZER = "optimizer."
 _RNG = "rng.key"
+#: The metadata key of the optional inputs a model was trained with (``{"timespans":
+#: bool, "mask": bool}``), in the checkpoints of ``fit`` and ``ncps-mlx train``: a model
+#: trained with timespans needs them at inference, and ``ncps-mlx export`` keeps its ``dt``.
+TRAINED_WITH = "trained_with"
+
+
+def trained_with(*, timespans: bool, mask: bool) -> dict[str, dict[str, bool]]:
+    """The checkpoint metadata saying which optional inputs the model was trained with."""
+    return {TRAINED_WITH: {"timespans": timespans, "mask": mask}}
+
+
+def read_trained_with(metadata: Mapping[str, Any]) -> dict[str, bool] | None:
+    """What a checkpoint's metadata says of the inputs its model was trained with; None
+    when it says nothing usable (saved by ``ncps_mlx.save`` alone, or by an earlier version)."""
+    record = metadata.get(TRAINED_WITH)
+    keys = ("timespans", "mask")
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), bool) for k in keys):
+        return None
+    return {key: record[key] for key in keys}
 
 
 def save_training_state(
-    path: str | os.PathLike, model: RNN, optimizer: optim.Optimizer, loop_state: dict[str, Any]
+    path: str | os.PathLike,
+    model: RNN,
+    optimizer: optim.Optimizer,
+    loop_state: dict[str, Any],
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the model, the optimizer state, MLX's random key and ``loop_state`` (JSON)."""
+    """Write the model, the optimizer state, MLX's random key and ``loop_state`` (JSON),
+    with more ``metadata`` beside it."""
     arrays = {_OPTIMIZER + key: value for key, value in tree_flatten(optimizer.state)}
     arrays[_RNG] = mx.random.state[0]
-    return io.save(model, path, metadata={"training": loop_state}, extra_arrays=arrays)
+    metadata = {**(metadata or {}), "training": loop_state}
+    return io.save(model, path, metadata=metadata, extra_arrays=arrays)
 
 
 def load_training_state(
     path: str | os.PathLike, model: RNN, optimizer: optim.Optimizer
 ) -> dict[str, Any]:
-    """Restore what :func:`save_training_state` wrote, in place, and return the loop state.
+    """Restore what `save_training_state` wrote, in place, and return the loop state.
 
     The optimizer and random state are assigned into the existing containers, so a train
     step compiled over them sees the restored values.

@@ -37,12 +37,21 @@ from .checkpoint import (
     load_training_state,
     save_training_state,
     set_random_key,
+    trained_with,
 )
 from .interrupt import CtrlC, interrupted_message, reports_itself
 from .interrupt import resume_command as resume_command
 from .loop_state import EpochProgress, best_epoch, load_loop_state, loop_state
-from .losses import LossFn, resolve_loss, resolve_metrics, takes_labels
+from .losses import (
+    LossFn,
+    label_classes,
+    resolve_loss,
+    resolve_metrics,
+    suits_targets,
+    targets_needed,
+)
 from .memory import check_memory
+from .recipes import ParamSelection, check_step_options
 from .steps import check_target, make_eval_step, make_train_step
 from .trainer import History, Trainer
 
@@ -54,7 +63,7 @@ CHECKPOINT_FILES = (LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_LOG)
 
 
 def as_sequence_data(data: Any, role: str) -> SequenceData:
-    """Accept a :class:`SequenceData` or an ``(x, y)`` pair of arrays."""
+    """Accept a [`SequenceData`][ncps_mlx.datasets.SequenceData] or an ``(x, y)`` pair of arrays."""
     if isinstance(data, SequenceData):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -75,17 +84,16 @@ def check_data(model: RNN, data: SequenceData, loss: str | LossFn, role: str) ->
             f"[fit] {role} x holds nan or inf values; clean or impute them first\n{see('fit-data')}"
         )
     labels = np.issubdtype(data.y.dtype, np.integer)
-    if isinstance(loss, str) and takes_labels(loss) != labels:
-        need = "integer class labels" if takes_labels(loss) else "float targets"
+    if isinstance(loss, str) and not suits_targets(loss, labels, model.output_size):
         raise ValueError(
-            f"[fit] loss {loss!r} needs {need}, but {role} y has dtype {data.y.dtype}\n"
-            + see("target-mismatch")
+            f"[fit] loss {loss!r} needs {targets_needed(loss)}, but {role} y has dtype "
+            f"{data.y.dtype}\n" + see("target-mismatch")
         )
-    if labels and (data.y.min() < 0 or data.y.max() >= model.output_size):
+    classes, why = label_classes(loss, model.output_size)
+    if labels and (data.y.min() < 0 or data.y.max() >= classes):
         raise ValueError(
-            f"[fit] {role} class labels must lie in [0, {model.output_size}) (the model's "
-            f"output_size), but range over [{data.y.min()}, {data.y.max()}]\n"
-            + see("target-mismatch")
+            f"[fit] {role} class labels must lie in [0, {classes}) ({why}), but range over "
+            f"[{data.y.min()}, {data.y.max()}]\n" + see("target-mismatch")
         )
     if not model.batch_first:
         raise ValueError(
@@ -142,8 +150,14 @@ def fit(
     monitor: Any = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     clip_norm: float | None = None,
+    clip_tensor_norm: float | None = None,
+    clip_value: float | None = None,
+    l2: float | None = None,
+    l2_params: ParamSelection | None = None,
+    lr_decay_per_epoch: float | None = None,
     shuffle: bool = True,
     seed: int = 0,
     memory_budget: int | None = None,
@@ -154,36 +168,54 @@ def fit(
     Ctrl-C stops the loop after the step in progress (a second Ctrl-C stops at once, as
     usual): with a ``checkpoint_dir``, ``fit`` saves the state of that step in
     ``last.safetensors``, says on stderr how to resume, and raises
-    :class:`~ncps_mlx.errors.TrainingInterrupted`. In a distributed run Ctrl-C raises
+    [`TrainingInterrupted`][ncps_mlx.errors.TrainingInterrupted]. In a distributed run Ctrl-C raises
     KeyboardInterrupt at once, as usual (the processes could not agree on a step).
 
     Args:
         model: The layer to train, in place.
-        train: A :class:`~ncps_mlx.datasets.SequenceData` (with timespans and masks as
+        train: A [`SequenceData`][ncps_mlx.datasets.SequenceData] (with timespans and masks as
             needed) or an ``(x, y)`` pair.
         val: Data to evaluate after each epoch (``val_loss`` and ``val_<metric>``).
-        loss: A name in :data:`~ncps_mlx.training.losses.LOSSES` or ``f(prediction,
+        loss: A name in [`LOSSES`][ncps_mlx.training.losses.LOSSES] or ``f(prediction,
             target)``; the mean is taken over real (unpadded) steps.
         optimizer: Any ``mlx.optimizers`` optimizer; a schedule as its learning rate is
             followed per step. Default: ``Adam(learning_rate=1e-3)``.
         epochs: Epochs to reach; on resume, counted from the start of the run.
         batch_size: Sequences per step (over all processes when distributed).
-        metrics: Names in :data:`~ncps_mlx.training.losses.METRICS` or a dict of
+        metrics: Names in [`METRICS`][ncps_mlx.training.losses.METRICS] or a dict of
             per-element functions, evaluated on ``val``.
-        callbacks: :class:`~ncps_mlx.training.callbacks.Callback` objects, e.g.
+        callbacks: [`Callback`][ncps_mlx.training.Callback] objects, e.g.
             ``EarlyStopping``.
-        monitor: A :class:`~ncps_mlx.monitor.Monitor`; each step is timed by it, started
+        monitor: A [`Monitor`][ncps_mlx.monitor.Monitor]; each step is timed by it, started
             and stopped here unless already running.
         checkpoint_dir: Writes ``last.safetensors`` after every epoch (and on Ctrl-C),
             then ``best.safetensors`` when ``val_loss`` improves, and ``metrics.jsonl``.
-            Temporary files that a killed run left there are removed at the start.
+            Temporary files that a killed run left there are removed at the start. A
+            folder that already holds a run is refused unless ``resume`` or ``overwrite``.
         resume: Continue from ``checkpoint_dir/last.safetensors`` if it exists, with the
             arguments of the interrupted run, from the end of an epoch or the step where
             Ctrl-C stopped it: the model, optimizer, random key, data order and history
             follow the uninterrupted run exactly. ``best.safetensors`` is rewritten if a
-            kill left it behind ``last``.
+            kill left it behind ``last``. A finished run (all ``epochs`` done, or stopped
+            by a callback) trains nothing: ``history.finished_before`` says so.
+        overwrite: Start afresh in a ``checkpoint_dir`` that holds another run, removing
+            its ``last.safetensors``, ``best.safetensors`` and ``metrics.jsonl`` first.
         progress: Show a progress bar (on the main process).
         clip_norm: Clip the gradients' global norm to this value.
+        clip_tensor_norm: Clip each gradient tensor's norm to this value (Keras'
+            ``clipnorm``, which the CfC paper's code uses).
+        clip_value: Clip each gradient element to ``[-clip_value, clip_value]``.
+        l2: Add ``l2 * sum(w ** 2)`` over the ``l2_params`` to the training loss (Keras'
+            ``kernel_regularizer=L2(l2)``); the logged ``loss`` is the data's alone.
+        l2_params: Which trainable parameters the penalty takes, by their
+            ``tree_flatten`` names: a glob such as ``"rnn_cell.*.weight"`` (the cell's
+            weight matrices, no biases), a list of globs, or a predicate of the name.
+            Default: all of them. A glob that matches nothing is refused.
+        lr_decay_per_epoch: Multiply the learning rate (the optimizer's number or
+            schedule) by this factor per epoch, smoothly per step as Keras'
+            ``ExponentialDecay(rate, steps_per_epoch, factor)``: epoch ``e`` (from 0)
+            starts at ``rate * factor ** e``. The optimizer keeps the decay until it
+            trains again without one.
         shuffle: Reshuffle the training data every epoch.
         seed: Seeds the data order and MLX's random key (dropout).
         memory_budget: Bytes a step may use; by default what the device offers.
@@ -191,7 +223,8 @@ def fit(
             Each process takes its share of every batch; rank 0 writes files.
 
     Returns:
-        The :class:`History`. ``history.stop_reason`` says why training ended early.
+        The [`History`][ncps_mlx.training.History]. ``history.stop_reason`` says why training ended
+        early.
 
     Raises:
         ValueError: Data, loss or arguments that cannot work, before any compute.
@@ -203,7 +236,12 @@ def fit(
         TrainingInterrupted: Ctrl-C stopped the run; the model holds the weights of the
             last step, saved when there is a ``checkpoint_dir``.
     """
-    _check_arguments(epochs, batch_size, resume, checkpoint_dir)
+    _check_arguments(epochs, batch_size, resume, overwrite, checkpoint_dir)
+    recipe = {
+        "clip_norm": clip_norm, "clip_tensor_norm": clip_tensor_norm, "clip_value": clip_value,
+        "l2": l2, "l2_params": l2_params, "lr_decay_per_epoch": lr_decay_per_epoch,
+    }  # fmt: skip
+    check_step_options("fit", model, **recipe)
     train = as_sequence_data(train, "train")
     check_data(model, train, loss, "train")
     if val is not None:
@@ -235,14 +273,17 @@ def fit(
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
     evaluate = make_eval_step(model, loss_fn, metric_fns) if val is not None else None
-    step = make_train_step(model, optimizer, loss_fn, clip_norm=clip_norm, group=group)
+    steps_per_epoch = len(_batches(np.arange(len(train)), batch_size, world_size))
+    step = make_train_step(
+        model, optimizer, loss_fn, **recipe, steps_per_epoch=steps_per_epoch, group=group
+    )
 
     rng = np.random.default_rng(seed)
     mx.random.seed(seed)
     history = History()
     batches_per_epoch = len(_batches(np.arange(len(train)), batch_size, world_size))
     trainer = Trainer(model, optimizer, epochs, batches_per_epoch, history, rank, world_size)
-    bar = ProgressBar() if progress and trainer.is_main else None
+    bar = ProgressBar(validation=val is not None) if progress and trainer.is_main else None
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     writes = checkpoint_dir is not None and trainer.is_main
     loop = _Loop(
@@ -251,9 +292,13 @@ def fit(
     )  # fmt: skip
     if writes:  # the temporary files of saves that a killed run left behind
         remove_temporaries(checkpoint_dir, CHECKPOINT_FILES)
+        if overwrite and not resume:
+            for name in CHECKPOINT_FILES:
+                (checkpoint_dir / name).unlink(missing_ok=True)
     if resume and (checkpoint_dir / LAST_CHECKPOINT).exists():
         loop.resume(checkpoint_dir / LAST_CHECKPOINT)
-        if trainer.stop_training:
+        if trainer.stop_training or (trainer.epoch == epochs and loop.resumed is None):
+            history.finished_before = True
             return history
     try:
         loop.run()
@@ -262,11 +307,27 @@ def fit(
     return history
 
 
-def _check_arguments(epochs: Any, batch_size: Any, resume: bool, checkpoint_dir: Any) -> None:
+def _check_arguments(
+    epochs: Any, batch_size: Any, resume: bool, overwrite: bool, checkpoint_dir: Any
+) -> None:
     check_int("fit", "epochs", epochs)
     check_int("fit", "batch_size", batch_size)
     if resume and checkpoint_dir is None:
         raise ValueError("[fit] resume=True needs the checkpoint_dir to resume from")
+    if resume and overwrite:
+        raise ValueError("[fit] resume=True continues a run, overwrite=True replaces it: pick one")
+    held = holds_run(checkpoint_dir) if checkpoint_dir is not None else []
+    if held and not (resume or overwrite):
+        raise ValueError(
+            f"[fit] checkpoint_dir {str(checkpoint_dir)!r} already holds a run "
+            f"({', '.join(held)}): pass resume=True to continue it, overwrite=True to start "
+            f"afresh (its files are removed), or another folder\n{see('resume')}"
+        )
+
+
+def holds_run(directory: str | Path) -> list[str]:
+    """The files of a run that ``directory`` holds (what ``fit`` writes there)."""
+    return [name for name in CHECKPOINT_FILES if (Path(directory) / name).exists()]
 
 
 @contextlib.contextmanager
@@ -320,12 +381,19 @@ class _Loop:
     def callbacks(self) -> list[Callback]:
         return ([self.bar] if self.bar is not None else []) + self.saved_callbacks
 
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The metadata every checkpoint carries of the inputs the model learns from."""
+        return trained_with(
+            timespans=self.train.timespans is not None, mask=self.train.mask is not None
+        )
+
     def resume(self, path: Path) -> None:
         trainer = self.trainer
         state = load_training_state(path, trainer.model, trainer.optimizer)
         self.resumed = load_loop_state(state, trainer, self.rng, self.saved_callbacks, path)
         if self.directory is not None and self.resumed is None:
-            _repair_best(self.directory, trainer)
+            _repair_best(self.directory, trainer, self.inputs)
 
     def run(self) -> None:
         trainer = self.trainer
@@ -415,9 +483,9 @@ class _Loop:
         trainer = self.trainer
         state = loop_state(trainer, self.rng, self.saved_callbacks, progress)
         path = self.directory / LAST_CHECKPOINT
-        save_training_state(path, trainer.model, trainer.optimizer, state)
+        save_training_state(path, trainer.model, trainer.optimizer, state, self.inputs)
         if progress is None and trainer.best_epoch == trainer.epoch:
-            _save_best(self.directory, trainer)
+            _save_best(self.directory, trainer, self.inputs)
 
     def interrupted(self, progress: EpochProgress | None) -> TrainingInterrupted:
         """Save the step where Ctrl-C stopped the run and say how to go on."""
@@ -455,16 +523,17 @@ def _divergence_message(trainer: Trainer, batch: int, loss: float, first: int) -
     )
 
 
-def _save_best(directory: Path, trainer: Trainer) -> None:
-    io.save(trainer.model, directory / BEST_CHECKPOINT, metadata={"epoch": trainer.epoch})
+def _save_best(directory: Path, trainer: Trainer, inputs: dict[str, Any]) -> None:
+    metadata = {"epoch": trainer.epoch, **inputs}
+    io.save(trainer.model, directory / BEST_CHECKPOINT, metadata=metadata)
 
 
-def _repair_best(directory: Path, trainer: Trainer) -> None:
+def _repair_best(directory: Path, trainer: Trainer, inputs: dict[str, Any]) -> None:
     """Rewrite best from the resumed model when a kill between the saves of last and best
     left an older epoch in it: last says that its own epoch is the best."""
     own = trainer.best_epoch and trainer.best_epoch == trainer.epoch
     if own and _saved_epoch(directory / BEST_CHECKPOINT) != trainer.epoch:
-        _save_best(directory, trainer)
+        _save_best(directory, trainer, inputs)
 
 
 def _saved_epoch(path: Path) -> Any:

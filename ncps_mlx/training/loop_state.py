@@ -1,9 +1,9 @@
 """The loop's part of a training checkpoint: where a run is, saved and checked on resume.
 
-Beside the model, the optimizer and MLX's random key (:mod:`.checkpoint`), a training
+Beside the model, the optimizer and MLX's random key (`checkpoint`), a training
 checkpoint holds as JSON the epochs done, the history, the best epoch, the data order's
 generator, the callbacks' states and, when Ctrl-C stopped the run midway, the epoch in
-progress. A resumed run trusts none of it before :func:`check_loop_state` has checked
+progress. A resumed run trusts none of it before `check_loop_state` has checked
 every field.
 """
 
@@ -89,7 +89,7 @@ def loop_state(
 def load_loop_state(
     state: Any, trainer: Trainer, rng: np.random.Generator, callbacks: list[Callback], path: Path
 ) -> EpochProgress | None:
-    """Restore what :func:`_loop_state` saved; the epoch in progress, if saved midway."""
+    """Restore what `_loop_state` saved; the epoch in progress, if saved midway."""
     check_loop_state(state, trainer, len(callbacks), path)
     trainer.epoch = state["epoch"]
     trainer.history.rows[:] = state["history"]

@@ -1,17 +1,17 @@
 """Memory a compiled training step needs, measured on the model, and a batch size that fits.
 
 At a given ``seq_len`` the peak memory of one step of
-:func:`~ncps_mlx.training.make_train_step` (or one call of
-:func:`~ncps_mlx.training.make_predict`) is ``fixed + batch_size * per_sample``, but only
-piecewise: on the CPU the sigmoid and tanh of :mod:`ncps_mlx.ops` switch to a rational
+[`make_train_step`][ncps_mlx.training.make_train_step] (or one call of
+[`make_predict`][ncps_mlx.training.make_predict]) is ``fixed + batch_size * per_sample``, but only
+piecewise: on the CPU the sigmoid and tanh of [`ncps_mlx.ops`][ncps_mlx.ops] switch to a rational
 form for arrays of 8192 values or more, which changes the compiled graph, and both parts
 with it, at batch sizes that depend on the model. A line through two small batch sizes
 can extrapolate badly: through 4 and 16 it gives about 0.55x to 1.2x of the benchmark
 models' training peaks at 256 (``CfC(16, 64, mixed_memory=True)`` and the LTCs at the
 ends).
 
-So :func:`estimate_memory` measures the batch size asked about itself where that is
-safe. On copies of the model and optimizer, with inputs shaped as the real ones, it
+So [`estimate_memory`][ncps_mlx.training.estimate_memory] measures the batch size asked about itself
+where that is safe. On copies of the model and optimizer, with inputs shaped as the real ones, it
 climbs a ladder that ends at that batch size, each rung four times the one below: it
 measures the two lowest rungs (at most 16; 4 and 16 below 256), then skips to the top if
 the line through them says it needs at most a tenth of the memory budget, else climbs
@@ -96,12 +96,12 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        """Estimated peak bytes at :attr:`batch_size`."""
+        """Estimated peak bytes at `batch_size`."""
         return self.bytes_at(self.batch_size)
 
     @property
     def extrapolated(self) -> bool:
-        """Whether :attr:`batch_size` lies beyond the batch sizes measured."""
+        """Whether `batch_size` lies beyond the batch sizes measured."""
         return self.batch_size > self.measured[-1][0]
 
     def bytes_at(self, batch_size: int) -> int:
@@ -112,8 +112,9 @@ class MemoryEstimate:
         """The largest batch (same ``seq_len``) whose estimate fits ``budget``; 0 if none.
 
         Far beyond the batch sizes measured this is an extrapolation (for a small CfC from
-        batch 16 to 2900, 16% under its measured peak): :func:`check_memory` at that
-        batch size, with ``budget``, measures up to half of it.
+        batch 16 to 2900, 16% under its measured peak):
+        [`check_memory`][ncps_mlx.training.check_memory] at that batch size, with ``budget``,
+        measures up to half of it.
         """
         largest = max(0, math.floor((budget - self.fixed) / self.per_sample))
         while largest > 0 and self.bytes_at(largest) > budget:  # float rounding
@@ -214,7 +215,7 @@ class _Probe:
             mx.eval(self.step(x, None, dt, mask))
 
     def peak(self, batch: tuple) -> int:
-        """Peak bytes of calls on ``batch`` (see :data:`RUNG_SECONDS`): what a call
+        """Peak bytes of calls on ``batch`` (see `RUNG_SECONDS`): what a call
         allocates beyond what was live, plus what it holds throughout (the parameters,
         the optimizer's state and the batch)."""
         # Cached buffers are handed out for smaller requests and counted whole: without
@@ -259,7 +260,7 @@ def _no_garbage_collection() -> Iterator[None]:
 
 def _ladder(batch_size: int) -> list[int]:
     """Batch sizes to measure, smallest first: ``batch_size`` and the rungs below it, each
-    :data:`RUNG_RATIO` times smaller, down to two of at most :data:`FIRST_RUNGS_MAX`."""
+    `RUNG_RATIO` times smaller, down to two of at most `FIRST_RUNGS_MAX`."""
     if batch_size == 1:
         return [1, 2]
     rungs = [batch_size]
@@ -282,8 +283,8 @@ def _line(
 
 def _climb(probe: _Probe, rungs: list[int], budget: int) -> list[tuple[int, int]]:
     """Measure the two lowest rungs, then climb while the line through the last two says
-    the next rung fits in :data:`HEADROOM` of ``budget``, jumping to the top rung when
-    the line says it fits in :data:`JUMP_HEADROOM`. Where a rung does not fit, measure
+    the next rung fits in `HEADROOM` of ``budget``, jumping to the top rung when
+    the line says it fits in `JUMP_HEADROOM`. Where a rung does not fit, measure
     the largest batch size that does, if at least twice the last one, and stop."""
     floor = probe.batch_bytes_per_sample()
     measured = [(b, probe.measure(b)) for b in rungs[:2]]
@@ -324,18 +325,19 @@ def estimate_memory(
         model: The layer (any cell type).
         batch_size: Sequences per step.
         seq_len: Time steps per sequence.
-        train: A training step of :func:`~ncps_mlx.training.make_train_step` (mean
+        train: A training step of [`make_train_step`][ncps_mlx.training.make_train_step] (mean
             squared error on float targets of the output's shape); else a call of
-            :func:`~ncps_mlx.training.make_predict`.
+            [`make_predict`][ncps_mlx.training.make_predict].
         optimizer: The optimizer that will train (copied; its state counts).
             Default: ``Adam``.
         timespans: The batches come with timespans.
         mask: The batches come with a mask.
         budget: Bytes a step may use; no batch size measured is predicted to need more
-            than half of it. Default: :func:`default_memory_budget`.
+            than half of it. Default:
+            [`default_memory_budget`][ncps_mlx.training.default_memory_budget].
 
     Returns:
-        The :class:`MemoryEstimate`; ``str()`` of it is a table in MiB.
+        The [`MemoryEstimate`][ncps_mlx.training.MemoryEstimate]; ``str()`` of it is a table in MiB.
 
     Raises:
         ValueError: A size that is not a positive integer, or a budget below one byte.
@@ -420,14 +422,15 @@ def check_memory(
         model: The layer to train.
         batch_size: Sequences per step.
         seq_len: Time steps per sequence.
-        budget: Bytes a step may use. Default: :func:`default_memory_budget`.
+        budget: Bytes a step may use. Default:
+            [`default_memory_budget`][ncps_mlx.training.default_memory_budget].
         train: A training step; else an inference call.
         optimizer: The optimizer that will train (copied). Default: ``Adam``.
         timespans: The batches come with timespans.
         mask: The batches come with a mask.
 
     Returns:
-        The :func:`estimate_memory`, when it fits.
+        The [`estimate_memory`][ncps_mlx.training.estimate_memory], when it fits.
 
     Raises:
         MemoryBudgetError: The estimate exceeds the budget; the message names the largest
@@ -481,11 +484,12 @@ def _over_budget_message(estimate: MemoryEstimate, budget: int) -> str:
 
 @dataclass(frozen=True)
 class BatchTrial:
-    """One candidate of :func:`find_batch_size`.
+    """One candidate of [`find_batch_size`][ncps_mlx.training.find_batch_size].
 
     ``samples_per_second`` and ``peak_bytes`` are ``None`` when the candidate was not run
     (its estimate did not fit). ``peak_bytes`` is the peak measured as
-    :func:`estimate_memory` measures it, so it compares with ``estimated_bytes``.
+    [`estimate_memory`][ncps_mlx.training.estimate_memory] measures it, so it compares with
+    ``estimated_bytes``.
     """
 
     batch_size: int
@@ -497,7 +501,8 @@ class BatchTrial:
 
 @dataclass(frozen=True)
 class BatchSizeSearch:
-    """The outcome of :func:`find_batch_size`: the chosen ``batch_size`` and every trial."""
+    """The outcome of [`find_batch_size`][ncps_mlx.training.find_batch_size]: the chosen
+    ``batch_size`` and every trial."""
 
     batch_size: int
     budget: int
@@ -532,8 +537,8 @@ def find_batch_size(
 ) -> BatchSizeSearch:
     """Pick the batch size that trains fastest among those that fit the memory budget.
 
-    One :func:`estimate_memory` at the largest candidate gives every candidate's
-    estimate; candidates whose estimate exceeds the budget are not run. Each other one
+    One [`estimate_memory`][ncps_mlx.training.estimate_memory] at the largest candidate gives every
+    candidate's estimate; candidates whose estimate exceeds the budget are not run. Each other one
     trains a copy of the model (the caller's model and MLX's random state stay as they
     are) with a fresh optimizer on random data: one step that compiles, then ``steps``
     timed steps. The choice is the highest samples per second. This empties MLX's buffer
@@ -543,17 +548,18 @@ def find_batch_size(
         model: The layer to be trained.
         seq_len: Time steps per sequence.
         loss_fn: ``loss_fn(prediction, target)`` as for
-            :func:`~ncps_mlx.training.make_train_step`; targets are random floats of
+            [`make_train_step`][ncps_mlx.training.make_train_step]; targets are random floats of
             the output's shape.
         make_optimizer: Builds a fresh optimizer per candidate.
             Default: ``Adam(learning_rate=1e-3)``.
-        budget: Bytes a step may use. Default: :func:`default_memory_budget`.
+        budget: Bytes a step may use. Default:
+            [`default_memory_budget`][ncps_mlx.training.default_memory_budget].
         candidates: Batch sizes to consider.
         steps: Timed steps per candidate.
         timespans: Pass random positive timespans, as a run with irregular sampling would.
 
     Returns:
-        A :class:`BatchSizeSearch`; ``str()`` of it is a table of the trials.
+        A `BatchSizeSearch`; ``str()`` of it is a table of the trials.
 
     Raises:
         MemoryBudgetError: No candidate fits the budget.

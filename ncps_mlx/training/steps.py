@@ -22,6 +22,7 @@ from ..errors import see
 from ..rnn import RNN
 from ..scan import Call, State
 from .losses import LossFn, masked_sum
+from .recipes import ParamSelection, check_step_options, decay_per_epoch, gradient_rules
 
 
 def check_target(model: RNN, call: Call, y: Any) -> mx.array:
@@ -74,21 +75,45 @@ def make_train_step(
     *,
     compile: bool = True,
     clip_norm: float | None = None,
+    clip_tensor_norm: float | None = None,
+    clip_value: float | None = None,
+    l2: float | None = None,
+    l2_params: ParamSelection | None = None,
+    lr_decay_per_epoch: float | None = None,
+    steps_per_epoch: int | None = None,
     group: mx.distributed.Group | None = None,
 ) -> Callable[..., mx.array]:
     """Build ``step(x, y, timespans=None, mask=None) -> loss`` that trains on one batch.
 
     The loss is the mean of ``loss_fn`` over the batch's real steps: padded steps (where
-    ``mask`` is ``False``) count for nothing.
+    ``mask`` is ``False``) count for nothing. The options of published recipes (see
+    ``ncps_mlx.training.recipes``) run inside the compiled update, in this order: the L2
+    penalty's gradient is added, then the gradients are clipped elementwise, per tensor
+    and globally, then the optimizer updates.
 
     Args:
-        model: A :class:`~ncps_mlx.CfC` or :class:`~ncps_mlx.LTC` (or any ``RNN``).
+        model: A [`CfC`][ncps_mlx.CfC] or [`LTC`][ncps_mlx.LTC] (or any ``RNN``).
         optimizer: An ``mlx.optimizers`` optimizer; its state lives across steps.
         loss_fn: ``loss_fn(prediction, target)`` returning per-element values (see
-            :data:`~ncps_mlx.training.losses.LOSSES`) or a scalar (e.g.
+            [`LOSSES`][ncps_mlx.training.losses.LOSSES]) or a scalar (e.g.
             ``nn.losses.mse_loss``; not with a mask on per-step outputs).
         compile: Compile the step with ``mx.compile``. Default: ``True``.
         clip_norm: Scale the gradients down to this global L2 norm when above it.
+        clip_tensor_norm: Scale each gradient tensor down to this L2 norm when above it
+            (Keras' ``clipnorm``).
+        clip_value: Clip each gradient element to ``[-clip_value, clip_value]``.
+        l2: Add ``l2 * sum(w ** 2)`` over the parameters ``l2_params`` picks to the loss
+            (Keras' ``kernel_regularizer=L2(l2)``). The returned loss is the data's alone,
+            comparable to a validation loss.
+        l2_params: The trainable parameters the penalty takes, by their ``tree_flatten``
+            names: a glob (``"rnn_cell.*.weight"``: every weight matrix of the cell, no
+            bias), a list of globs, or a predicate of the name. Default: all of them. A
+            glob that matches nothing is refused.
+        lr_decay_per_epoch: Multiply the optimizer's learning rate (a number or a
+            schedule) by this factor per epoch of ``steps_per_epoch`` steps, smoothly
+            (``ncps_mlx.training.recipes.EpochDecay``). The optimizer keeps the decay
+            until a train step is made for it without one.
+        steps_per_epoch: The steps of an epoch, for ``lr_decay_per_epoch``.
         group: Train data-parallel over this ``mx.distributed`` group: each process
             passes its shard of the batch, and the update is the one the whole batch
             would give (gradients summed over the group, each shard weighted by its
@@ -99,8 +124,12 @@ def make_train_step(
         ``implicit_param_constraints=False`` has its weight constraints applied after each
         update.
     """
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"[make_train_step] clip_norm must be > 0 or None, got {clip_norm}")
+    clips = {"clip_norm": clip_norm, "clip_tensor_norm": clip_tensor_norm, "clip_value": clip_value}
+    penalty = {"l2": l2, "l2_params": l2_params}
+    owner = "make_train_step"
+    check_step_options(owner, model, **clips, **penalty, lr_decay_per_epoch=lr_decay_per_epoch)
+    rules = gradient_rules(model, **clips, **penalty)
+    decay_per_epoch(optimizer, lr_decay_per_epoch, steps_per_epoch)
     if group is not None and group.size() == 1:
         group = None
     constrain = model.apply_weight_constraints
@@ -116,9 +145,7 @@ def make_train_step(
     def update(x: mx.array, y: mx.array, dt: Any, mask: Any) -> mx.array:
         loss, grads = loss_and_grad(model, x, y, dt, mask)
         loss, grads = _sum_over_group((loss, grads), group)
-        if clip_norm is not None:
-            grads, _ = optim.clip_grad_norm(grads, clip_norm)
-        optimizer.update(model, grads)
+        optimizer.update(model, rules(grads, model.trainable_parameters()))
         constrain()
         return loss
 
@@ -174,12 +201,12 @@ def make_predict(
         model: The layer to call.
         compile: Compile the call with ``mx.compile``. Default: ``True``.
         frozen: Run a copy of the model taken now, with everything it computes from the
-            weights alone (:func:`ncps_mlx.scan.plan`: masks folded in, products laid
-            out) computed once here instead of on every call: a seventh to a half of a
+            weights alone ([`ncps_mlx.scan.plan`][ncps_mlx.scan.plan]: masks folded in, products
+            laid out) computed once here instead of on every call: a seventh to a half of a
             one-step call on the benchmark's models. Later changes to the model's weights
             are not seen: build a new ``predict`` after them. A control loop stepping
-            one sample at a time uses :class:`ncps_mlx.Controller`, which builds on this
-            where it cannot run the kernels directly. Default: ``False``.
+            one sample at a time uses [`ncps_mlx.Controller`][ncps_mlx.Controller], which builds on
+            this where it cannot run the kernels directly. Default: ``False``.
     """
     model.eval()
     planned = None

@@ -10,10 +10,15 @@ from ..rnn import RNN
 @dataclass
 class History:
     """One row per epoch: ``epoch``, ``loss``, ``val_*``, ``learning_rate``, ``seconds``,
-    ``samples_per_s``. ``history["loss"]`` gives a column."""
+    ``samples_per_s``. ``history["loss"]`` gives a column.
+
+    ``finished_before`` is true when ``fit(resume=True)`` found the run already finished
+    and trained nothing.
+    """
 
     rows: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = ""
+    finished_before: bool = False
 
     def __getitem__(self, key: str) -> list[float]:
         return [row[key] for row in self.rows if key in row]

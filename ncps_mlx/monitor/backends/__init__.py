@@ -1,5 +1,5 @@
 """Monitoring backends, by name. ``"auto"`` picks every sudoless one; the monitor keeps
-those whose :meth:`~.base.Backend.probe` succeeds on this machine."""
+those whose `probe` succeeds on this machine."""
 
 from collections.abc import Iterable
 

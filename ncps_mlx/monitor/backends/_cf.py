@@ -5,12 +5,12 @@ libraries do not exist): the tests there replace the objects below with fakes. K
 module small and free of logic; whatever can be computed from plain Python values
 belongs in the backends' parsing functions, which are tested everywhere.
 
-Nothing is loaded at import time. :class:`CoreFoundation` and :class:`IORegistry` open
+Nothing is loaded at import time. `CoreFoundation` and `IORegistry` open
 their libraries when instantiated (``OSError`` where they are missing, ``AttributeError``
 for a missing symbol), which the backends do only after checking the platform.
 
 Ownership follows CoreFoundation's rule: what a ``Create``/``Copy`` call returns is owned
-by the caller and released with :meth:`CoreFoundation.release`; ``Get`` results are
+by the caller and released with `CoreFoundation.release`; ``Get`` results are
 borrowed and must not be released.
 """
 

@@ -1,7 +1,7 @@
 """The interface every monitoring backend implements.
 
 A backend reads one source of hardware figures (MLX's allocator, psutil, NVML,
-IOReport...). The monitor calls :meth:`Backend.probe` once and :meth:`Backend.sample`
+IOReport...). The monitor calls `Backend.probe` once and `Backend.sample`
 on its background thread at every interval; a backend that raises is disabled with one
 warning and the run goes on without its figures. Figures a platform cannot give are
 left out (or None), never guessed: everything a backend reports is measured, and the
@@ -14,7 +14,7 @@ Figures = dict[str, float | int | None]
 
 
 class Backend:
-    """One source of figures. Subclasses set :attr:`name` and :attr:`keys`."""
+    """One source of figures. Subclasses set `name` and `keys`."""
 
     #: Short name used in warnings, ``Monitor(backends=[...])`` and the records' sources.
     name: ClassVar[str] = "backend"
@@ -31,7 +31,17 @@ class Backend:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release what :meth:`probe` acquired."""
+        """Release what `probe` acquired."""
+
+    def why_unavailable(self) -> str:
+        """Why `probe` returned False here, in words a user can act on (what is
+        missing, what to install or where it runs). Asked only after a failed probe."""
+        return "its source is not available on this machine"
+
+
+def off_macos(system: str, on_macos: str) -> str:
+    """The reason a macOS backend gives: ``on_macos`` on a Mac, else that it needs one."""
+    return on_macos if system == "Darwin" else f"it needs macOS (this is {system or 'unknown'})"
 
 
 class RateCounter:

@@ -2,19 +2,21 @@
 
 The figures are the ``PerformanceStatistics`` dictionary of the ``IOAccelerator``
 IORegistry entry (``AGXAccelerator...`` on Apple silicon), the one Activity Monitor and
-``ioreg -rc IOAccelerator`` show, e.g. on an M2 Max::
+``ioreg -rc IOAccelerator`` show, e.g. on an M2 Max:
 
-    "PerformanceStatistics" = {"Device Utilization %"=7, "Renderer Utilization %"=7,
-        "Tiler Utilization %"=7, "In use system memory"=1202913280,
-        "Alloc system memory"=10952982528, ...}
+```text
+"PerformanceStatistics" = {"Device Utilization %"=7, "Renderer Utilization %"=7,
+    "Tiler Utilization %"=7, "In use system memory"=1202913280,
+    "Alloc system memory"=10952982528, ...}
+```
 
 Limits: the utilizations are the driver's own percentages (integers, smoothed by the
 driver over a window it does not document), not time measured between two samples as
-:mod:`.ioreport`'s residency is; the memory figures are what the driver holds for the
+`ioreport`'s residency is; the memory figures are what the driver holds for the
 GPU in unified memory, not all memory the GPU touches.
 
 Verified only on a Mac, not in this project's CI: the IOKit/CoreFoundation calls
-(:class:`._cf.IORegistry`) cannot run on Linux. :func:`parse_performance_statistics`
+(`_cf.IORegistry`) cannot run on Linux. `parse_performance_statistics`
 works on the plain dictionary they return and is tested everywhere with recorded ones.
 """
 
@@ -24,7 +26,7 @@ import platform
 from collections.abc import Callable
 from typing import Any
 
-from .base import Backend, Figures
+from .base import Backend, Figures, off_macos
 
 SERVICE_CLASS = "IOAccelerator"
 PROPERTY = "PerformanceStatistics"
@@ -81,8 +83,8 @@ class IOAcceleratorBackend(Backend):
     (macOS, no sudo). See the module docstring for their limits.
 
     Args:
-        library: An :class:`_IOKitLibrary` (or a fake with ``performance_statistics()``);
-            by default opened in :meth:`probe`, on macOS only.
+        library: An `_IOKitLibrary` (or a fake with ``performance_statistics()``);
+            by default opened in `probe`, on macOS only.
         system: ``platform.system``, replaceable for tests.
     """
 
@@ -107,6 +109,11 @@ class IOAcceleratorBackend(Backend):
                 self._library = _IOKitLibrary()
             return pick_statistics(self._library.performance_statistics()) is not None
         return False
+
+    def why_unavailable(self) -> str:
+        return off_macos(
+            self._system(), "no IOAccelerator entry in the IORegistry has PerformanceStatistics"
+        )
 
     def sample(self) -> Figures:
         statistics = pick_statistics(self._library.performance_statistics())

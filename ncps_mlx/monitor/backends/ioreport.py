@@ -2,7 +2,7 @@
 
 IOReport (``/usr/lib/libIOReport.dylib``) is the private library ``powermetrics`` itself
 reads; macmon and mactop read it the same way (asitop ran powermetrics). A subscription to a
-few channel groups is sampled at every :meth:`IOReportBackend.sample`, and the *delta*
+few channel groups is sampled at every `IOReportBackend.sample`, and the *delta*
 between two consecutive samples gives, per channel, either an integer (energy, bytes)
 or a residency per state (time spent in each GPU performance state).
 
@@ -27,9 +27,9 @@ Where each figure comes from (group / subgroup / channel, as named on M1-M4 Macs
   then None, never estimated.
 
 Verified only on a Mac, not in this project's CI: the ctypes layer
-(:class:`_IOReportLibrary`, :mod:`._cf`) cannot run on Linux. Everything after it works
-on plain :class:`Channel` records and is tested everywhere with recorded deltas (and a
-fake library with :class:`_IOReportLibrary`'s methods), so only the few C calls are
+(`_IOReportLibrary`, `_cf`) cannot run on Linux. Everything after it works
+on plain `Channel` records and is tested everywhere with recorded deltas (and a
+fake library with `_IOReportLibrary`'s methods), so only the few C calls are
 unverified off a Mac.
 """
 
@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Backend, Figures
+from .base import Backend, Figures, off_macos
 
 IOREPORT_PATH = "/usr/lib/libIOReport.dylib"
 ENERGY_GROUP = "Energy Model"
@@ -213,7 +213,7 @@ def parse_voltage_states(data: bytes | None) -> list[float] | None:
 def figures(
     channels: Sequence[Channel], seconds: float, frequencies_mhz: Sequence[float] | None
 ) -> Figures:
-    """Every figure of :class:`IOReportBackend` from one delta over ``seconds``."""
+    """Every figure of `IOReportBackend` from one delta over ``seconds``."""
     return {
         **gpu_residency(channels, frequencies_mhz),
         **power_watts(channels, seconds),
@@ -222,8 +222,8 @@ def figures(
 
 
 def read_channels(library: Any, delta: Any) -> list[Channel]:
-    """The channels of a delta as :class:`Channel` records, through ``library``'s
-    accessors (an :class:`_IOReportLibrary` or a fake with its methods)."""
+    """The channels of a delta as `Channel` records, through ``library``'s
+    accessors (an `_IOReportLibrary` or a fake with its methods)."""
     return [_read_channel(library, item) for item in library.channels(delta)]
 
 
@@ -253,7 +253,7 @@ def _read_channel(library: Any, item: Any) -> Channel:
 
 class _IOReportLibrary:
     """libIOReport's calls, one method each. References are ints (None for NULL);
-    ``copy``/``create`` results are owned and go back through :meth:`release`."""
+    ``copy``/``create`` results are owned and go back through `release`."""
 
     def __init__(self, path: str = IOREPORT_PATH, cf: Any = None):
         from ._cf import CoreFoundation, declare
@@ -346,13 +346,13 @@ class IOReportBackend(Backend):
     from IOReport (macOS on Apple silicon, no sudo). See the module docstring for where
     each figure comes from and when it is None.
 
-    Every figure covers the time since the previous :meth:`sample`; the first one only
+    Every figure covers the time since the previous `sample`; the first one only
     sets the starting point and returns None for all of them.
 
     Args:
-        library: An :class:`_IOReportLibrary` (or a fake with its methods); by default
-            opened in :meth:`probe`, on macOS only.
-        registry: Reads IORegistry properties (:class:`._cf.IORegistry` or a fake with
+        library: An `_IOReportLibrary` (or a fake with its methods); by default
+            opened in `probe`, on macOS only.
+        registry: Reads IORegistry properties (`_cf.IORegistry` or a fake with
             ``properties(service_class, key, entry_name)``), for the GPU frequency table;
             by default opened with the library. Without one the frequency is None.
         clock: Monotonic seconds, for the time between samples.
@@ -400,6 +400,12 @@ class IOReportBackend(Backend):
         with contextlib.suppress(Exception):
             self.close()
         return False
+
+    def why_unavailable(self) -> str:
+        return off_macos(
+            self._system(),
+            "libIOReport could not be opened, or it offered none of the channels it reads",
+        )
 
     def _open(self) -> bool:
         if self._library is None:

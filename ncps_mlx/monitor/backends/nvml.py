@@ -26,6 +26,7 @@ class NVMLBackend(Backend):
         self._index = index
         self._nvml = nvml
         self._handle = None
+        self._error: Exception | None = None
 
     def probe(self) -> bool:
         try:
@@ -35,9 +36,15 @@ class NVMLBackend(Backend):
                 self._nvml = pynvml
             self._nvml.nvmlInit()
             self._handle = self._nvml.nvmlDeviceGetHandleByIndex(self._index)
-        except Exception:
+        except Exception as error:
+            self._error = error
             return False
         return True
+
+    def why_unavailable(self) -> str:
+        if isinstance(self._error, ImportError):
+            return "it needs an NVIDIA GPU and `pip install nvidia-ml-py`, which is not installed"
+        return f"NVML found no NVIDIA GPU {self._index} or driver ({self._error})"
 
     def sample(self) -> Figures:
         nvml, handle = self._nvml, self._handle

@@ -1,12 +1,12 @@
 """CPU, GPU and Neural Engine power, GPU clock and busy share from ``powermetrics``.
 
 ``powermetrics`` is Apple's own tool, so its figures are the reference the sudoless
-:mod:`.ioreport` backend is checked against; but it must run as root. This backend is
+`ioreport` backend is checked against; but it must run as root. This backend is
 therefore never picked by ``backends="auto"``: ask for it by name, as root or with a
-``sudo`` that needs no password (a NOPASSWD rule). It never prompts: :meth:`probe` runs
+``sudo`` that needs no password (a NOPASSWD rule). It never prompts: `probe` runs
 ``sudo -n true``, which fails at once instead of asking.
 
-Each :meth:`PowermetricsBackend.sample` runs
+Each `PowermetricsBackend.sample` runs
 ``powermetrics --samplers cpu_power,gpu_power,ane_power -i <window_ms> -n 1 -f plist``
 and so blocks for ``window_ms``: its figures are the means over that window just before
 the sample, not over the whole interval since the previous one. Memory bandwidth is not
@@ -21,7 +21,7 @@ Figures, from the plist report (key names as in published captures):
   the GPU (e.g. 338 or 1278.5); a value that can only be Hz is converted.
 * ``gpu_utilization_percent``: ``gpu`` -> 100 x (1 - ``idle_ratio``).
 
-The subprocess call is injectable (``run``), so :func:`parse_powermetrics_plist` and the
+The subprocess call is injectable (``run``), so `parse_powermetrics_plist` and the
 backend's handling of failures and timeouts are tested everywhere with recorded output;
 only the real ``powermetrics`` run needs a Mac.
 """
@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._checks import check_int
-from .base import Backend, Figures
+from .base import Backend, Figures, off_macos
 
 SAMPLERS = ("cpu_power", "gpu_power", "ane_power")
 
@@ -124,12 +124,12 @@ class PowermetricsBackend(Backend):
     password-less sudo; only when asked for by name). See the module docstring.
 
     Args:
-        window_ms: The sampling window of each run (``-i``); :meth:`sample` blocks this
+        window_ms: The sampling window of each run (``-i``); `sample` blocks this
             long. Default: ``250``.
-        timeout_s: Seconds a run may take before :meth:`sample` gives up. Default: the
+        timeout_s: Seconds a run may take before `sample` gives up. Default: the
             window plus 10 s (powermetrics' start-up can take a few seconds).
         samplers: powermetrics samplers to run; one this macOS lacks makes powermetrics
-            fail, and :meth:`sample` then raises.
+            fail, and `sample` then raises.
         run: ``subprocess.run``, replaceable for tests.
         system: ``platform.system``, replaceable for tests.
         is_root: Whether this process is root (then ``sudo`` is not used).
@@ -177,8 +177,14 @@ class PowermetricsBackend(Backend):
         except Exception:
             return False
 
+    def why_unavailable(self) -> str:
+        return off_macos(
+            self._system(),
+            "powermetrics needs root or password-less sudo (it runs `sudo -n` and never prompts)",
+        )
+
     def command(self) -> list[str]:
-        """The command :meth:`sample` runs."""
+        """The command `sample` runs."""
         command = [
             "powermetrics", "--samplers", self._samplers,
             "-i", str(self.window_ms), "-n", "1", "-f", "plist",
