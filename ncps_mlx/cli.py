@@ -194,6 +194,12 @@ def _monitor_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the `ncps-mlx` command line, with one subcommand per task.
+
+    Returns:
+        The parser of `ncps-mlx [--version] [--debug] <command> ...`; each subcommand
+        stores its handler in `args.handler`.
+    """
     parser = Parser(prog="ncps-mlx", description="Neural Circuit Policies on Apple's MLX.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
@@ -422,6 +428,18 @@ def _resumable(argv: list[str], out: Path) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the `ncps-mlx` command: the entry point of the console script.
+
+    A mistake a user can act on prints one line on stderr instead of a traceback, and
+    Ctrl-C prints one line too (see the module's description).
+
+    Args:
+        argv: The arguments after the program name; `sys.argv[1:]` when None.
+
+    Returns:
+        The exit code: 0 on success, 2 when the command line cannot run as typed, 1 when
+        the command ran and failed, 130 when interrupted.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return _run(argv)

@@ -27,6 +27,8 @@ from . import kernels, ops, scan
 from .cells.base import Footprint
 
 Mode = Literal["inference", "train"]
+"""What a step is costed for: a forward pass, or a training step (forward, backward and
+update)."""
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -154,6 +156,7 @@ class Traffic:
 
     @property
     def total(self) -> int:
+        """All bytes of the step: the sum of the five kinds."""
         return (
             self.parameters + self.gradients + self.optimizer_state + self.activations + self.inputs
         )

@@ -62,14 +62,17 @@ class RNN(nn.Module):
 
     @property
     def input_size(self) -> int:
+        """The number of input features per step: the cell's."""
         return self.rnn_cell.input_size
 
     @property
     def state_size(self) -> int:
+        """The size of the cell's hidden state (and of the LSTM memory, with `mixed_memory`)."""
         return self.rnn_cell.state_size
 
     @property
     def output_size(self) -> int:
+        """The number of output features per step: `proj_size` if set, else the cell's."""
         return self.proj_size if self.proj_size is not None else self.rnn_cell.output_size
 
     @property

@@ -23,6 +23,9 @@ from ncps_mlx._checks import check_int, check_number
 from ncps_mlx.errors import WiringError, see
 
 KINDS = ("sensory", "inter", "command", "motor")
+"""The kinds of neuron, from the input to the output: the keys of
+[`Wiring.neuron_counts`][ncps_mlx.wirings.Wiring.neuron_counts] (sensory ones are the input
+features)."""
 
 
 def _check_fanout(owner: str, name: str, value: Any, pool: int, pool_name: str) -> int:

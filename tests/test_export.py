@@ -7,6 +7,7 @@ macOS) and compared with the MLX model over multi-step rollouts.
 import json
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
@@ -368,6 +369,60 @@ def test_core_ml_runtime_drives_predict_and_state(models, kind, tmp_path, monkey
     report = verify(path, model, _inputs(model, True), runtime=runtime)
 
     assert report.coreml["cpu_only"] == report.outputs
+
+
+class _Operation:
+    def __init__(self, operator_name, device):
+        self.operator_name, self.device = operator_name, device
+
+
+class MLNeuralEngineComputeDevice:
+    """Named as Core ML's device classes are: the count is by class name."""
+
+
+class MLCPUComputeDevice:
+    pass
+
+
+class FakeComputePlan:
+    """MLComputePlan's structure and per-operation device usage, for a compiled path."""
+
+    loaded = []
+
+    def __init__(self, functions):
+        node = SimpleNamespace
+        programs = {name: node(block=node(operations=ops)) for name, ops in functions.items()}
+        self.model_structure = node(program=node(functions=programs))
+
+    @classmethod
+    def load_from_path(cls, path, compute_units):
+        cls.loaded.append((path, compute_units))
+        ane, cpu = MLNeuralEngineComputeDevice(), MLCPUComputeDevice()
+        main = [_Operation("const", cpu), _Operation("matmul", ane), _Operation("add", ane)]
+        step = [_Operation("tanh", cpu), _Operation("custom", None), _Operation("const", None)]
+        return cls({"main": main, "step": step})
+
+    def get_compute_device_usage_for_mlprogram_operation(self, operation):
+        if operation.device is None:
+            return None  # Core ML gives no usage for some operations
+        return SimpleNamespace(preferred_compute_device=operation.device)
+
+
+def test_placement_counts_operations_per_preferred_device(monkeypatch, tmp_path):
+    import coremltools as ct
+
+    compiled = []
+    compile_model = lambda path: compiled.append(path) or "m.mlmodelc"  # noqa: E731
+    monkeypatch.setattr("coremltools.models.utils.compile_model", compile_model)
+    monkeypatch.setattr("coremltools.models.compute_plan.MLComputePlan", FakeComputePlan)
+    monkeypatch.setattr(FakeComputePlan, "loaded", [])
+
+    counts = CoreMLRuntime().placement(tmp_path / "m.mlpackage", "cpu_and_ne")
+
+    # Constants are not operations that run; an operation without usage is "unknown".
+    assert counts == {"MLNeuralEngineComputeDevice": 2, "MLCPUComputeDevice": 1, "unknown": 1}
+    assert compiled == [str(tmp_path / "m.mlpackage")]
+    assert FakeComputePlan.loaded == [("m.mlmodelc", ct.ComputeUnit.CPU_AND_NE)]
 
 
 def test_cli_exports_and_verifies_a_checkpoint(models, tmp_path, capsys):

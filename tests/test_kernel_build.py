@@ -7,6 +7,7 @@ milliseconds. The real library is built, loaded and proven by the last tests.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,37 @@ def test_flags_fit_the_platform(monkeypatch):
         monkeypatch.setattr(build.platform, "machine", lambda machine=machine: machine)
         assert build.target_flags() == expected
     assert build._link_flags(Path("/mlx/lib"))[-2:] == ["-undefined", "dynamic_lookup"]
+
+
+def test_the_coverage_build_counts_the_kernels_lines_in_a_cache_entry_of_its_own(
+    cache, monkeypatch
+):
+    monkeypatch.delenv("NCPS_MLX_SANITIZE", raising=False)
+    monkeypatch.delenv("NCPS_MLX_COVERAGE", raising=False)
+    usual = build.library_path(SOURCES, "_fake")
+    monkeypatch.setenv("NCPS_MLX_COVERAGE", "1")
+    flags = build._optimisation()
+    # Unoptimised, counted with atomic counters, nothing of the usual or sanitized builds.
+    assert flags[:3] == ["-O0", "--coverage", "-fprofile-update=atomic"] and len(flags) == 4
+    counted = re.compile(flags[3].removeprefix("-fprofile-filter-files="))
+    assert all(counted.search(str(path)) for path in SOURCES)  # the kernels' own files
+    mlx_header = Path(mx.__file__).parent / "include" / "mlx" / "array.h"
+    nanobind = build._nanobind_root() / "src" / "nb_combined.cpp"
+    assert not counted.search(str(mlx_header)) and not counted.search(str(nanobind))
+    path = build.library_path(SOURCES, "_fake")
+    assert path.parent != usual.parent  # never mixed with the usual build
+    # The notes and counts go beside the library, not into the scratch folder the build
+    # removes; counts of an earlier build are removed with it.
+    stale = build.coverage_dir(path) / "ltc.gcda"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier build's counts")
+    fake_compiler(monkeypatch, "open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))")
+    assert build.build(SOURCES, "_fake", announce=lambda _: None) == path
+    assert path.read_text() == f"-dumpdir {build.coverage_dir(path)}{os.sep}"
+    assert not stale.exists() and oct(stale.parent.stat().st_mode & 0o777) == "0o700"
+    monkeypatch.setenv("NCPS_MLX_SANITIZE", "1")
+    with pytest.raises(build.BuildError, match="separate builds: set one of them"):
+        build.library_path(SOURCES, "_fake")
 
 
 # --- the real library: built, loaded, proven --------------------------------------------

@@ -39,7 +39,6 @@ def gelu(o: ModuleType, x: Any) -> Any:
     return o.gelu(x)
 
 
-#: The backbone activations by name; the order is the fused kernels' numbering.
 ACTIVATIONS: dict[str, Callable[[ModuleType, Any], Any]] = {
     "lecun_tanh": lecun_tanh,
     "tanh": tanh,
@@ -47,3 +46,5 @@ ACTIVATIONS: dict[str, Callable[[ModuleType, Any], Any]] = {
     "silu": silu,
     "gelu": gelu,
 }
+"""The backbone activations by name, each `f(o, x)` over an op set `o`; the order is the
+fused kernels' numbering."""

@@ -312,6 +312,12 @@ class WiredCell(Cell):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Cell:
+        """The cell `config` describes, with its wiring rebuilt from its own config.
+
+        Args:
+            config: What [`get_config`][ncps_mlx.cells.Cell.get_config] returned: the
+                constructor arguments, with `"wiring"` as a wiring config.
+        """
         return cls(**{**config, "wiring": Wiring.from_config(config["wiring"])})
 
     @property
@@ -321,14 +327,17 @@ class WiredCell(Cell):
 
     @property
     def input_size(self) -> int:
+        """Features of the input `x`: the wiring's `input_dim`."""
         return self._wiring.input_dim
 
     @property
     def state_size(self) -> int:
+        """Size of the state `h`: one value per neuron of the wiring (`wiring.units`)."""
         return self._wiring.units
 
     @property
     def output_size(self) -> int:
+        """Size of the output `y`: the wiring's motor neurons (`wiring.output_dim`)."""
         return self._wiring.output_dim
 
     @property

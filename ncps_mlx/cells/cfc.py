@@ -165,14 +165,17 @@ class CfCCell(Cell):
 
     @property
     def input_size(self) -> int:
+        """Features of the input `x`."""
         return self._input_size
 
     @property
     def state_size(self) -> int:
+        """Size of the state `h`: `hidden_size`."""
         return self.hidden_size
 
     @property
     def output_size(self) -> int:
+        """Size of the output `y`: `hidden_size` (the output is the new state)."""
         return self.hidden_size
 
     @property
@@ -229,12 +232,20 @@ class CfCCell(Cell):
         return consts
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
-        # The input's share of the first layer: hoisted out of the time loop.
+        """The input's share of the first layer, `x @ wx_t + b`, for `x` of shape
+        `(..., input_size)`: hoisted out of the time loop."""
         return mx.addmm(consts["b"], x, consts["wx_t"])
 
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        """One CfC step: the state's share of the first layer added to the projected
+        `inputs`, the rest of the backbone and the heads, then the closed-form solution
+        at elapsed time `dt` (a float or `(B, 1)`).
+
+        Returns:
+            `(y, h_next)`, both the new state `(B, hidden_size)`.
+        """
         z = inputs + h @ consts["wh_t"]
         if self.backbone:
             z = self._activate(z)
@@ -249,6 +260,8 @@ class CfCCell(Cell):
         return self.dropout(z) if "dropout" in self else z
 
     def footprint(self) -> Footprint:
+        """The work of a step: the input's product hoisted, the state's product, backbone
+        layers and heads in the loop, and the gates and solution element by element."""
         h, units, layers = self.hidden_size, self.backbone_units, len(self.backbone)
         heads = len(self.head_names) * h
         first = units if layers else heads
@@ -266,6 +279,8 @@ class CfCCell(Cell):
         )
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this cell, the sparsity mask as nested
+        lists (`None` without one)."""
         mask = self._head_masks.get("ff1")
         return {
             "input_size": self.input_size,

@@ -51,11 +51,18 @@ class LSTMCell(nn.Module):
         return {"wh_t": self.recurrent_map.weight.T}
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
+        """The input's share of the gate pre-activations, `W_x x + b`, for `x` of shape
+        `(..., input_size)`."""
         return self.input_map(x)
 
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, c: mx.array
     ) -> tuple[mx.array, mx.array]:
+        """One LSTM step from the projected `inputs`, the output `h` and the memory `c`.
+
+        Returns:
+            `(h_next, c_next)`, each `(B, hidden_size)`.
+        """
         return lstm_update(ops, inputs + h @ consts["wh_t"], c)
 
     def footprint(self) -> Footprint:

@@ -83,12 +83,17 @@ class SynapseGrid(NamedTuple):
     size: int  # postsynaptic neurons in all
 
     def gates(self, v: mx.array) -> mx.array:
+        """Every `sigma_ij (v_i - mu_ij)` of the box, `(post, pre, B)`, from the potentials
+        `v` of all presynaptic neurons or of the box's only, `(pre, 1, B)`."""
         pre = self.box[0]
         if pre.stop - pre.start != v.shape[0]:
             v = v[pre]
         return self.sigma * (v.reshape(pre.stop - pre.start, -1) - self.mu)
 
     def sums(self, activation: mx.array) -> tuple[mx.array, mx.array]:
+        """The two weighted sums of the synapses' `activation` `(post, pre, B)` into every
+        postsynaptic neuron: `(sum_i w_ij E_ij a_ij, sum_i w_ij a_ij)`, each `(size, 1, B)`,
+        zero for the neurons outside the box."""
         sums = self.weights @ activation
         post = self.box[1]
         if post.stop - post.start != self.size:
@@ -333,6 +338,14 @@ class LTCCell(WiredCell):
         h: mx.array,
         dt: mx.array | float,
     ) -> tuple[mx.array, mx.array]:
+        """One LTC step: `ode_unfolds` sub-steps of the solver over elapsed time `dt` (a
+        float, `(B,)` or `(B, 1)`), with the sensory sums from
+        [`project`][ncps_mlx.cells.LTCCell.project] held fixed.
+
+        Returns:
+            `(y, h_next)`: the output mapping of the motor neurons' potentials
+            `(B, output_size)`, and every neuron's new potential `(B, state_size)`.
+        """
         sensory_numerator, sensory_denominator = inputs  # (N, 1, B), see `project`
         synapses = consts["synapses"]
         if isinstance(dt, mx.array) and dt.ndim == 2 and dt.shape[-1] == 1:
@@ -396,6 +409,8 @@ class LTCCell(WiredCell):
         return 0.0, min(high, largest)
 
     def footprint(self) -> Footprint:
+        """The work of a step: the sensory synapses once, then every synapse slot of the
+        box and every neuron at each evaluation of the ODE's right-hand side."""
         n, slots, sensory = self.state_size, self.synapse_slots, self.sensory_synapse_slots
         evaluations = self.field_evaluations  # per time step (rk4: 4 per unfold)
         # Per recurrent synapse slot: subtract mu, multiply by sigma, then a multiply-add
@@ -411,6 +426,7 @@ class LTCCell(WiredCell):
         )
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this cell, the wiring as its config."""
         return {
             "wiring": self._wiring.get_config(),
             "input_mapping": self.input_mapping,

@@ -78,6 +78,7 @@ SOLVERS: dict[str, Solver] = {
     "explicit_euler": explicit_euler,
     "rk4": rk4,
 }
+"""The ODE solvers by the name an [`LTCCell`][ncps_mlx.cells.LTCCell]'s `solver` takes."""
 # Field evaluations per sub-step of each solver.
 FIELD_EVALUATIONS: dict[str, int] = {"semi_implicit": 1, "explicit_euler": 1, "rk4": 4}
 #: The largest ``h * lambda`` (sub-step times decay rate) for which each solver is stable

@@ -86,16 +86,21 @@ class WiredCfCCell(WiredCell):
 
     @property
     def layers(self) -> list[CfCCell]:
+        """The CfC cell of each wiring layer, in layer order (`layer_0`, `layer_1`, ...)."""
         return [getattr(self, f"layer_{i}") for i in range(self._wiring.num_layers)]
 
     @property
     def output_size(self) -> int:
-        # The output is the last layer's state: the motor neurons of an NCP, but every
-        # neuron of a one-layer wiring (FullyConnected, Random), as in the reference.
+        """Size of the output `y`: the last layer's neurons.
+
+        Those are the motor neurons of an NCP, but every neuron of a one-layer wiring
+        (`FullyConnected`, `Random`), as in the reference.
+        """
         return self.layer_sizes[-1]
 
     @property
     def layer_sizes(self) -> list[int]:
+        """Neurons of each wiring layer, in layer order; they sum to `state_size`."""
         return [len(self._wiring.get_neurons_of_layer(i)) for i in range(self._wiring.num_layers)]
 
     @property
@@ -108,11 +113,20 @@ class WiredCfCCell(WiredCell):
         return [layer.derive() for layer in self.layers]
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
+        """The first layer's [`CfCCell.project`][ncps_mlx.cells.CfCCell.project]: only it
+        reads the input."""
         return self.layers[0].project(consts[0], x)
 
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        """One step of every layer in order, each reading the previous layer's new state
+        (the first, the projected `inputs`) and its own slice of `h`.
+
+        Returns:
+            `(y, h_next)`: the last layer's new state `(B, output_size)`, and all layers'
+            new states concatenated `(B, state_size)`.
+        """
         splits = np.cumsum(self.layer_sizes)[:-1].tolist()
         states = mx.split(h, splits, axis=-1)
         new_states = []
@@ -125,8 +139,8 @@ class WiredCfCCell(WiredCell):
         return new_states[-1], mx.concatenate(new_states, axis=-1)
 
     def footprint(self) -> Footprint:
-        # The first layer's input share is hoisted; the others read the previous layer's
-        # new state inside the loop.
+        """The layers' work summed: the first layer's input share is hoisted, the others
+        read the previous layer's new state inside the loop."""
         total = Footprint()
         for index, layer in enumerate(self.layers):
             part = layer.footprint()
@@ -141,6 +155,8 @@ class WiredCfCCell(WiredCell):
         return total
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this cell, the wiring (built) as its
+        config."""
         return {
             "input_size": None,
             "wiring": self._wiring.get_config(),

@@ -21,12 +21,14 @@ GENERATORS: dict[str, Callable[..., datasets.SequenceData]] = {
     "spring_mass_control": datasets.spring_mass_control,
     "bit_stream_xor": datasets.bit_stream_xor,
 }
+"""The generated tasks a config's `data.name` may name, with their generators."""
 WIRINGS: dict[str, type[Wiring]] = {
     "AutoNCP": AutoNCP,
     "NCP": NCP,
     "FullyConnected": FullyConnected,
     "Random": Random,
 }
+"""The wiring classes a config's `model.wiring.type` may name."""
 OPTIMIZER_CLASSES: dict[str, type[optim.Optimizer]] = {
     "adam": optim.Adam,
     "adamw": optim.AdamW,

@@ -17,6 +17,20 @@ from .resolved import DATA_NAMES, DEFAULT_VALIDATION_FRACTION, DataConfig, DataI
 
 
 def validate_data(table: Table, seed: int, base_dir: Path) -> DataConfig | None:
+    """Check the `[data]` table and resolve it: the source, its options and the split.
+
+    A generated task is drawn once at one sequence, a UEA set is loaded and an `.npz`
+    file's headers are read, to learn the shapes without the cost of the whole data.
+
+    Args:
+        table: The `[data]` table; its problems are added to `table.problems`.
+        seed: The run's seed, the default seed of a generated task.
+        base_dir: The folder a relative `path` is read from.
+
+    Returns:
+        The resolved section with what the data looks like (`info`), or None when a
+        problem keeps it from being resolved.
+    """
     problems = table.problems
     keys = read_fields(table, DataConfig)
     name, path, options = keys["name"], keys["path"], keys["options"]

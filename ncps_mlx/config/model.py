@@ -16,18 +16,30 @@ from .build import WIRINGS, build_model
 from .resolved import DataInfo, ModelConfig
 from .summary import counted
 
-# The constructor argument that sets how many outputs (motor neurons) a wiring has.
 WIRING_OUTPUT_KEY = {
     "AutoNCP": "output_size",
     "NCP": "motor_neurons",
     "FullyConnected": "output_dim",
     "Random": "output_dim",
 }
+"""The constructor argument that sets how many outputs (motor neurons) a wiring has, by
+wiring class; validation fills it in from the data when the config leaves it out."""
 # Choices the model classes check themselves, listed here so a typo gets a suggestion.
 _MODEL_CHOICES = {"activation": tuple(sorted(ACTIVATIONS)), "solver": tuple(sorted(SOLVERS))}
 
 
 def validate_model(table: Table, info: DataInfo | None) -> tuple[ModelConfig | None, Any]:
+    """Check the `[model]` table, fit its defaults to the data, and build the model.
+
+    Args:
+        table: The `[model]` table; its problems are added to `table.problems`.
+        info: What the data looks like; None when `[data]` could not be resolved, and
+            then the model is only checked, not built.
+
+    Returns:
+        `(config, model)`: the resolved section with its parameter count and the model
+        built from it, or `(None, None)` when there is a problem or no data to fit.
+    """
     problems = table.problems
     before = len(problems)
     keys = read_fields(table, ModelConfig, finish=False)  # the other keys are the class's

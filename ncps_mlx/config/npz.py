@@ -10,6 +10,8 @@ import numpy as np
 from ._fields import Problems, choose
 
 NPZ_ARRAYS = ("x", "y", "timespans", "mask", "classes")
+"""The arrays an `.npz` file of `data.path` may hold (`x` and `y` are required); each but
+`classes` may also come as `val_*`, the validation split."""
 
 
 def npz_headers(path: Path, problems: Problems) -> dict[str, tuple] | None:

@@ -8,8 +8,9 @@ from ._fields import Table, importable, read_fields
 from .resolved import OutputConfig
 
 CHECKPOINTS = "checkpoints"
-# Files whose presence means the output folder already holds a run.
+"""The folder, inside the output folder, where a run keeps its checkpoints."""
 RUN_FILES = (CHECKPOINTS, "model.safetensors", "metrics.json")
+"""Files whose presence means the output folder already holds a run."""
 
 
 def holds_run(directory: Path) -> bool:
@@ -18,6 +19,16 @@ def holds_run(directory: Path) -> bool:
 
 
 def validate_output(table: Table) -> OutputConfig:
+    """Check the `[output]` table: the folder, resume or overwrite, and that what the
+    section asks for (a progress bar, a Core ML export) is installed.
+
+    Args:
+        table: The `[output]` table; its problems are added to `table.problems`.
+
+    Returns:
+        The section with `dir` as a path (the section as read even when problems were
+        found: they are reported with the rest).
+    """
     problems = table.problems
     keys = read_fields(table, OutputConfig)
     out, resume, overwrite = keys["dir"] or "", keys["resume"], keys["overwrite"]

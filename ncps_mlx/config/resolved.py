@@ -25,10 +25,14 @@ from .build import GENERATORS, OPTIMIZER_CLASSES
 from .summary import describe_data, describe_model, describe_output, describe_training
 
 OPTIMIZERS = tuple(OPTIMIZER_CLASSES)
+"""The optimizers `training.optimizer` may name (`mlx.optimizers` classes)."""
 SCHEDULES = ("none", "cosine", "exponential", "step")
+"""The learning-rate schedules `training.schedule.type` may name."""
 # The generated tasks, then the UEA sets shipped with aeon.
 DATA_NAMES = (*sorted(GENERATORS), *datasets.SHIPPED)
 DEFAULT_VALIDATION_FRACTION = 0.2
+"""The share of generated or `.npz` data held out for validation when the config does not
+say."""
 
 
 @dataclass(frozen=True)

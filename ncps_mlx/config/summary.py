@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 
 def describe_data(data: DataConfig) -> str:
+    """One line on the data: its source, sizes, validation split, shapes and task."""
     info = data.info
     origin = {"generated": "generated", "uea": "UEA set", "npz": "file"}[data.source]
     label = data.name if data.path is None else str(data.path)
@@ -36,6 +37,7 @@ def describe_data(data: DataConfig) -> str:
 
 
 def describe_model(model: ModelConfig) -> str:
+    """One line on the model: its class, units or wiring, arguments and parameter count."""
     if model.wiring is not None:
         args = dict(model.wiring)
         units = f"{args.pop('type')}({', '.join(f'{k}={v}' for k, v in args.items())})"
@@ -46,6 +48,8 @@ def describe_model(model: ModelConfig) -> str:
 
 
 def describe_training(training: TrainingConfig) -> str:
+    """One line on training: epochs, batches and steps, the optimizer and its schedule,
+    the loss and metrics, and the options that are set (clipping, l2, early stopping)."""
     steps = training.epochs * training.steps_per_epoch
     schedule = training.schedule
     rate = f"{training.optimizer} lr={training.learning_rate:g}"
@@ -73,6 +77,7 @@ def describe_training(training: TrainingConfig) -> str:
 
 
 def describe_output(output: OutputConfig) -> str:
+    """One line on the output: the folder, whether the run resumes, and the files written."""
     files = ["checkpoints/", "model.safetensors", "metrics.json"]
     files += ["monitor.jsonl"] if output.monitor else []
     files += ["model.mlpackage"] if output.export_coreml else []

@@ -16,6 +16,20 @@ from .resolved import DataInfo, EarlyStoppingConfig, ScheduleConfig, TrainingCon
 
 
 def validate_training(table: Table, info: DataInfo | None) -> TrainingConfig:
+    """Check the `[training]` table and resolve the defaults that depend on the data.
+
+    The loss and metrics default to cross-entropy and accuracy for class labels, to MSE
+    otherwise, and must suit the targets; the schedule's numbers, early stopping and the
+    optimizer's options are checked too.
+
+    Args:
+        table: The `[training]` table; its problems are added to `table.problems`.
+        info: What the data looks like; None when `[data]` could not be resolved.
+
+    Returns:
+        The resolved section, with `steps_per_epoch` (the section as read even when
+        problems were found: they are reported with the rest).
+    """
     keys = read_fields(table, TrainingConfig)
     problems = table.problems
     labels = info is not None and info.classification

@@ -51,26 +51,36 @@ class GRUBaselineCell(Cell):
 
     @property
     def input_size(self) -> int:
+        """Features of the input `x`."""
         return self.gru.Wx.shape[1]
 
     @property
     def state_size(self) -> int:
+        """Size of the state `h`: the GRU's hidden size."""
         return self.gru.hidden_size
 
     @property
     def output_size(self) -> int:
+        """Size of the output: the GRU's hidden size (the output is the new state)."""
         return self.gru.hidden_size
 
     def derive(self) -> Consts:
+        """`wh_t`: the recurrent weight as `h @ W` takes it."""
         return {"wh_t": self.gru.Wh.T}
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
-        # nn.GRU's input product, for every step at once as nn.GRU does it.
+        """`nn.GRU`'s input product with its bias, for every step at once as `nn.GRU`
+        does it."""
         return mx.addmm(self.gru.b, x, self.gru.Wx.T)
 
     def step(
         self, consts: Consts, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        """One step of `nn.GRU` from the projected `inputs`; `dt` is ignored.
+
+        Returns:
+            `(h_next, h_next)`: the new state is the output.
+        """
         size = self.gru.hidden_size
         recurrent = h @ consts["wh_t"]
         r, z = mx.split(mx.sigmoid(inputs[..., :-size] + recurrent[..., :-size]), 2, axis=-1)
@@ -79,6 +89,7 @@ class GRUBaselineCell(Cell):
         return h, h
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this cell."""
         return {"input_size": self.input_size, "hidden_size": self.state_size}
 
 
@@ -102,25 +113,35 @@ class LSTMBaselineCell(Cell):
 
     @property
     def input_size(self) -> int:
+        """Features of the input `x`."""
         return self.lstm.Wx.shape[1]
 
     @property
     def state_size(self) -> int:
+        """Size of the state: `h` and `c` side by side, `2 * hidden_size`."""
         return 2 * self.lstm.hidden_size
 
     @property
     def output_size(self) -> int:
+        """Size of the output `h`: the LSTM's hidden size."""
         return self.lstm.hidden_size
 
     def derive(self) -> Consts:
+        """`wh_t`: the recurrent weight as `h @ W` takes it."""
         return {"wh_t": self.lstm.Wh.T}
 
     def project(self, consts: Consts, x: mx.array) -> mx.array:
+        """`nn.LSTM`'s input product with its bias, for every step at once."""
         return mx.addmm(self.lstm.bias, x, self.lstm.Wx.T)
 
     def step(
         self, consts: Consts, inputs: mx.array, state: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        """One step of `nn.LSTM` from the projected `inputs`; `dt` is ignored.
+
+        Returns:
+            `(h_next, state_next)`: the new output, and the new `h` and `c` side by side.
+        """
         h, c = mx.split(state, 2, axis=-1)
         i, f, g, o = mx.split(inputs + h @ consts["wh_t"], 4, axis=-1)
         c = mx.sigmoid(f) * c + mx.sigmoid(i) * mx.tanh(g)
@@ -128,6 +149,7 @@ class LSTMBaselineCell(Cell):
         return h, mx.concatenate([h, c], axis=-1)
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this cell."""
         return {"input_size": self.input_size, "hidden_size": self.output_size}
 
 
@@ -174,6 +196,7 @@ class Baseline:
 
     @property
     def description(self) -> str:
+        """How the report names the model, e.g. `GRU(24) + linear readout`."""
         return f"{CELLS[self.name][1]}({self.hidden_size}) + linear readout"
 
 

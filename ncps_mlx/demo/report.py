@@ -52,6 +52,16 @@ def _save_figure(figure: Any, path: Path) -> None:
 def plot_losses(
     Figure: Any, history: History, scores: dict, path: Path, baselines: list[Baseline] = ()
 ) -> None:
+    """Plot the NCP's training and validation loss per epoch, the baselines' validation
+    loss, the test losses of the two trivial predictors and the epoch kept; write a PNG.
+
+    Args:
+        Figure: matplotlib's `Figure` class (matplotlib is imported only when plotting).
+        history: The NCP's history from `fit`.
+        scores: The run's scores; `scores["test"]["baselines"]` holds the trivial ones.
+        path: The PNG to write (atomically).
+        baselines: The trained recurrent baselines to draw beside the NCP.
+    """
     epochs = history["epoch"]
     figure = Figure(figsize=(7, 4.2))
     axis = figure.subplots()
@@ -91,6 +101,15 @@ def plot_losses(
 
 
 def plot_predictions(Figure: Any, test: SequenceData, prediction: np.ndarray, path: Path) -> None:
+    """Plot the first test sequences: observations, targets and the NCP's predictions over
+    time, with each sequence's MSE; write a PNG.
+
+    Args:
+        Figure: matplotlib's `Figure` class.
+        test: The test split.
+        prediction: The NCP's predictions for `test`, shaped like `test.y`.
+        path: The PNG to write (atomically).
+    """
     count = min(PLOTTED_SEQUENCES, len(test))
     figure = Figure(figsize=(9, 2.6 * count))
     axes = figure.subplots(count, 1, sharex=True, squeeze=False)
@@ -111,6 +130,13 @@ def plot_predictions(Figure: Any, test: SequenceData, prediction: np.ndarray, pa
 
 
 def plot_wiring(Figure: Any, model: CfC, path: Path) -> None:
+    """Draw the model's wiring with its synapse counts in the title; write a PNG.
+
+    Args:
+        Figure: matplotlib's `Figure` class.
+        model: The demo's NCP, a wired `CfC`.
+        path: The PNG to write (atomically).
+    """
     wiring = model.wiring
     figure = Figure(figsize=(8, 5.5))
     axis = figure.subplots()

@@ -24,6 +24,7 @@ class EpochLog(Callback):
         self.prefix = f"{name}: " if name else ""
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        """Log the epoch's losses on the first and last epoch and every tenth of the run."""
         if epoch == 1 or epoch % self.every == 0 or epoch == trainer.epochs:
             self.log(
                 f"{self.prefix}epoch {epoch:3d}/{trainer.epochs}  loss {logs['loss']:.4f}  "
@@ -32,6 +33,7 @@ class EpochLog(Callback):
 
 
 def batches_per_epoch() -> int:
+    """Batches in one epoch of the demo's training split (the last one may be smaller)."""
     return -(-SPLIT["train"] // BATCH_SIZE)
 
 

@@ -18,6 +18,8 @@ from ..errors import see
 from ..rnn import RNN
 
 KINDS = ("step", "sequence", "stateful")
+"""The kinds of package `to_coreml` writes: one step with the state as input and output, a
+whole sequence, or one step with the state kept inside Core ML."""
 PRECISIONS = ("float16", "float32")
 COMPUTE_UNITS = {
     "cpu_and_ne": "CPU_AND_NE",
@@ -35,9 +37,9 @@ ALLOWED_OPS = frozenset(
         "slice_by_size", "read_state", "write_state",
     }
 )  # fmt: skip
-#: In float16 exports the elapsed time is clamped to these ranges before use: ``time_a *
-#: t`` (CfC) and ``cm / (t / unfolds)`` (LTC) must stay far below float16's 65504.
 FP16_TIMESPAN_RANGE = {"CfC": (0.0, 1000.0), "LTC": (0.01, 1000.0)}
+"""In float16 exports the elapsed time is clamped to these ranges before use: `time_a * t`
+(CfC) and `cm / (t / unfolds)` (LTC) must stay far below float16's 65504."""
 
 
 def timespan_range(model: RNN) -> tuple[float, float]:
@@ -53,6 +55,14 @@ _MINIMUM_TARGETS = {"step": "macOS13", "sequence": "macOS13", "stateful": "macOS
 
 
 def require_coremltools() -> Any:
+    """Import coremltools quietly (see `_quiet_import`).
+
+    Returns:
+        The `coremltools` module.
+
+    Raises:
+        ImportError: coremltools is not installed; the message says how to install it.
+    """
     try:
         with _quiet_import():
             import coremltools

@@ -55,9 +55,15 @@ class CfCGraph:
             self.A = mil.channels(_numpy(cell.A))
 
     def project(self, x: Tensor) -> Tensor:
+        """The input's share of the first layer, for the whole sequence at once."""
         return mil.dense(x, self.input_weight, self.bias)
 
     def step(self, inputs: Tensor, h: Tensor, dt: Tensor | float) -> tuple[Tensor, Tensor]:
+        """One CfC step, as [`CfCCell.step`][ncps_mlx.cells.CfCCell.step] computes it.
+
+        Returns:
+            `(y, h_next)`, both the new state.
+        """
         z = inputs + mil.dense(h, self.recurrent_weight)
         if self.heads is not None:
             z = self.activation(mil, z)
@@ -76,9 +82,17 @@ class WiredCfCGraph:
         self.sizes = cell.layer_sizes
 
     def project(self, x: Tensor) -> Tensor:
+        """The first layer's projection: only it reads the input."""
         return self.layers[0].project(x)
 
     def step(self, inputs: Tensor, h: Tensor, dt: Tensor | float) -> tuple[Tensor, Tensor]:
+        """One step of every layer in order, as
+        [`WiredCfCCell.step`][ncps_mlx.cells.WiredCfCCell.step] computes it.
+
+        Returns:
+            `(y, h_next)`: the last layer's new state, and all layers' new states
+            concatenated along the channels.
+        """
         states = mil.split(h, self.sizes)
         new_states: list[Tensor] = []
         for index, layer in enumerate(self.layers):
@@ -109,9 +123,13 @@ class Synapses:
         self.targets = targets
 
     def gates(self, v: Tensor) -> Tensor:
+        """Every synapse's `sigma (v_pre - mu)`, one channel per synapse: a convolution
+        that gathers each synapse's presynaptic potential from `v`."""
         return mil.dense(v, self.gather, self.gather_bias)
 
     def sums(self, activation: Tensor) -> tuple[Tensor, Tensor]:
+        """The two weighted sums of the synapses' `activation` into each postsynaptic
+        neuron, `(sum w E a, sum w a)`: one convolution, split in two."""
         numerator, denominator = mil.split(mil.dense(activation, self.scatter), [self.targets] * 2)
         return numerator, denominator
 
@@ -148,6 +166,8 @@ class LTCGraph:
         self.unfolds, self.epsilon = cell.ode_unfolds, cell.epsilon
 
     def project(self, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """The input mapping, then the sensory synapses' two sums (zero without sensory
+        synapses), for the whole sequence at once."""
         if self.input_w is not None:
             x = x * self.input_w
         if self.input_b is not None:
@@ -155,6 +175,12 @@ class LTCGraph:
         return self.sensory(x)
 
     def step(self, inputs: tuple, h: Tensor, dt: Tensor | float) -> tuple[Tensor, Tensor]:
+        """One LTC step with the cell's solver and unfold count, as
+        [`LTCCell.step`][ncps_mlx.cells.LTCCell.step] computes it.
+
+        Returns:
+            `(y, h_next)`: the mapped motor neurons, and every neuron's new potential.
+        """
         sensory_numerator, sensory_denominator = inputs
 
         def field(v: Tensor) -> tuple[Tensor, Tensor]:
@@ -177,9 +203,15 @@ class LSTMGraph:
         self.recurrent_weight = _numpy(cell.recurrent_map.weight)
 
     def project(self, x: Tensor) -> Tensor:
+        """The input's share of the gate pre-activations, for the whole sequence at once."""
         return mil.dense(x, self.input_weight, self.input_bias)
 
     def step(self, inputs: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """One LSTM step from the output `h` and the memory `c`.
+
+        Returns:
+            `(h_next, c_next)`.
+        """
         return lstm_update(mil, inputs + mil.dense(h, self.recurrent_weight), c)
 
 

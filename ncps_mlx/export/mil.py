@@ -41,6 +41,7 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of the MIL value, `(B, C, 1, S)` for an activation."""
         return tuple(self.var.shape)
 
     def __add__(self, other: Any) -> "Tensor":
@@ -89,30 +90,37 @@ def dense(x: Tensor, weight: np.ndarray, bias: np.ndarray | None = None) -> Tens
 
 
 def sigmoid(x: Tensor) -> Tensor:
+    """The logistic sigmoid, element-wise."""
     return Tensor(mb.sigmoid(x=x.var))
 
 
 def tanh(x: Tensor) -> Tensor:
+    """The hyperbolic tangent, element-wise."""
     return Tensor(mb.tanh(x=x.var))
 
 
 def exp(x: Tensor) -> Tensor:
+    """The exponential, element-wise."""
     return Tensor(mb.exp(x=x.var))
 
 
 def relu(x: Tensor) -> Tensor:
+    """`max(x, 0)`, element-wise."""
     return Tensor(mb.relu(x=x.var))
 
 
 def silu(x: Tensor) -> Tensor:
+    """`x * sigmoid(x)`, element-wise."""
     return Tensor(mb.silu(x=x.var))
 
 
 def gelu(x: Tensor) -> Tensor:
+    """The exact GELU (with the error function, not the tanh approximation), element-wise."""
     return Tensor(mb.gelu(x=x.var, mode="EXACT"))
 
 
 def clip(x: Tensor, low: float, high: float) -> Tensor:
+    """`x` limited to `[low, high]`, element-wise."""
     return Tensor(mb.clip(x=x.var, alpha=np.float32(low), beta=np.float32(high)))
 
 
@@ -130,6 +138,7 @@ def chunks(x: Tensor, count: int) -> list[Tensor]:
 
 
 def concat(parts: Sequence[Tensor], axis: int = 1) -> Tensor:
+    """`parts` joined along `axis` (the channels by default); a single part as it is."""
     if len(parts) == 1:
         return parts[0]
     return Tensor(mb.concat(values=[p.var for p in parts], axis=axis))

@@ -41,6 +41,15 @@ class Comparison:
 
     @classmethod
     def of(cls, value: np.ndarray, reference: np.ndarray) -> "Comparison":
+        """Compare an output with the MLX model's; a non-finite value is an infinite error.
+
+        Args:
+            value: The output to check.
+            reference: The MLX model's output for the same inputs.
+
+        Raises:
+            ValueError: The two shapes differ.
+        """
         value, reference = np.asarray(value, np.float64), np.asarray(reference, np.float64)
         if value.shape != reference.shape:
             raise ValueError(
@@ -68,10 +77,12 @@ class VerifyReport:
 
     @property
     def max_abs_error(self) -> float:
+        """The largest absolute error of any output of the numpy run."""
         return max(c.max_abs_error for c in self.outputs.values())
 
     @property
     def max_rel_error(self) -> float:
+        """The largest relative error of any output of the numpy run."""
         return max(c.max_rel_error for c in self.outputs.values())
 
     def __str__(self) -> str:
@@ -101,9 +112,21 @@ class CoreMLRuntime:
 
     @staticmethod
     def available() -> bool:
+        """Whether Core ML can run here: on macOS only."""
         return platform.system() == "Darwin"
 
     def predictor(self, path: Path, compute_units: str) -> Predict:
+        """A function that runs the package at `path` with Core ML's own prediction.
+
+        Args:
+            path: The saved `.mlpackage`.
+            compute_units: `"cpu_only"` or `"cpu_and_ne"` (CPU and Neural Engine).
+
+        Returns:
+            `predict(inputs, states) -> (outputs, final_states)`: a stateful package's
+            state is made on the first call, written with `states`, and kept across
+            calls; `final_states` are read back from it (empty for a stateless package).
+        """
         import coremltools as ct
 
         units = getattr(ct.ComputeUnit, self.UNITS[compute_units])

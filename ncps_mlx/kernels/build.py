@@ -18,7 +18,9 @@ cached per (sources, MLX, nanobind, Python, platform, CPU, flags) under
 
 ``NCPS_MLX_SANITIZE=1`` builds with AddressSanitizer and UndefinedBehaviorSanitizer (a
 cache entry of its own; the process must preload the sanitizer runtime, see the testing
-guide).
+guide). ``NCPS_MLX_COVERAGE=1`` builds with gcc's line counting (``--coverage``, another
+cache entry of its own): every process that loads it adds the lines it ran to the counts
+in the ``coverage`` folder beside the library when it exits (see the testing guide).
 """
 
 import contextlib
@@ -27,6 +29,7 @@ import importlib.machinery
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -45,6 +48,7 @@ _NB_DOMAIN = "mlx"
 _DIGEST = "digest"
 _SCRATCH = "scratch-"
 _TIMES = "build_seconds"
+_COVERAGE = "coverage"
 DEFAULT_TIMEOUT_S = 600
 # What the first build is said to take when no build has been timed here yet (a 2-core
 # virtual machine: 30-50 s; an Apple M-series chip: a few seconds).
@@ -101,6 +105,19 @@ def sanitized() -> bool:
     return os.environ.get("NCPS_MLX_SANITIZE", "0") not in ("", "0")
 
 
+def measured() -> bool:
+    """Whether builds count the lines they run, for the kernels' coverage report
+    (``NCPS_MLX_COVERAGE=1``)."""
+    return os.environ.get("NCPS_MLX_COVERAGE", "0") not in ("", "0")
+
+
+def coverage_dir(library: Path) -> Path:
+    """Where a coverage build of ``library`` keeps gcc's notes (``.gcno``, written by the
+    build) and its line counts (``.gcda``, added to by each process that loaded it, when
+    it exits)."""
+    return library.with_name(_COVERAGE)
+
+
 def _nanobind_root() -> Path:
     try:
         import nanobind
@@ -133,7 +150,23 @@ def target_flags() -> list[str]:
     return []
 
 
+def coverage_flags(sources: Path) -> list[str]:
+    """gcc's flags for a build that counts the lines it runs in the files of the folder
+    ``sources`` (a coverage build's optimisation, with the kernels' folder)."""
+    # -O0 keeps each line its own code, so the counts fall on the lines that ran; atomic
+    # counters, as the kernels run on several threads; only the files of ``sources`` are
+    # counted (not MLX's inline headers, not nanobind). The filter is a POSIX regex.
+    own_files = re.escape(str(sources)) + "/[^/]+$"
+    return ["-O0", "--coverage", "-fprofile-update=atomic", f"-fprofile-filter-files={own_files}"]
+
+
 def _optimisation() -> list[str]:
+    if sanitized() and measured():
+        raise BuildError(
+            "NCPS_MLX_SANITIZE and NCPS_MLX_COVERAGE are separate builds: set one of them"
+        )
+    if measured():
+        return coverage_flags(Path(__file__).parent)
     if sanitized():
         return ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                 "-fno-sanitize-recover=undefined"]  # fmt: skip
@@ -284,10 +317,9 @@ def _compile(sources: Sequence[Path], module: str, library: Path, folder: Path) 
     scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH, dir=folder))
     try:
         partial = scratch / library.name
+        command = [*_command(sources, partial), *_coverage_output(library)]
         try:
-            result = subprocess.run(
-                _command(sources, partial), capture_output=True, text=True, timeout=_timeout()
-            )
+            result = subprocess.run(command, capture_output=True, text=True, timeout=_timeout())
         except subprocess.TimeoutExpired as error:
             raise BuildError(
                 f"the C++ compiler took longer than {error.timeout:.0f} s (NCPS_MLX_BUILD_TIMEOUT)"
@@ -303,6 +335,18 @@ def _compile(sources: Sequence[Path], module: str, library: Path, folder: Path) 
         os.replace(digest, library.with_name(_DIGEST))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _coverage_output(library: Path) -> list[str]:
+    """For a coverage build, gcc's flag that puts the notes, and the counts the library
+    will write, in [`coverage_dir`][ncps_mlx.kernels.build.coverage_dir] (by default they
+    would go to the scratch folder, which is removed); emptied first, as the counts of an
+    earlier build do not fit this build's notes."""
+    if not measured():
+        return []
+    folder = coverage_dir(library)
+    shutil.rmtree(folder, ignore_errors=True)
+    return ["-dumpdir", f"{private_dir(folder)}{os.sep}"]
 
 
 def _recorded_digest(library: Path) -> str:

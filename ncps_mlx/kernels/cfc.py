@@ -77,15 +77,22 @@ class FusedCfC:
         self.cell = cell
 
     def derive(self) -> Chain:
+        """The cell's derived arrays in the chain form the kernel reads."""
         return chain(self.cell)
 
     def project(self, consts: Chain, x: mx.array) -> mx.array:
-        # The first unit's project (b + x @ wx_t) on the kernels' product.
+        """The first unit's projection, `b + x @ wx_t`, on the kernels' product."""
         return primitives.addmm(consts.first["b"], x, consts.first["wx_t"])
 
     def step(
         self, consts: Chain, inputs: mx.array, h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        """One step of the whole chain in one kernel call.
+
+        Returns:
+            `(y, h_next)`: the last unit's new state, and every unit's new state
+            concatenated, as the cell's `step` returns them.
+        """
         if not isinstance(dt, mx.array):  # the scan passes a float or (B, 1)
             dt = mx.array(dt, dtype=h.dtype).reshape(1, 1)
         batch = h.shape[0]

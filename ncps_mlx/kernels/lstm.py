@@ -19,16 +19,22 @@ class FusedLSTM:
         self.cell = cell
 
     def derive(self) -> dict[str, Any]:
+        """The cell's own derived arrays (`wh_t`)."""
         return self.cell.derive()
 
     def project(self, consts: dict, x: mx.array) -> mx.array:
-        # The cell's input map (x @ W^T + b) on the kernels' product.
+        """The cell's input map, `x @ W^T + b`, on the kernels' product."""
         layer = self.cell.input_map
         return primitives.addmm(layer.bias, x, layer.weight.T)
 
     def step(
         self, consts: dict, inputs: mx.array, h: mx.array, c: mx.array
     ) -> tuple[mx.array, mx.array]:
+        """One LSTM step in one kernel call.
+
+        Returns:
+            `(h_next, c_next)`, as the cell's `step` returns them.
+        """
         # Reshaped, as the CfC's step does, so MLX lets go of each step's gates as soon
         # as the next step has read the state.
         batch = h.shape[0]

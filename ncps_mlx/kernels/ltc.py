@@ -52,17 +52,27 @@ class FusedLTC:
         self.cell = cell
 
     def derive(self) -> dict[str, Any]:
+        """The cell's derived arrays, with the leak terms as vectors and the recurrent
+        synapses as the kernel's per-synapse vectors."""
         consts = self.cell.derive()
         return {"cell": consts, **_leak(consts), "synapses": _synapse_vectors(self.cell, False)}
 
     def project(self, consts: dict, x: mx.array) -> tuple[mx.array, mx.array]:
-        # The cell's sums are neuron-major, (N, T, 1, B): the kernel takes (B, T, N).
+        """The cell's sensory sums, batch-major as the kernel takes them.
+
+        The cell's are neuron-major, `(N, T, 1, B)`; these are `(B, T, N)`.
+        """
         sums = self.cell.project(consts["cell"], x)
         return tuple(mx.transpose(mx.squeeze(total, -2)) for total in sums)
 
     def step(
         self, consts: dict, inputs: tuple[mx.array, mx.array], h: mx.array, dt: mx.array | float
     ) -> tuple[mx.array, mx.array]:
+        """One LTC step (all its ODE unfolds) in one kernel call.
+
+        Returns:
+            `(y, h_next)`: the mapped motor neurons, and every neuron's new potential.
+        """
         cm, numerator, denominator = _kernel_terms(self.cell, consts, inputs, dt)
         cm = mx.broadcast_to(cm, h.shape)
         synapses = consts["synapses"]

@@ -38,10 +38,13 @@ class LiveViewError(NCPSError):
 
 
 def live_header() -> str:
+    """The live view's column headings, aligned with the columns of `live_line`."""
     return f"{'time s':>8} " + " ".join(f"{label:>9}" for _, label, _ in LIVE_FIGURES)
 
 
 def live_line(sample: dict) -> str:
+    """One sample as a line of the live view: its time, then each figure of
+    `LIVE_FIGURES` in the heading's unit, or `-` when the sample lacks it."""
     cells = [f"{sample['time_s']:8.1f}"]
     for key, _, scale in LIVE_FIGURES:
         value = sample.get(key)
@@ -152,6 +155,7 @@ class LiveView:
         return self
 
     def stop(self) -> None:
+        """Stop sampling; the samples taken are kept for `save`."""
         self.monitor.stop()
 
     def save(self, path: str | os.PathLike) -> Path:

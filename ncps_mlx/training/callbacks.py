@@ -105,11 +105,19 @@ class EarlyStopping(Callback):
         return problems
 
     def improved(self, value: float) -> bool:
+        """Whether `value` beats the best so far by more than `min_delta`, in `mode`'s
+        direction."""
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        """Record an improvement, or count one more epoch without and stop the run (with
+        `trainer.stop_reason`) once `patience` have passed.
+
+        Raises:
+            ValueError: The monitored key is not in the epoch's logs.
+        """
         if self.monitor not in logs:
             raise ValueError(
                 f"[EarlyStopping] {self.monitor!r} is not logged; the epoch logs have "
@@ -128,9 +136,15 @@ class EarlyStopping(Callback):
             )
 
     def state_dict(self) -> dict[str, Any]:
+        """The best value, its epoch and the epochs waited since, to resume with."""
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what [`state_dict`][ncps_mlx.training.Callback.state_dict] returned.
+
+        Raises:
+            ValueError: `state` lacks a number `best` or ints >= 0 `best_epoch` and `wait`.
+        """
         best, best_epoch, wait = state["best"], state["best_epoch"], state["wait"]
         if not (_is_number(best) and _is_count(best_epoch) and _is_count(wait)):
             raise ValueError(
@@ -323,9 +337,11 @@ class ProgressBar(Callback):
         self.validated = False  # a validation of this run compiled the evaluation step
 
     def on_train_begin(self, trainer: "Trainer") -> None:
+        """Start counting afresh: the run's first step and validation compile again."""
         self.steps, self.validated = 0, False
 
     def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        """Open the epoch's bar, at the batch a resumed run starts from."""
         self.out = self.stream if self.stream is not None else sys.stderr
         self.head = f"epoch {epoch}/{trainer.epochs}"
         self.validates = self.validation
@@ -345,6 +361,7 @@ class ProgressBar(Callback):
         )
 
     def on_batch_end(self, trainer: "Trainer", batch: int, logs: dict[str, float]) -> None:
+        """Advance the bar and update its running loss, throughput and what it waits for."""
         now = time.perf_counter()
         self.steps += 1
         self.loss_sum += logs["loss"]
@@ -391,6 +408,7 @@ class ProgressBar(Callback):
         )
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        """Replace the bar with the epoch's line of figures."""
         self.validated = self.validated or any(key.startswith("val_") for key in logs)
         figures, extras = _epoch_figures(logs)
         lines = epoch_lines(terminal_width(self.out) - 1, self.head, figures, extras)
@@ -417,10 +435,12 @@ class MetricsLog:
         self.path = Path(path)
 
     def rewrite(self, rows: list[dict[str, float]]) -> None:
+        """Replace the file with `rows`, whole or not at all."""
         lines = "".join(json.dumps(row) + "\n" for row in rows)
         atomic_write(self.path, lambda tmp: Path(tmp).write_text(lines))
 
     def append(self, row: dict[str, float]) -> None:
+        """Add `row` as one line at the end of the file."""
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
@@ -447,6 +467,7 @@ class CSVLogger(Callback):
         self.writes = False
 
     def on_train_begin(self, trainer: "Trainer") -> None:
+        """Rewrite the file from the history the run starts from (on the main process)."""
         self.writes = trainer.is_main
         if self.writes:
             self.rows = [dict(row) for row in trainer.history.rows]
@@ -454,6 +475,7 @@ class CSVLogger(Callback):
             self.rewrite()
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        """Append the epoch's row, or rewrite the file when the row adds a column."""
         if not self.writes:
             return
         row = dict(logs)
@@ -519,6 +541,7 @@ class TensorBoardLogger(Callback):
         self.writer: Any = None
 
     def on_train_begin(self, trainer: "Trainer") -> None:
+        """Open a new event file in `log_dir` (on the main process)."""
         if trainer.is_main and self.writer is None:
             # An event file is named after the second it was opened in, and opening one
             # empties it: a run resumed within the same second would erase the first's.
@@ -526,11 +549,13 @@ class TensorBoardLogger(Callback):
             self.writer = self.summary_writer(str(self.log_dir), filename_suffix=suffix)
 
     def on_batch_end(self, trainer: "Trainer", batch: int, logs: dict[str, float]) -> None:
+        """Log the step's loss as `step_loss`, with `step_loss=True`."""
         if self.writer is not None and self.step_loss:
             step = (trainer.epoch - 1) * trainer.batches_per_epoch + batch + 1
             self.writer.add_scalar("step_loss", logs["loss"], step)
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None:
+        """Log each figure of the epoch's row at step = the epoch, and flush."""
         if self.writer is None:
             return
         for key, value in logs.items():
@@ -539,6 +564,7 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_train_end(self, trainer: "Trainer") -> None:
+        """Close the event file."""
         self.close()
 
     def close(self) -> None:

@@ -61,6 +61,14 @@ class CtrlC:
 
 
 def interrupted_message(where: str, checkpoint: str | None, directory: Path | None) -> str:
+    """What a run stopped by Ctrl-C says: where it stopped, what was saved, how to go on.
+
+    Args:
+        where: Where the run stopped, e.g. `"in epoch 3 after batch 10 of 50"`.
+        checkpoint: The checkpoint saved on the way out, or None when nothing was saved.
+        directory: The checkpoint folder, for the `fit(..., resume=True)` call to suggest
+            when no command to resume with is set.
+    """
     if checkpoint is None:
         return (
             f"training interrupted {where}; nothing was saved (no checkpoint_dir): the "

@@ -37,7 +37,7 @@ def declare(library: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> An
     return function
 
 
-class CoreFoundation:
+class CoreFoundation:  # pragma: no cover (macOS)
     """CFString / CFNumber / CFData / CFDictionary / CFArray to Python, and CFRelease.
 
     References are plain ints (``c_void_p`` results), ``None`` for NULL.
@@ -148,7 +148,7 @@ class CoreFoundation:
         return {self.to_python(k): self.to_python(v) for k, v in zip(keys, values, strict=True)}
 
 
-class IORegistry:
+class IORegistry:  # pragma: no cover (macOS)
     """Reads one property of IORegistry entries (``IOServiceMatching`` by class name)."""
 
     def __init__(self, cf: CoreFoundation | None = None, path: str = IOKIT_PATH):

@@ -51,6 +51,16 @@ class RateCounter:
         self._previous: tuple[float, dict[str, float]] | None = None
 
     def rates(self, now: float, counters: dict[str, float]) -> dict[str, float | None]:
+        """Each counter's increase per second since the previous call, and remember these.
+
+        Args:
+            now: The time of the reading, in seconds on a monotonic clock.
+            counters: The counters' current values, by key.
+
+        Returns:
+            The rate of each counter, or None for a counter without an earlier reading (all
+            of them on the first call, or when the clock has not advanced).
+        """
         previous, self._previous = self._previous, (now, dict(counters))
         if previous is None or now <= previous[0]:
             return {key: None for key in counters}

@@ -102,6 +102,8 @@ class IOAcceleratorBackend(Backend):
         self._system = system
 
     def probe(self) -> bool:
+        """Whether an IOAccelerator entry reports `PerformanceStatistics` here; opens
+        IOKit on macOS. Never raises."""
         with contextlib.suppress(Exception):  # OSError (no IOKit), a missing symbol...
             if self._library is None:
                 if self._system() != "Darwin":
@@ -111,11 +113,17 @@ class IOAcceleratorBackend(Backend):
         return False
 
     def why_unavailable(self) -> str:
+        """That the backend needs macOS, or, on a Mac, that no entry has the statistics."""
         return off_macos(
             self._system(), "no IOAccelerator entry in the IORegistry has PerformanceStatistics"
         )
 
     def sample(self) -> Figures:
+        """The GPU utilization and memory figures the driver reports now.
+
+        Raises:
+            RuntimeError: No entry has `PerformanceStatistics` any more.
+        """
         statistics = pick_statistics(self._library.performance_statistics())
         if statistics is None:
             raise RuntimeError("no IOAccelerator entry has PerformanceStatistics any more")

@@ -251,7 +251,7 @@ def _read_channel(library: Any, item: Any) -> Channel:
 # -- the thin ctypes layer: verified only on a Mac -----------------------------------------
 
 
-class _IOReportLibrary:
+class _IOReportLibrary:  # pragma: no cover (macOS)
     """libIOReport's calls, one method each. References are ints (None for NULL);
     ``copy``/``create`` results are owned and go back through `release`."""
 
@@ -392,6 +392,8 @@ class IOReportBackend(Backend):
         self._frequencies: list[float] | None = None
 
     def probe(self) -> bool:
+        """Open libIOReport (on macOS) and subscribe to its energy, GPU and memory
+        controller channels; whether that worked. Never raises."""
         try:
             if self._open():
                 return True
@@ -402,6 +404,8 @@ class IOReportBackend(Backend):
         return False
 
     def why_unavailable(self) -> str:
+        """That the backend needs macOS, or, on a Mac, that libIOReport or its channels
+        could not be opened."""
         return off_macos(
             self._system(),
             "libIOReport could not be opened, or it offered none of the channels it reads",
@@ -414,7 +418,7 @@ class IOReportBackend(Backend):
             from ._cf import IORegistry
 
             self._library = _IOReportLibrary()
-            if self._registry is None:
+            if self._registry is None:  # pragma: no cover (macOS)
                 self._registry = IORegistry(self._library.cf)
         if not self._subscribe():
             return False
@@ -465,6 +469,11 @@ class IOReportBackend(Backend):
         return None
 
     def sample(self) -> Figures:
+        """The figures over the time since the previous sample (all None on the first).
+
+        Raises:
+            RuntimeError: IOReport returned no samples, or no difference between two.
+        """
         library = self._library
         current = library.create_samples(self._subscription, self._channels)
         now = self._clock()
@@ -486,6 +495,7 @@ class IOReportBackend(Backend):
         return figures(channels, now - previous[1], self._frequencies)
 
     def close(self) -> None:
+        """Release the subscription, its channels and the last sample."""
         library = self._library
         if library is None:
             return

@@ -19,6 +19,7 @@ class MLXMemoryBackend(Backend):
     }
 
     def sample(self) -> Figures:
+        """MLX's active, peak and cached bytes now."""
         return {
             "mlx_active_bytes": mx.get_active_memory(),
             "mlx_peak_bytes": mx.get_peak_memory(),

@@ -29,6 +29,8 @@ class NVMLBackend(Backend):
         self._error: Exception | None = None
 
     def probe(self) -> bool:
+        """Import `pynvml`, start NVML and find GPU `index`; whether that worked. Never
+        raises: the error is kept for `why_unavailable`."""
         try:
             if self._nvml is None:
                 import pynvml
@@ -42,11 +44,13 @@ class NVMLBackend(Backend):
         return True
 
     def why_unavailable(self) -> str:
+        """That `nvidia-ml-py` is not installed, or which GPU or driver NVML did not find."""
         if isinstance(self._error, ImportError):
             return "it needs an NVIDIA GPU and `pip install nvidia-ml-py`, which is not installed"
         return f"NVML found no NVIDIA GPU {self._index} or driver ({self._error})"
 
     def sample(self) -> Figures:
+        """The GPU's utilization, memory busy share and use, power and clock now."""
         nvml, handle = self._nvml, self._handle
         rates = nvml.nvmlDeviceGetUtilizationRates(handle)
         return {
@@ -58,6 +62,7 @@ class NVMLBackend(Backend):
         }
 
     def close(self) -> None:
+        """Shut NVML down, if `probe` started it."""
         if self._handle is not None:
             self._nvml.nvmlShutdown()
             self._handle = None

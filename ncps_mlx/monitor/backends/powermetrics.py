@@ -163,6 +163,8 @@ class PowermetricsBackend(Backend):
         self._is_root = is_root
 
     def probe(self) -> bool:
+        """Whether powermetrics can run here: on macOS, as root or with password-less
+        `sudo` (tried with `sudo -n true`, which never prompts). Never raises."""
         try:
             if self._system() != "Darwin":
                 return False
@@ -178,6 +180,7 @@ class PowermetricsBackend(Backend):
             return False
 
     def why_unavailable(self) -> str:
+        """That the backend needs macOS, or, on a Mac, root or password-less sudo."""
         return off_macos(
             self._system(),
             "powermetrics needs root or password-less sudo (it runs `sudo -n` and never prompts)",
@@ -192,6 +195,11 @@ class PowermetricsBackend(Backend):
         return command if self._is_root() else ["sudo", "-n", *command]
 
     def sample(self) -> Figures:
+        """Run powermetrics for one window and return its figures; blocks for the window.
+
+        Raises:
+            RuntimeError: powermetrics did not finish within `timeout_s`, or failed.
+        """
         try:
             result = self._run(
                 self.command(), capture_output=True, timeout=self.timeout_s, check=False,

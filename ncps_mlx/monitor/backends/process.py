@@ -42,6 +42,8 @@ class PsutilBackend(Backend):
         self.process_ended = False
 
     def probe(self) -> bool:
+        """Import psutil and open the process to watch; whether that worked. Never raises:
+        the error is kept for `why_unavailable`."""
         if self._psutil is None:
             try:
                 import psutil
@@ -60,12 +62,15 @@ class PsutilBackend(Backend):
         return True
 
     def why_unavailable(self) -> str:
+        """That psutil is not installed, or why it cannot read the process."""
         if isinstance(self._error, ImportError):
             return "psutil is not installed: pip install 'ncps-mlx[monitor]'"
         target = "this process" if self.pid is None else f"process {self.pid}"
         return f"psutil cannot read {target} ({type(self._error).__name__}: {self._error})"
 
     def sample(self) -> Figures:
+        """The process's CPU share and resident memory (None once it has ended) and the
+        machine's CPU and memory use; the CPU shares are None in the first sample."""
         memory = self._psutil.virtual_memory()
         figures: Figures = {
             **self._process_figures(),
