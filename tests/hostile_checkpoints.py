@@ -109,6 +109,21 @@ def _array(key: str, value: Any) -> Callable[[dict, dict], None]:
     return edit
 
 
+def _ncp(inter: int, command: int, sensory_fanout: int, recurrent: int) -> dict:
+    """An NCP wiring config for 3 features and 2 motor neurons, sized as given."""
+    return {
+        "class_name": "NCP",
+        "inter_neurons": inter,
+        "command_neurons": command,
+        "motor_neurons": 2,
+        "sensory_fanout": sensory_fanout,
+        "inter_fanout": 1,
+        "recurrent_command_synapses": recurrent,
+        "motor_fanin": 1,
+        "input_dim": 3,
+    }
+
+
 # Crafted configs of the CfC/LTC bases, sealed: (name, base, edit).
 CONFIGS = [
     ("autoncp_units_30000", "cfc_ncp", _set("model", "units", "units", value=30000)),
@@ -150,44 +165,8 @@ CONFIGS = [
     ("wiring_input_dim_off", "ltc_ncp", _set("model", "units", "input_dim", value=4)),
     ("wiring_extra_key", "ltc_ncp", _set("model", "units", "extra", value=1)),
     ("wiring_not_built", "ltc_ncp", _set("model", "units", "input_dim", value=None)),
-    (
-        "ncp_huge",
-        "ltc_ncp",
-        _set(
-            "model",
-            "units",
-            value={
-                "class_name": "NCP",
-                "inter_neurons": 10**6,
-                "command_neurons": 10**6,
-                "motor_neurons": 2,
-                "sensory_fanout": 1,
-                "inter_fanout": 1,
-                "recurrent_command_synapses": 10**9,
-                "motor_fanin": 1,
-                "input_dim": 3,
-            },
-        ),
-    ),
-    (
-        "ncp_recurrent_1e9",
-        "ltc_ncp",
-        _set(
-            "model",
-            "units",
-            value={
-                "class_name": "NCP",
-                "inter_neurons": 5,
-                "command_neurons": 3,
-                "motor_neurons": 2,
-                "sensory_fanout": 2,
-                "inter_fanout": 1,
-                "recurrent_command_synapses": 10**9,
-                "motor_fanin": 1,
-                "input_dim": 3,
-            },
-        ),
-    ),
+    ("ncp_huge", "ltc_ncp", _set("model", "units", value=_ncp(10**6, 10**6, 1, 10**9))),
+    ("ncp_recurrent_1e9", "ltc_ncp", _set("model", "units", value=_ncp(5, 3, 2, 10**9))),
     (
         "plain_wiring_huge",
         "ltc_ncp",
