@@ -25,6 +25,9 @@ class Call(NamedTuple):
     dt: mx.array | float
     batched: bool
     mask: mx.array | None = None
+    # The mask is True for a prefix of each sequence: real steps, then padding. Padding
+    # then changes nothing before it, and the fused kernels can run the whole sequence.
+    padded: bool = False
 
 
 class Plan(NamedTuple):
@@ -57,7 +60,15 @@ def check_call(layer: Any, x: Any, hx: Any = None, timespans: Any = None, mask: 
     dt = _inputs.check_timespans(
         owner, timespans, batch, steps, batched, layer.batch_first, positive, mask
     )
-    return Call(x, h, c, dt, batched, mask)
+    return Call(x, h, c, dt, batched, mask, _is_padding(mask))
+
+
+def _is_padding(mask: mx.array | None) -> bool:
+    """Whether a (B, T, 1) mask is True for a prefix of each sequence (read where values
+    can be, else ``False``: the step-by-step path serves any mask)."""
+    if mask is None or not _inputs.readable(mask):
+        return False
+    return bool(mx.all(mask[:, 1:] <= mask[:, :-1]).item())
 
 
 def plan(layer: Any) -> Plan:
@@ -74,7 +85,7 @@ def plan(layer: Any) -> Plan:
 
 def run(layer: Any, call: Call, planned: Plan | None = None) -> tuple[mx.array, State]:
     """A call of ``layer`` on checked arguments: ``(y, hx)`` in the input's layout."""
-    y, h, c = scan(layer, call.x, call.h, call.c, call.dt, call.mask, planned)
+    y, h, c = scan(layer, call.x, call.h, call.c, call.dt, call.mask, planned, call.padded)
     if not call.batched:
         y, h = y[0], h[0]
         c = c[0] if c is not None else None
@@ -91,10 +102,12 @@ def scan(
     dt: mx.array | float = 1.0,
     mask: mx.array | None = None,
     planned: Plan | None = None,
+    padded: bool = False,
 ) -> tuple[mx.array, mx.array, mx.array | None]:
     """The computation without checks: batch-first ``x`` (B, T, F), states (B, H) or
     ``None``, ``dt`` a float or (B, T, 1), ``mask`` ``None`` or boolean (B, T, 1),
-    ``planned`` from [`plan`][ncps_mlx.scan.plan] (made here when ``None``).
+    ``planned`` from [`plan`][ncps_mlx.scan.plan] (made here when ``None``), ``padded``
+    when the mask is True for a prefix of each sequence (`Call.padded`).
     Returns ``(y, h, c)``, ``y`` batch-first."""
     dtype = layer.dtype
     x = x.astype(dtype)
@@ -106,15 +119,21 @@ def scan(
         dt = dt.astype(dtype)
     stepper, consts, lstm, lstm_consts, projection = plan(layer) if planned is None else planned
     projected = stepper.project(consts, x)
-    if mask is None and hasattr(stepper, "sequence"):
+    if (mask is None or padded) and hasattr(stepper, "sequence"):
         # A fused stepper runs every step in one call, the mixed-memory LSTM's too (from
-        # its projected input and recurrent weight): no graph operations per step.
+        # its projected input and recurrent weight): no graph operations per step. After
+        # padding nothing real follows, so its steps are run too and then ignored: the
+        # outputs and states are taken at each sequence's last real step.
+        if mask is not None:
+            x = mx.where(mask, x, mx.zeros((), dtype=dtype))
+            projected = stepper.project(consts, x)
         memory = None
         if layer.mixed_memory:
             memory = (lstm.project(lstm_consts, x), c, lstm_consts["wh_t"])
         ys, states, cells = stepper.sequence(consts, projected, h, dt, memory)
-        h, c = states[:, -1], (cells[:, -1] if cells is not None else c)
-        y = ys if layer.return_sequences else ys[:, -1]
+        last = _at_last_real_step(mask)
+        h, c = last(states), (last(cells) if cells is not None else c)
+        y = ys if layer.return_sequences else last(ys)
     else:
         steppers = (stepper, consts, lstm, lstm_consts)
         y, h, c = _step_by_step(layer, steppers, projected, x, h, c, dt, mask)
@@ -123,6 +142,15 @@ def scan(
     if mask is not None and layer.return_sequences:
         y = mx.where(mask, y, mx.zeros((), dtype=y.dtype))
     return y, h, c
+
+
+def _at_last_real_step(mask: mx.array | None):
+    """A function taking each sequence's entry at its last real step from (B, T, ...)
+    arrays: the last step without a mask."""
+    if mask is None:
+        return lambda values: values[:, -1]
+    index = (mx.sum(mask, axis=1, keepdims=True) - 1).astype(mx.int32)  # (B, 1, 1)
+    return lambda values: mx.take_along_axis(values, index, axis=1)[:, 0]
 
 
 def _step_by_step(

@@ -134,16 +134,16 @@ def make_train_step(
         group = None
     constrain = model.apply_weight_constraints
 
-    def loss_of(model: RNN, x: mx.array, y: mx.array, dt: Any, mask: Any) -> mx.array:
-        prediction, _, _ = scan.scan(model, x, None, None, dt, mask)
+    def loss_of(model: RNN, x: mx.array, y: mx.array, dt: Any, mask: Any, padded: bool) -> mx.array:
+        prediction, _, _ = scan.scan(model, x, None, None, dt, mask, padded=padded)
         total, count = masked_sum(loss_fn(prediction, y), mask if model.return_sequences else None)
         # Dividing by the whole group's count makes the summed gradients the full batch's.
         return total / _sum_over_group(mx.stop_gradient(count), group)
 
     loss_and_grad = nn.value_and_grad(model, loss_of)
 
-    def update(x: mx.array, y: mx.array, dt: Any, mask: Any) -> mx.array:
-        loss, grads = loss_and_grad(model, x, y, dt, mask)
+    def update(x: mx.array, y: mx.array, dt: Any, mask: Any, padded: bool) -> mx.array:
+        loss, grads = loss_and_grad(model, x, y, dt, mask, padded)
         loss, grads = _sum_over_group((loss, grads), group)
         optimizer.update(model, rules(grads, model.trainable_parameters()))
         constrain()
@@ -155,7 +155,7 @@ def make_train_step(
 
     def step(x: Any, y: Any, timespans: Any = None, mask: Any = None) -> mx.array:
         call = scan.check_call(model, x, None, timespans, mask)
-        loss = update(call.x, check_target(model, call, y), call.dt, call.mask)
+        loss = update(call.x, check_target(model, call, y), call.dt, call.mask, call.padded)
         mx.eval(loss, state)
         return loss
 
@@ -171,8 +171,10 @@ def make_eval_step(
     real steps and their count, so batches of any size combine into exact means.
     """
 
-    def sums(x: mx.array, y: mx.array, dt: Any, mask: Any) -> dict[str, tuple[mx.array, mx.array]]:
-        prediction, _, _ = scan.scan(model, x, None, None, dt, mask)
+    def sums(
+        x: mx.array, y: mx.array, dt: Any, mask: Any, padded: bool
+    ) -> dict[str, tuple[mx.array, mx.array]]:
+        prediction, _, _ = scan.scan(model, x, None, None, dt, mask, padded=padded)
         weights = mask if model.return_sequences else None
         functions = {"loss": loss_fn, **metrics}
         return {name: masked_sum(f(prediction, y), weights) for name, f in functions.items()}
@@ -182,7 +184,7 @@ def make_eval_step(
 
     def evaluate(x: Any, y: Any, timespans: Any = None, mask: Any = None) -> dict:
         call = scan.check_call(model, x, None, timespans, mask)
-        result = sums(call.x, check_target(model, call, y), call.dt, call.mask)
+        result = sums(call.x, check_target(model, call, y), call.dt, call.mask, call.padded)
         mx.eval(result)
         return result
 
