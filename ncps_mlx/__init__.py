@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import baselines as baselines  # registers the baseline cells, for ncps_mlx.load
 from . import wirings as wirings
 from .cells import Cell as Cell
 from .cells import CfCCell as CfCCell

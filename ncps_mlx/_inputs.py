@@ -14,6 +14,25 @@ import numpy as np
 from .errors import see
 
 
+def as_float32_numpy(owner: str, name: str, value: Any) -> np.ndarray:
+    """``value`` (a NumPy or MLX array, a number or a list) as a float32 NumPy array, for
+    the one-step controllers; a ValueError for anything not numeric. Values beyond
+    float32 become inf, which the callers then refuse as non-finite."""
+    if isinstance(value, mx.array) and mx.issubdtype(value.dtype, mx.floating):
+        value = value.astype(mx.float32)  # NumPy holds no bfloat16
+    accepted = (np.ndarray, np.generic, mx.array, list, tuple, int, float)
+    array = np.asarray(value) if isinstance(value, accepted) else None
+    if array is None or not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    ):
+        raise ValueError(
+            f"[{owner}] {name!r} must be a numeric NumPy or MLX array (or a number or list) "
+            f"but got {type(value).__name__}" + (f" of {array.dtype}" if array is not None else "")
+        )
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32, copy=False)
+
+
 def as_array(owner: str, name: str, value: Any) -> mx.array:
     """Convert numpy arrays and nested lists to an ``mx.array``; reject anything else."""
     if isinstance(value, mx.array):

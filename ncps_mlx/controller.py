@@ -8,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import kernels, numerics
+from ._inputs import as_float32_numpy
 from .errors import NumericsError, see
 from .rnn import RNN
 
@@ -259,19 +260,7 @@ class Controller:
         return h, c
 
     def _as_float32(self, name: str, value: Any) -> np.ndarray:
-        if isinstance(value, mx.array) and mx.issubdtype(value.dtype, mx.floating):
-            value = value.astype(mx.float32)  # NumPy holds no bfloat16
-        accepted = (np.ndarray, np.generic, mx.array, list, tuple, int, float)
-        array = np.asarray(value) if isinstance(value, accepted) else None
-        if array is None or not (
-            np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-        ):
-            raise ValueError(
-                f"[{self._owner}] {name!r} must be a numeric NumPy or MLX array (or a number "
-                f"or list) but got {type(value).__name__}"
-                + (f" of {array.dtype}" if array is not None else "")
-            )
-        return array.astype(np.float32, copy=False)
+        return as_float32_numpy(self._owner, name, value)
 
     def _check_input(self, x: Any) -> tuple[np.ndarray, bool]:
         # A float32 NumPy array, the common case, needs no conversion.

@@ -89,6 +89,11 @@ class Cell(nn.Module):
     #: Whether a zero timespan is meaningless for this cell (LTC divides by it).
     requires_positive_timespans: bool = False
 
+    #: Whether ``step`` reads ``dt``. A cell that ignores it (the baselines of
+    #: ``ncps_mlx.baselines``) is given the elapsed time as an input feature where
+    #: timespans matter (the demo, the policies).
+    uses_timespans: bool = True
+
     @property
     def input_size(self) -> int:
         """Features of the input ``x``."""
@@ -360,3 +365,18 @@ class WiredCell(Cell):
     def sensory_synapse_count(self) -> int:
         """Synapses from the input features to the cell's neurons."""
         return int(self._wiring.sensory_synapse_count)
+
+    def state_neurons(self) -> np.ndarray:
+        """The wiring neuron each entry of the state `h` holds.
+
+        Entry `k` of `h` is the state of neuron `state_neurons()[k]`. By default the state
+        is in neuron-id order (`np.arange(units)`), as in an LTC; a cell that lays its
+        state out otherwise overrides this (a
+        [`WiredCfCCell`][ncps_mlx.cells.WiredCfCCell] keeps its layers' states one after
+        the other). `h[..., np.argsort(cell.state_neurons())]` puts a state in neuron-id
+        order.
+
+        Returns:
+            Integer array of length `state_size`: a permutation of the neuron ids.
+        """
+        return np.arange(self._wiring.units)

@@ -108,6 +108,19 @@ class WiredCfCCell(WiredCell):
         """Number of CfC layers: the wiring's ``num_layers``, as in ncps."""
         return self._wiring.num_layers
 
+    def state_neurons(self) -> np.ndarray:
+        """The wiring neuron each entry of the state `h` holds: the neurons of each layer,
+        in layer order.
+
+        For an NCP that is inter, command, motor, while the wiring numbers the motor
+        neurons first: entry `k` of `h` is neuron `state_neurons()[k]`, not neuron `k`.
+
+        Returns:
+            Integer array of length `state_size`.
+        """
+        layers = [self._wiring.get_neurons_of_layer(i) for i in range(self._wiring.num_layers)]
+        return np.concatenate(layers).astype(np.int64)
+
     def derive(self) -> Consts:
         """Each layer's [`CfCCell.derive`][ncps_mlx.cells.CfCCell.derive], in layer order."""
         return [layer.derive() for layer in self.layers]
