@@ -22,6 +22,7 @@ MODE_TITLES = {
     "inference": "Inference (whole sequence, no grad)",
     "step1": "One time step at batch 1, state carried (controller latency)",
     "step1_graph": "One time step at batch 1 through MLX's graph",
+    "policy_loop": "One policy call inside its closed loop (Pendulum-v1, batch 1)",
     MATMULS: "Matrix products of one train step alone (same shapes, forward and backward)",
     VERSUS_LSTM: "Train step against torch's fused nn.LSTM of the same sizes",
 }

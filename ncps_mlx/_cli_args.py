@@ -37,6 +37,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def positive_number(text: str) -> float:
     try:
         value = float(text)

@@ -42,8 +42,14 @@ def draw_wiring(
     draw_labels: bool = False,
     legend: bool = True,
     node_size: float = 120.0,
+    node_colors: dict[tuple[str, int], Any] | None = None,
 ) -> Any:
-    """See [`ncps_mlx.wirings.Wiring.draw`][ncps_mlx.wirings.Wiring.draw]."""
+    """See [`ncps_mlx.wirings.Wiring.draw`][ncps_mlx.wirings.Wiring.draw].
+
+    ``node_colors`` gives nodes a colour of their own over their kind's, keyed like the
+    nodes of ``column_layout`` (``("sensory", i)`` or ``("neuron", i)``); they are then
+    outlined, so that pale colours stay visible on the white background.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 6))
     colors = {**NEURON_COLORS, **(neuron_colors or {})}
@@ -52,7 +58,7 @@ def draw_wiring(
     layout = column_layout(wiring)
     polarity_colors = {**SYNAPSE_COLORS, **(synapse_colors or {})}
     _draw_edges(wiring, ax, layout, polarity_colors, node_size)
-    _draw_nodes(ax, layout, colors, node_size, draw_labels)
+    _draw_nodes(ax, layout, colors, node_size, draw_labels, node_colors)
     ax.margins(0.1)
     if legend:
         # The neuron kinds come from the scatter labels; the arrows carry no label of their
@@ -105,13 +111,24 @@ def _draw_edges(wiring: Wiring, ax: Any, layout: Layout, colors: dict, node_size
             ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
 
 
-def _draw_nodes(ax: Any, layout: Layout, colors: dict, node_size: float, labels: bool) -> None:
+def _draw_nodes(
+    ax: Any,
+    layout: Layout,
+    colors: dict,
+    node_size: float,
+    labels: bool,
+    node_colors: dict[tuple[str, int], Any] | None = None,
+) -> None:
     for kind in KINDS:
         nodes = [(node, x, y) for node, (k, x, y) in layout.items() if k == kind]
         if not nodes:
             continue
         xs, ys = [x for _, x, _ in nodes], [y for _, _, y in nodes]
-        ax.scatter(xs, ys, s=node_size, c=colors[kind], zorder=3, label=kind)
+        style: dict[str, Any] = {"c": colors[kind]}
+        if node_colors is not None:
+            own = [node_colors.get(node, colors[kind]) for node, _, _ in nodes]
+            style = {"c": own, "edgecolors": "0.3", "linewidths": 0.6}
+        ax.scatter(xs, ys, s=node_size, zorder=3, label=kind, **style)
         ax.text(xs[0], 0.6, kind, ha="center", fontsize="small")
         for (group, i), x, y in nodes if labels else []:
             name = f"s{i}" if group == "sensory" else str(i)

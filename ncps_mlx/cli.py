@@ -24,6 +24,7 @@ from ._cli_args import (
     existing_file,
     integer,
     monitor_backends,
+    natural,
     output_folder,
     package_path,
     positive_int,
@@ -62,6 +63,25 @@ def _demo(args: argparse.Namespace) -> int:
             baselines=not args.no_baselines,
         )
     return 1 if metrics["export"]["status"] == "failed" else 0
+
+
+def _policies(args: argparse.Namespace) -> int:
+    from .policies.evaluation import QUICK, Imitation
+    from .policies.run import run_policies
+
+    run_policies(
+        args.out,
+        tasks=args.tasks,
+        kinds=args.models,
+        seeds=range(args.seeds),
+        train_seed=args.seed,
+        settings=QUICK if args.quick else Imitation(),
+        export=not args.no_export,
+        figures=not args.no_figures,
+        latency=not args.no_latency,
+        overwrite=args.overwrite,
+    )
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -208,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(commands)
     _add_kernels_parser(commands)
     _add_monitor_parser(commands)
+    _add_policies_parser(commands)
     _add_train_parser(commands)
     _add_validate_parser(commands)
     for command in commands.choices.values():  # also after the command, where users put it
@@ -256,6 +277,53 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
         help="continue the training saved in --out (same --epochs and --seed)",
     )
     demo.set_defaults(handler=_demo)
+
+
+def _add_policies_parser(commands: argparse._SubParsersAction) -> None:
+    from .policies import MODEL_KINDS, TASKS
+
+    policies = commands.add_parser(
+        "policies",
+        help="train NCP policies by imitation, evaluate them closed-loop, deploy and inspect",
+        description="Train a CfC-NCP, an LTC-NCP and same-size GRU, LSTM and MLP baselines "
+        "on Gymnasium control tasks by behaviour cloning and DAgger; evaluate them over "
+        "seeded episodes, clean, with observation noise and with irregular sampling; run "
+        "the exported CfC-NCP in the loop; draw its circuit; measure the per-step latency "
+        "against the reference ncps model. Writes report.md and the rest to --out. Needs "
+        "the control extra (gymnasium).",
+    )
+    policies.add_argument(
+        "--out",
+        type=output_folder,
+        default="ncps_policies",
+        help="output folder (default: ncps_policies)",
+    )
+    policies.add_argument(
+        "--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks (default: all)"
+    )
+    policies.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODEL_KINDS,
+        default=list(MODEL_KINDS),
+        help="policy models (default: all)",
+    )
+    policies.add_argument(
+        "--seeds", type=positive_int, default=20, help="evaluation episodes (default: 20)"
+    )
+    policies.add_argument(
+        "--seed", type=natural, default=0, help="seed of every model's training (default: 0)"
+    )
+    policies.add_argument(
+        "--quick", action="store_true", help="a few seconds of training per model (a smoke run)"
+    )
+    policies.add_argument("--no-export", action="store_true", help="skip the Core ML deployment")
+    policies.add_argument("--no-figures", action="store_true", help="skip the circuit figures")
+    policies.add_argument(
+        "--no-latency", action="store_true", help="skip the latency against the reference"
+    )
+    policies.add_argument("--overwrite", action="store_true", help="replace the run --out holds")
+    policies.set_defaults(handler=_policies)
 
 
 def _add_kernels_parser(commands: argparse._SubParsersAction) -> None:
@@ -497,6 +565,7 @@ _INSTALL = {
     "matplotlib": "pip install 'ncps-mlx[plot]'",
     "aeon": "pip install 'ncps-mlx[data]'",
     "psutil": "pip install 'ncps-mlx[monitor]'",
+    "gymnasium": "pip install 'ncps-mlx[control]'",
     "tomli": "pip install tomli",
 }
 

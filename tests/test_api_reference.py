@@ -42,6 +42,8 @@ PUBLIC_NAMESPACES = (
     "ncps_mlx.interop",
     "ncps_mlx.costs",
     "ncps_mlx.errors",
+    "ncps_mlx.policies",
+    "ncps_mlx.baselines",
     "ncps_mlx.numerics",
 )
 # Public subpackages whose names are not API, and why.

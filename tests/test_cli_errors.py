@@ -169,7 +169,7 @@ MISTAKES = {
         2,
         [
             "ncps-mlx: command: invalid choice: 'trian' (choose from 'demo', 'export', "
-            "'kernels', 'monitor', 'train', 'validate')",
+            "'kernels', 'monitor', 'policies', 'train', 'validate')",
             "try 'ncps-mlx --help'",
         ],
     ),
