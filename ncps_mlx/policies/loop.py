@@ -117,7 +117,7 @@ def rollout(
         observed=np.asarray(record["observed"]),
         timespans=np.asarray(record["timespans"], np.float32),
         actions=np.asarray(record["actions"]),
-        rewards=np.asarray(record["rewards"], np.float32),
+        rewards=np.asarray(record["rewards"], np.float64),
         terminated=bool(terminated),
     )
 

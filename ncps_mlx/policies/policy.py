@@ -25,7 +25,7 @@ class Policy(Protocol):
 def takes_timespan_feature(model: RNN) -> bool:
     """Whether the model's cell ignores timespans, so that they must reach it as one more
     input feature (the baselines; see `Cell.uses_timespans`)."""
-    return not getattr(model.rnn_cell, "uses_timespans", True)
+    return not model.rnn_cell.uses_timespans
 
 
 def model_inputs(model: RNN, encoded: np.ndarray, timespans: np.ndarray) -> np.ndarray:
