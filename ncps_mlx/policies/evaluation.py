@@ -83,6 +83,10 @@ def train_policy(
         expert, task_, range(1000, 1000 + settings.demo_seeds), settings.demo_perturbations
     )
     model = policy_model(kind, task_, seed=seed)
+    log(
+        f"{task_.name}: training the {LABELS[kind]} by behaviour cloning and "
+        f"{settings.rounds} DAgger round{'' if settings.rounds == 1 else 's'} ..."
+    )
     start = time.perf_counter()
     result = dagger(
         model,
@@ -202,6 +206,7 @@ def run_evaluation(
         for kind in kinds:
             policy = train_policy(kind, task, seed=train_seed, settings=settings, log=log)
             trained(policy)
+            log(f"{task}: evaluating it over {len(seeds)} seeds under {len(conditions)} conditions")
             returns = returns_by_condition(ModelPolicy(policy.model, task), task, seeds, conditions)
             result.rows.append(Row(task, LABELS[kind], policy.parameters, returns))
     return result

@@ -166,6 +166,7 @@ def _deployment(out, trained, ncps, seeds, results, log) -> list[str]:
         if kind != "cfc-ncp":
             continue
         path = out / "deployment" / f"{task}-{kind}.mlpackage"
+        log(f"{task}: exporting the {LABELS[kind]} to Core ML and running the package in the loop")
         check = check_deployment(trained[task, kind].model, task, path, seeds=seeds)
         results["deployment"][task] = check.to_dict()
         sections += [f"### {task}: {LABELS[kind]}\n", check.markdown() + "\n"]
@@ -180,8 +181,8 @@ def _latency(trained, ncps, results, log) -> list[str]:
     sections = ["## Latency in the loop\n"]
     results["latency"] = {}
     for task, kind in ncps:
+        log(f"{task}: timing the {LABELS[kind]} in the loop against the reference")
         measured = loop_latency(trained[task, kind].model, task)
         results["latency"][f"{task}-{kind}"] = measured.to_dict()
         sections += [f"### {task}: {LABELS[kind]}\n", measured.markdown() + "\n"]
-    log("latency measured")
     return sections
