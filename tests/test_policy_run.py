@@ -75,3 +75,39 @@ def test_the_circuit_figure_shows_the_steps_where_the_neurons_move():
     # The last change leads into step 29; the rest of the episode holds still.
     assert _eventful_steps(states, count=4) == [0, 10, 19, 29]
     assert _eventful_steps(np.zeros((5, 2)), count=3) == [0, 2, 4]
+
+
+def test_parts_whose_extra_is_missing_are_skipped_and_said_first(tmp_path, monkeypatch):
+    from ncps_mlx.export import coreml
+    from ncps_mlx.policies import QUICK, run
+
+    def no_coremltools():
+        raise ImportError("Core ML export needs coremltools: pip install 'ncps-mlx[export]'")
+
+    monkeypatch.setattr(coreml, "require_coremltools", no_coremltools)
+    real_find_spec = run.importlib.util.find_spec
+    monkeypatch.setattr(
+        run.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
+    )
+    lines = []
+    run.run_policies(
+        tmp_path / "run",
+        tasks=["pendulum"],
+        kinds=["cfc-ncp"],
+        seeds=[0],
+        settings=QUICK,
+        latency=False,
+        log=lines.append,
+    )
+    assert lines[:2] == [
+        "deployed in the loop: skipped, Core ML export needs coremltools: pip install "
+        "'ncps-mlx[export]'",
+        "inside the circuit: skipped, the figures need matplotlib: pip install 'ncps-mlx[plot]'",
+    ]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Deployed in the loop\n\nSkipped: Core ML export needs coremltools" in report
+    assert "## Inside the circuit\n\nSkipped: the figures need matplotlib" in report
+    assert not (tmp_path / "run" / "figures").exists()
+    assert not (tmp_path / "run" / "deployment").exists()

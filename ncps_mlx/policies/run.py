@@ -1,6 +1,7 @@
 """``ncps-mlx policies``: the evaluation table, the exported policies in the loop, the
 circuit figures and the latency, reproduced into one folder by one command."""
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from .policy import ModelPolicy
 REPORT = "report.md"
 """The report's file name: written last, so a folder holding it holds a finished run."""
 NCP_KINDS = ("cfc-ncp", "ltc-ncp")
+DEPLOYMENT, FIGURES = "Deployed in the loop", "Inside the circuit"  # the report's titles
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -105,6 +107,9 @@ def run_policies(
     """
     out = Path(out)
     prepare_folder(out, overwrite)
+    missing = _missing_parts(export, figures)
+    for title, reason in missing.items():  # said before the training, not after it
+        log(f"{title.lower()}: skipped, {reason}")
     trained: dict[tuple[str, str], TrainedPolicy] = {}
 
     def keep(policy: TrainedPolicy) -> None:
@@ -119,11 +124,12 @@ def run_policies(
     results: dict[str, Any] = {"evaluation": json.loads(evaluation.to_json())}
     sections = ["## Returns\n", _returns_intro(evaluation), evaluation.markdown()]
     ncps = [(task, kind) for (task, kind) in trained if kind in NCP_KINDS]
-    if export and ncps:
+    sections += [f"## {title}\n\nSkipped: {reason}\n" for title, reason in missing.items()]
+    if export and ncps and DEPLOYMENT not in missing:
         sections += _deployment(out, trained, ncps, seeds, results, log)
-    if figures and ncps:
+    if figures and ncps and FIGURES not in missing:
         names = _figures(out, trained[ncps[0]], log)
-        sections += ["## Inside the circuit\n"] + [f"![{n}](figures/{n})\n" for n in names]
+        sections += [f"## {FIGURES}\n"] + [f"![{n}](figures/{n})\n" for n in names]
     if latency and ncps:
         sections += _latency(trained, ncps, results, log)
     _write_text(out / "results.json", json.dumps(results, indent=1, default=_plain) + "\n")
@@ -149,18 +155,27 @@ def _returns_intro(evaluation: Any) -> str:
     )
 
 
-def _deployment(out, trained, ncps, seeds, results, log) -> list[str]:
-    """The CfC-NCPs exported to Core ML (float16) and run in the loop from the package."""
+def _missing_parts(export: bool, figures: bool) -> dict[str, str]:
+    """The report's parts asked for whose optional dependency is missing, by title, with
+    how to install it."""
     from ..export.coreml import require_coremltools
 
-    try:
-        require_coremltools()
-    except ImportError as error:
-        log(f"deployment skipped: {str(error).splitlines()[0]}")
-        return ["## Deployed in the loop\n", f"Skipped: {str(error).splitlines()[0]}\n"]
+    missing = {}
+    if export:
+        try:
+            require_coremltools()
+        except ImportError as error:
+            missing[DEPLOYMENT] = str(error).splitlines()[0]
+    if figures and importlib.util.find_spec("matplotlib") is None:
+        missing[FIGURES] = "the figures need matplotlib: pip install 'ncps-mlx[plot]'"
+    return missing
+
+
+def _deployment(out, trained, ncps, seeds, results, log) -> list[str]:
+    """The CfC-NCPs exported to Core ML (float16) and run in the loop from the package."""
     from .deploy import check_deployment
 
-    sections = ["## Deployed in the loop\n"]
+    sections = [f"## {DEPLOYMENT}\n"]
     results["deployment"] = {}
     for task, kind in ncps:
         if kind != "cfc-ncp":
