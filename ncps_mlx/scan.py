@@ -118,15 +118,17 @@ def scan(
     if isinstance(dt, mx.array):
         dt = dt.astype(dtype)
     stepper, consts, lstm, lstm_consts, projection = plan(layer) if planned is None else planned
+    fused = (mask is None or padded) and hasattr(stepper, "sequence")
+    if fused and mask is not None:
+        # The fused run goes through the padding too: zeros there keep it finite whatever
+        # the padded steps hold.
+        x = mx.where(mask, x, mx.zeros((), dtype=dtype))
     projected = stepper.project(consts, x)
-    if (mask is None or padded) and hasattr(stepper, "sequence"):
+    if fused:
         # A fused stepper runs every step in one call, the mixed-memory LSTM's too (from
         # its projected input and recurrent weight): no graph operations per step. After
         # padding nothing real follows, so its steps are run too and then ignored: the
         # outputs and states are taken at each sequence's last real step.
-        if mask is not None:
-            x = mx.where(mask, x, mx.zeros((), dtype=dtype))
-            projected = stepper.project(consts, x)
         memory = None
         if layer.mixed_memory:
             memory = (lstm.project(lstm_consts, x), c, lstm_consts["wh_t"])

@@ -32,10 +32,12 @@ def model_inputs(model: RNN, encoded: np.ndarray, timespans: np.ndarray) -> np.n
     """The inputs of ``model`` for encoded observations (..., F) arriving after
     ``timespans`` (...): the observations, and the timespans too for a cell that ignores
     them."""
+    return _inputs(encoded, timespans, takes_timespan_feature(model))
+
+
+def _inputs(encoded: np.ndarray, timespans: Any, timespan_feature: bool) -> np.ndarray:
     encoded = np.asarray(encoded, np.float32)
-    if not takes_timespan_feature(model):
-        return encoded
-    return with_timespan_feature(encoded, timespans)
+    return with_timespan_feature(encoded, timespans) if timespan_feature else encoded
 
 
 def check_model_fits(model: RNN, task: Task, owner: str) -> None:
@@ -80,9 +82,7 @@ class StepperPolicy:
 
     def output(self, observation: np.ndarray, timespan: float = 1.0) -> np.ndarray:
         """The model's raw output (logits, or the scaled action) for an observation."""
-        x = self.task.encode(observation)
-        if self.timespan_feature:
-            x = with_timespan_feature(x, timespan)
+        x = _inputs(self.task.encode(observation), timespan, self.timespan_feature)
         return self.stepper(x, timespan=timespan)
 
 
